@@ -1,0 +1,219 @@
+"""The EventBus: one configuration, and the publish() pipeline."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.broker import Broker
+
+from .actors import declare_actors
+from .backends import Backend, DramatiqBackend, InlineBackend
+from .brokers import broker_from_url
+from .codecs import Codec, TypedCodec
+from .delivery import Delivery
+from .errors import ConfigurationError
+from .partition import partition_key
+from .registry import HandlersConfig, Registry
+from .routing import Queues
+
+logger = logging.getLogger("dramatiq_eventbus")
+
+BACKENDS = ("dramatiq", "inline")
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    """Everything configure() resolved, swapped in whole so a publish() never sees half of it.
+
+    Parameters:
+      registry(Registry): Event class to handlers.
+      broker(Broker): Where the handlers' actors live.
+      codec(Codec): How events cross the broker.
+      backend(Backend): Where publish() hands its deliveries.
+      queues(Queues): The two queue names.
+      actors(Mapping[str, dramatiq.Actor]): Each handler's actor, by actor name.
+      owns_broker(bool): The bus made the broker from a URL, and closes it when replaced.
+    """
+
+    registry: Registry
+    broker: Broker
+    codec: Codec
+    backend: Backend
+    queues: Queues
+    actors: Mapping[str, dramatiq.Actor[Any, Any]]
+    owns_broker: bool
+
+
+class EventBus:
+    """An event bus: a registry of handlers, a broker, a codec and a backend.
+
+    Most applications use the default instance through the module-level
+    ``configure()`` and ``publish()``. Create another to keep two buses apart.
+    """
+
+    def __init__(self) -> None:
+        self._config: BusConfig | None = None
+        self._lock = threading.Lock()
+        self._redirect: Backend | None = None
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def configure(
+        self,
+        *,
+        handlers: HandlersConfig,
+        broker: Broker | str | None = None,
+        backend: str | Backend = "dramatiq",
+        queue: str = "events",
+        partitioned_queue: str = "events_partitioned",
+        default_actor_options: Mapping[str, Any] | None = None,
+    ) -> EventBus:
+        """Resolve, validate and apply a configuration, replacing any earlier one.
+
+        Parameters:
+          handlers: Event class (or ``"pkg.module:Name"``) to a list of handler classes
+            (or strings); or a ``"pkg.module:ATTR"`` string naming such a mapping.
+          broker: A ``redis://`` or ``amqp://`` URL, ``"stub"``, or a Broker instance.
+            Default: ``EVENTBUS_BROKER_URL``, else Dramatiq's global broker.
+          backend: ``"dramatiq"`` (enqueue messages), ``"inline"`` (run handlers in the
+            caller) or a Backend instance.
+          queue: The queue for events without a partition key.
+          partitioned_queue: The queue for events with a partition key.
+          default_actor_options: Actor options for every handler, under each handler's own.
+
+        Raises:
+          ConfigurationError: Naming the entry that is wrong.
+        """
+        queues = Queues(queue, partitioned_queue)
+        resolved_broker, owns_broker = _resolve_broker(broker)
+        try:
+            registry = Registry.from_config(
+                handlers,
+                allowed_options=frozenset(resolved_broker.actor_options),
+                default_options=default_actor_options,
+            )
+            codec = TypedCodec(registry.event_classes)
+            resolved_backend = _resolve_backend(backend, resolved_broker, codec)
+            actors = declare_actors(resolved_broker, registry, codec, queues)
+        except BaseException:
+            if owns_broker:
+                resolved_broker.close()
+            raise
+        config = BusConfig(registry, resolved_broker, codec, resolved_backend, queues, actors, owns_broker)
+        with self._lock:
+            previous, self._config = self._config, config
+        if previous is not None and previous.owns_broker and previous.broker is not resolved_broker:
+            previous.broker.close()
+        return self
+
+    @property
+    def config(self) -> BusConfig:
+        """The current configuration; raises ConfigurationError before configure()."""
+        config = self._config
+        if config is None:
+            raise ConfigurationError(
+                "the event bus is not configured: call dramatiq_eventbus.configure(handlers=...) first"
+            )
+        return config
+
+    @property
+    def is_configured(self) -> bool:
+        return self._config is not None
+
+    @property
+    def broker(self) -> Broker:
+        return self.config.broker
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def publish(self, events: object) -> None:
+        """Send an event, or a list of events, to every interested handler.
+
+        The pipeline: look up the handlers of each event's exact class, ask each whether it
+        is ``interested``, encode the event once, route it to a queue by its partition key,
+        and hand every delivery of the call to the backend together. Every event is encoded
+        before anything is sent, so one that cannot be encoded fails the call with nothing sent.
+        """
+        config = self.config
+        deliveries: list[Delivery] = []
+        for event in _as_event_list(events):
+            handlers = config.registry.handlers_for(type(event))
+            if not handlers:
+                logger.warning("No handlers registered for event: %s", _qualified_name(event))
+                continue
+            interested = [spec for spec in handlers if spec.instance.interested(event)]
+            if not interested:
+                continue
+            payload = config.codec.encode(event)
+            key = partition_key(event)
+            queue_name = config.queues.for_key(key)
+            deliveries.extend(Delivery(spec, event, payload, key, queue_name) for spec in interested)
+        if deliveries:
+            (self._redirect or config.backend).deliver(deliveries)
+
+    @contextmanager
+    def redirected_to(self, backend: Backend) -> Iterator[None]:
+        """Send every publish() to ``backend`` for the duration, whatever is configured.
+
+        The test mailbox uses this; it holds across configure() calls made inside the block.
+        """
+        with self._lock:
+            previous, self._redirect = self._redirect, backend
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._redirect = previous
+
+
+def _resolve_broker(broker: Broker | str | None) -> tuple[Broker, bool]:
+    if isinstance(broker, Broker):
+        return broker, False
+    if broker is None:
+        from .environment import broker_url_from_env
+
+        url = broker_url_from_env()
+        if url is None:
+            return dramatiq.get_broker(), False
+        broker = url
+    if isinstance(broker, str):
+        return broker_from_url(broker), True
+    raise ConfigurationError(
+        f"broker must be a URL string, 'stub' or a dramatiq Broker, not {type(broker).__qualname__}"
+    )
+
+
+def _resolve_backend(backend: str | Backend, broker: Broker, codec: Codec) -> Backend:
+    if backend == "dramatiq":
+        return DramatiqBackend(broker)
+    if backend == "inline":
+        return InlineBackend(codec)
+    if isinstance(backend, Backend) and not isinstance(backend, str):
+        return backend
+    raise ConfigurationError(
+        f"backend must be one of {', '.join(map(repr, BACKENDS))} "
+        f"or an object with deliver(deliveries), not {backend!r}"
+    )
+
+
+def _as_event_list(events: object) -> Sequence[object]:
+    batch: Sequence[object] = events if type(events) in (list, tuple) else (events,)  # type: ignore[assignment]
+    for event in batch:
+        # Builtin values (None, str, int, dict, a nested list...) are never events: an event
+        # is an instance of a class the application defined.
+        if type(event).__module__ == "builtins":
+            raise TypeError(
+                f"publish() takes an event object or a list of them, not {type(event).__qualname__}: {event!r:.80}"
+            )
+    return batch
+
+
+def _qualified_name(event: object) -> str:
+    cls = type(event)
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -1,0 +1,91 @@
+"""Configuration from ``EVENTBUS_*`` environment variables, for workers and twelve-factor apps."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable and the configure() argument it sets.
+
+    Parameters:
+      name(str): The variable.
+      argument(str): The configure() keyword it fills.
+      parse(Callable[[str, str], Any]): Turns the text into the argument's value; takes the
+        variable's name too, for the error message.
+      help(str): One line for the README and ``--help``.
+    """
+
+    name: str
+    argument: str
+    parse: Callable[[str, str], Any]
+    help: str
+
+
+def _text(name: str, value: str) -> str:
+    if not value.strip():
+        raise ConfigurationError(f"{name} is set but empty")
+    return value.strip()
+
+
+def _json_object(name: str, value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{name} must be a JSON object: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ConfigurationError(f"{name} must be a JSON object, not {type(parsed).__name__}")
+    return parsed
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "EVENTBUS_HANDLERS",
+        "handlers",
+        _text,
+        "Required. 'pkg.module:ATTR' naming the dict of event class to handlers.",
+    ),
+    Variable(
+        "EVENTBUS_BROKER_URL",
+        "broker",
+        _text,
+        "redis://, rediss://, amqp://, amqps:// URL, or 'stub'. Default: Dramatiq's global broker.",
+    ),
+    Variable("EVENTBUS_BACKEND", "backend", _text, "'dramatiq' (default) or 'inline'."),
+    Variable("EVENTBUS_QUEUE", "queue", _text, "Queue for events without a partition key. Default 'events'."),
+    Variable(
+        "EVENTBUS_PARTITIONED_QUEUE",
+        "partitioned_queue",
+        _text,
+        "Queue for events with a partition key. Default 'events_partitioned'.",
+    ),
+    Variable(
+        "EVENTBUS_DEFAULT_ACTOR_OPTIONS",
+        "default_actor_options",
+        _json_object,
+        "JSON object of actor options for every handler, e.g. '{\"min_backoff\": 1000}'.",
+    ),
+)
+
+
+def broker_url_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    value = (os.environ if environ is None else environ).get("EVENTBUS_BROKER_URL", "")
+    return value.strip() or None
+
+
+def arguments_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The configure() keywords that ``EVENTBUS_*`` variables set; unset ones are left out."""
+    environ = os.environ if environ is None else environ
+    arguments = {v.argument: v.parse(v.name, environ[v.name]) for v in VARIABLES if v.name in environ}
+    if "handlers" not in arguments:
+        raise ConfigurationError(
+            "EVENTBUS_HANDLERS is not set: set it to 'pkg.module:ATTR' naming your dict of event class to handlers"
+        )
+    return arguments

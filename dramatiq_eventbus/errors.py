@@ -1,0 +1,66 @@
+"""The exceptions the bus raises.
+
+Every error the library raises on purpose derives from :class:`EventBusError`,
+so an application can catch the bus's failures without catching its own.
+"""
+
+from __future__ import annotations
+
+from dramatiq.errors import Retry
+
+
+class EventBusError(Exception):
+    """Base class of every error raised by dramatiq-eventbus."""
+
+
+class ConfigurationError(EventBusError):
+    """The bus was configured with something it cannot use, or not configured at all."""
+
+
+class PublishError(EventBusError):
+    """The broker refused or dropped messages while publishing.
+
+    Parameters:
+      message(str): What went wrong.
+      sent(tuple[str, ...]): Actor names of the messages the broker accepted
+        before the failure. They will be processed.
+      unsent(tuple[str, ...]): Actor names of the messages that were not sent.
+    """
+
+    def __init__(self, message: str, *, sent: tuple[str, ...] = (), unsent: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.sent = sent
+        self.unsent = unsent
+
+
+class EventDecodeError(EventBusError):
+    """A payload could not be turned back into an event.
+
+    A worker dead-letters such a message at once: retrying cannot fix it.
+    """
+
+
+class EventEncodeError(EventBusError, TypeError):
+    """An event holds a value the codec cannot represent.
+
+    It is a ``TypeError`` too, since the caller handed publish() a value of the wrong type.
+    """
+
+
+class HandlerFailed(EventBusError, Retry):
+    """A handler returned ``Error(reason)``.
+
+    In a worker this makes Dramatiq retry the message, and dead-letter it after the
+    last attempt. The inline backend raises it to the publisher. It is a Dramatiq
+    ``Retry``, so the worker logs the reason in one line instead of a traceback that
+    would only point into the bus.
+
+    Parameters:
+      handler(str): The handler's qualified name.
+      reason(object): What the handler gave as the reason.
+    """
+
+    def __init__(self, handler: str, reason: object) -> None:
+        super().__init__(f"{handler}.handle_event failed: {reason}")
+        self.handler = handler
+        self.reason = reason

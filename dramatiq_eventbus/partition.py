@@ -1,0 +1,50 @@
+"""Partition keys: which events must be handled in order relative to each other.
+
+An event's key comes from its own ``partition_key()`` method, or from a function
+registered for its class with ``@partition_key.register`` for classes you do not own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import singledispatch
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@singledispatch
+def _raw_key(event: Any) -> object:
+    method = getattr(event, "partition_key", None)
+    return method() if callable(method) else None
+
+
+class PartitionKey:
+    """``partition_key(event)``: the event's partition key as a str, or None when it has none.
+
+    ``@partition_key.register`` takes a function for a class you do not own, as with
+    :func:`functools.singledispatch`. An ``int`` key becomes a ``str``; a key of any
+    other type raises ``TypeError``.
+    """
+
+    def __call__(self, event: Any) -> str | None:
+        key = _raw_key(event)
+        if key is None or type(key) is str:
+            return key
+        if isinstance(key, str):  # a StrEnum or another str subclass: keep its text, not its class
+            return str.__str__(key)
+        if isinstance(key, int) and not isinstance(key, bool):
+            return str(int(key))
+        raise TypeError(
+            f"partition key of {type(event).__qualname__} must be a str, an int or None, "
+            f"not {type(key).__qualname__}: {key!r}"
+        )
+
+    def register(self, cls: type, func: Callable[[Any], object] | None = None) -> Any:
+        """Register ``func`` as the key function of ``cls``; usable as a decorator."""
+        if func is None:
+            return _raw_key.register(cls)
+        return _raw_key.register(cls, func)
+
+
+partition_key = PartitionKey()

@@ -1,0 +1,210 @@
+"""The registry: which handlers each event class goes to, resolved and checked once.
+
+``configure(handlers=...)`` accepts classes or ``"pkg.module:Name"`` strings, so the
+wiring can name every context without the contexts importing each other. Everything
+is resolved and validated here, at configure time, so that publish() only does a dict
+lookup and a mistake is reported once, with the entry that caused it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ConfigurationError
+from .handler import handler_name
+
+#: Retries of a handler that sets none: five attempts in all, as the reference's max_attempts 5.
+DEFAULT_MAX_RETRIES = 4
+#: Priority of a handler that sets none; 0 is the most urgent of 0-9.
+DEFAULT_PRIORITY = 0
+
+HandlersConfig = Mapping[Any, Sequence[Any]] | str
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """One handler class, resolved and validated.
+
+    Parameters:
+      handler_class(type): The class as configured.
+      instance(Any): The one instance whose ``interested`` and ``handle_event`` are called.
+      name(str): Its stable actor name, ``package.module.ClassName``.
+      priority(int): 0-9, lower is more urgent.
+      actor_options(Mapping[str, Any]): Options for its Dramatiq actor, defaults included.
+    """
+
+    handler_class: type
+    instance: Any
+    name: str
+    priority: int
+    actor_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"<handler {self.name}>"
+
+
+class Registry:
+    """Event class to handlers, in configured order, looked up by exact class.
+
+    Parameters:
+      routes(Mapping[type, tuple[HandlerSpec, ...]]): The resolved mapping.
+    """
+
+    def __init__(self, routes: Mapping[type, tuple[HandlerSpec, ...]]) -> None:
+        self._routes = MappingProxyType(dict(routes))
+
+    def handlers_for(self, event_class: type) -> tuple[HandlerSpec, ...]:
+        """The handlers registered for exactly ``event_class``; empty when there are none."""
+        return self._routes.get(event_class, ())
+
+    @property
+    def event_classes(self) -> tuple[type, ...]:
+        return tuple(self._routes)
+
+    @property
+    def handlers(self) -> tuple[HandlerSpec, ...]:
+        """Every distinct handler, each once, in the order first configured."""
+        seen: dict[str, HandlerSpec] = {}
+        for specs in self._routes.values():
+            for spec in specs:
+                seen.setdefault(spec.name, spec)
+        return tuple(seen.values())
+
+    @classmethod
+    def from_config(
+        cls,
+        handlers: HandlersConfig,
+        *,
+        allowed_options: frozenset[str] | set[str],
+        default_options: Mapping[str, Any] | None = None,
+    ) -> Registry:
+        """Resolve and check a ``handlers`` mapping; raise ConfigurationError naming any bad entry.
+
+        Parameters:
+          handlers: Event class (or ``"pkg.module:Name"``) to a list of handler classes
+            (or strings); or a ``"pkg.module:ATTR"`` string naming such a mapping.
+          allowed_options: The actor option names the broker's middleware accepts.
+          default_options: Actor options applied to every handler under its own.
+        """
+        if isinstance(handlers, str):
+            handlers = _resolve_handlers_mapping(handlers)
+        if not isinstance(handlers, Mapping):
+            raise ConfigurationError(
+                f"handlers must be a mapping of event class to a list of handler classes, "
+                f"or a 'pkg.module:ATTR' string naming one, not {type(handlers).__qualname__}"
+            )
+        allowed = frozenset(allowed_options) | {"priority"}
+        defaults = dict(default_options or {})
+        _check_options("default actor options", defaults, allowed)
+        specs: dict[type, HandlerSpec] = {}
+        routes: dict[type, tuple[HandlerSpec, ...]] = {}
+        for raw_event, raw_handlers in handlers.items():
+            event_class = _resolve_class(raw_event, what="event")
+            if event_class in routes:
+                raise ConfigurationError(f"event class {_qualname(event_class)} is configured twice")
+            if isinstance(raw_handlers, str | bytes) or not isinstance(raw_handlers, Sequence):
+                raise ConfigurationError(
+                    f"handlers for {_qualname(event_class)} must be a list of handler classes, "
+                    f"not {type(raw_handlers).__qualname__}"
+                )
+            resolved: list[HandlerSpec] = []
+            for raw_handler in raw_handlers:
+                handler_class = _resolve_class(raw_handler, what=f"handler of {_qualname(event_class)}")
+                if handler_class not in specs:
+                    specs[handler_class] = _make_spec(handler_class, allowed, defaults)
+                spec = specs[handler_class]
+                if spec in resolved:
+                    raise ConfigurationError(f"handler {spec.name} is listed twice for {_qualname(event_class)}")
+                resolved.append(spec)
+            routes[event_class] = tuple(resolved)
+        _check_unique_names(specs.values())
+        return cls(routes)
+
+
+def import_string(path: str) -> Any:
+    """Import ``"pkg.module:Name"`` (or ``"pkg.module:Outer.Inner"``) and return the object."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(f"{path!r} is not an import path of the form 'pkg.module:Name'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {path!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigurationError(
+                f"cannot import {path!r}: module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    return obj
+
+
+def _resolve_handlers_mapping(path: str) -> Mapping[Any, Sequence[Any]]:
+    mapping = import_string(path)
+    if not isinstance(mapping, Mapping):
+        raise ConfigurationError(
+            f"{path!r} must name a dict of event class to handlers, not {type(mapping).__qualname__}"
+        )
+    return mapping
+
+
+def _resolve_class(raw: object, *, what: str) -> type:
+    obj = import_string(raw) if isinstance(raw, str) else raw
+    if not isinstance(obj, type):
+        shown = f"{raw!r}" if not isinstance(raw, str) else f"{raw!r}, which is {obj!r},"
+        raise ConfigurationError(f"{what} {shown} is not a class")
+    return obj
+
+
+def _make_spec(handler_class: type, allowed: frozenset[str], defaults: Mapping[str, Any]) -> HandlerSpec:
+    name = handler_name(handler_class)
+    if not callable(getattr(handler_class, "handle_event", None)):
+        raise ConfigurationError(f"handler {name} has no handle_event(event) method")
+    own_options = getattr(handler_class, "actor_options", None) or {}
+    if not isinstance(own_options, Mapping):
+        raise ConfigurationError(f"{name}.actor_options must be a dict, not {type(own_options).__qualname__}")
+    _check_options(f"{name}.actor_options", own_options, allowed)
+    options = {"max_retries": DEFAULT_MAX_RETRIES, **defaults, **own_options}
+    priority = options.pop("priority", DEFAULT_PRIORITY)
+    try:
+        instance = handler_class()
+    except Exception as exc:
+        raise ConfigurationError(f"handler {name} cannot be created with no arguments: {exc!r}") from exc
+    return HandlerSpec(handler_class, instance, name, priority, MappingProxyType(options))
+
+
+def _check_options(where: str, options: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown actor option {', '.join(map(repr, unknown))}; "
+            f"known options are {', '.join(sorted(allowed))}"
+        )
+    if "priority" in options:
+        priority = options["priority"]
+        if type(priority) is not int or not 0 <= priority <= 9:
+            raise ConfigurationError(
+                f"{where}: priority must be an int from 0 to 9 (lower is more urgent), not {priority!r}"
+            )
+    for name in ("max_retries", "min_backoff", "max_backoff", "time_limit"):
+        if name in options and options[name] is not None:
+            value = options[name]
+            if type(value) is not int or value < 0:
+                raise ConfigurationError(f"{where}: {name} must be a non-negative int, not {value!r}")
+
+
+def _check_unique_names(specs: Any) -> None:
+    by_name: dict[str, type] = {}
+    for spec in specs:
+        other = by_name.setdefault(spec.name, spec.handler_class)
+        if other is not spec.handler_class:
+            raise ConfigurationError(f"two different handler classes share the actor name {spec.name}")
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
