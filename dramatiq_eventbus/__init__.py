@@ -17,6 +17,7 @@ from dramatiq.broker import Broker
 from . import environment
 from .backends import Backend
 from .bus import EventBus
+from .codecs import Codec
 from .errors import (
     ConfigurationError,
     EventBusError,
@@ -31,6 +32,7 @@ from .registry import HandlersConfig
 
 __all__ = [
     "Backend",
+    "Codec",
     "ConfigurationError",
     "Error",
     "EventBus",
@@ -59,6 +61,7 @@ def configure(
     queue: str = "events",
     partitioned_queue: str = "events_partitioned",
     default_actor_options: Mapping[str, Any] | None = None,
+    codec: str | Codec = "typed",
 ) -> EventBus:
     """Configure the default bus; see :meth:`EventBus.configure`.
 
@@ -73,6 +76,7 @@ def configure(
         queue=queue,
         partitioned_queue=partitioned_queue,
         default_actor_options=default_actor_options,
+        codec=codec,
     )
     dramatiq.set_broker(bus.broker)
     return bus

@@ -73,6 +73,7 @@ class EventBus:
         queue: str = "events",
         partitioned_queue: str = "events_partitioned",
         default_actor_options: Mapping[str, Any] | None = None,
+        codec: str | Codec = "typed",
     ) -> EventBus:
         """Resolve, validate and apply a configuration, replacing any earlier one.
 
@@ -86,6 +87,7 @@ class EventBus:
           queue: The queue for events without a partition key.
           partitioned_queue: The queue for events with a partition key.
           default_actor_options: Actor options for every handler, under each handler's own.
+          codec: ``"typed"`` (readable JSON, the default) or a Codec instance.
 
         Raises:
           ConfigurationError: Naming the entry that is wrong.
@@ -98,14 +100,14 @@ class EventBus:
                 allowed_options=frozenset(resolved_broker.actor_options),
                 default_options=default_actor_options,
             )
-            codec = TypedCodec(registry.event_classes)
-            resolved_backend = _resolve_backend(backend, resolved_broker, codec)
-            actors = declare_actors(resolved_broker, registry, codec, queues)
+            resolved_codec = _resolve_codec(codec, registry)
+            resolved_backend = _resolve_backend(backend, resolved_broker, resolved_codec)
+            actors = declare_actors(resolved_broker, registry, resolved_codec, queues)
         except BaseException:
             if owns_broker:
                 resolved_broker.close()
             raise
-        config = BusConfig(registry, resolved_broker, codec, resolved_backend, queues, actors, owns_broker)
+        config = BusConfig(registry, resolved_broker, resolved_codec, resolved_backend, queues, actors, owns_broker)
         with self._lock:
             previous, self._config = self._config, config
         if previous is not None and previous.owns_broker and previous.broker is not resolved_broker:
@@ -187,6 +189,14 @@ def _resolve_broker(broker: Broker | str | None) -> tuple[Broker, bool]:
     raise ConfigurationError(
         f"broker must be a URL string, 'stub' or a dramatiq Broker, not {type(broker).__qualname__}"
     )
+
+
+def _resolve_codec(codec: str | Codec, registry: Registry) -> Codec:
+    if codec == "typed":
+        return TypedCodec(registry.event_classes)
+    if isinstance(codec, Codec) and not isinstance(codec, str):
+        return codec
+    raise ConfigurationError(f"codec must be 'typed' or an object with encode() and decode(), not {codec!r}")
 
 
 def _resolve_backend(backend: str | Backend, broker: Broker, codec: Codec) -> Backend:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-
 from decimal import Decimal
 
 from dramatiq_eventbus import Handler

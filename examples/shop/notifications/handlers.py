@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-
 from collections import Counter
 
 from dramatiq_eventbus import Error, Handler
