@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +15,7 @@ from dramatiq.broker import Broker
 from .actors import declare_actors
 from .backends import Backend, DramatiqBackend, InlineBackend
 from .brokers import broker_from_url
-from .codecs import Codec, TypedCodec
+from .codecs import Codec, CustomTypes, make_codec
 from .delivery import Delivery
 from .errors import ConfigurationError
 from .partition import partition_key
@@ -39,6 +39,7 @@ class BusConfig:
       queues(Queues): The two queue names.
       actors(Mapping[str, dramatiq.Actor]): Each handler's actor, by actor name.
       owns_broker(bool): The bus made the broker from a URL, and closes it when replaced.
+      arguments(Mapping[str, Any]): The configure() arguments this came from, for reconfigure().
     """
 
     registry: Registry
@@ -48,6 +49,7 @@ class BusConfig:
     queues: Queues
     actors: Mapping[str, dramatiq.Actor[Any, Any]]
     owns_broker: bool
+    arguments: Mapping[str, Any]
 
 
 class EventBus:
@@ -55,12 +57,18 @@ class EventBus:
 
     Most applications use the default instance through the module-level
     ``configure()`` and ``publish()``. Create another to keep two buses apart.
+
+    Parameters:
+      sets_global_broker(bool): Make each configured broker Dramatiq's global broker too,
+        so that ``dramatiq your.module`` finds the handlers' actors. The default bus does.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, sets_global_broker: bool = False) -> None:
         self._config: BusConfig | None = None
         self._lock = threading.Lock()
         self._redirect: Backend | None = None
+        self._sets_global_broker = sets_global_broker
+        self.custom_types = CustomTypes()
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -74,6 +82,8 @@ class EventBus:
         partitioned_queue: str = "events_partitioned",
         default_actor_options: Mapping[str, Any] | None = None,
         codec: str | Codec = "typed",
+        secret_key: str | bytes | None = None,
+        pickle_fallback: bool = False,
     ) -> EventBus:
         """Resolve, validate and apply a configuration, replacing any earlier one.
 
@@ -87,11 +97,16 @@ class EventBus:
           queue: The queue for events without a partition key.
           partitioned_queue: The queue for events with a partition key.
           default_actor_options: Actor options for every handler, under each handler's own.
-          codec: ``"typed"`` (readable JSON, the default) or a Codec instance.
+          codec: ``"typed"`` (readable JSON, the default), ``"pickle"`` (signed dill) or a
+            Codec instance.
+          secret_key: The HMAC key that signs pickled payloads; required by ``"pickle"``.
+          pickle_fallback: In typed mode, send an event the typed codec cannot represent
+            as a signed pickle (needs ``secret_key``) instead of raising TypeError.
 
         Raises:
           ConfigurationError: Naming the entry that is wrong.
         """
+        arguments = {key: value for key, value in locals().items() if key != "self"}
         queues = Queues(queue, partitioned_queue)
         resolved_broker, owns_broker = _resolve_broker(broker)
         try:
@@ -100,19 +115,52 @@ class EventBus:
                 allowed_options=frozenset(resolved_broker.actor_options),
                 default_options=default_actor_options,
             )
-            resolved_codec = _resolve_codec(codec, registry)
+            resolved_codec = (
+                codec
+                if isinstance(codec, Codec) and not isinstance(codec, str)
+                else make_codec(
+                    codec,
+                    event_classes=registry.event_classes,
+                    custom_types=self.custom_types,
+                    secret_key=secret_key,
+                    pickle_fallback=pickle_fallback,
+                )
+            )
             resolved_backend = _resolve_backend(backend, resolved_broker, resolved_codec)
             actors = declare_actors(resolved_broker, registry, resolved_codec, queues)
         except BaseException:
             if owns_broker:
                 resolved_broker.close()
             raise
-        config = BusConfig(registry, resolved_broker, resolved_codec, resolved_backend, queues, actors, owns_broker)
+        config = BusConfig(
+            registry, resolved_broker, resolved_codec, resolved_backend, queues, actors, owns_broker, arguments
+        )
         with self._lock:
             previous, self._config = self._config, config
         if previous is not None and previous.owns_broker and previous.broker is not resolved_broker:
             previous.broker.close()
+        if self._sets_global_broker:
+            dramatiq.set_broker(resolved_broker)
         return self
+
+    def reconfigure(self, **changes: Any) -> EventBus:
+        """Configure again with the last configure()'s arguments, updated by ``changes``."""
+        return self.configure(**{**self.config.arguments, **changes})
+
+    def register_type(
+        self,
+        cls: type,
+        *,
+        encode: Callable[[Any], Any],
+        decode: Callable[[Any], Any],
+        name: str | None = None,
+        aliases: Sequence[str] = (),
+    ) -> None:
+        """Teach the typed codec a class of your own; see :class:`~.codecs.CustomTypes`.
+
+        It takes effect at the next configure(), and lasts across configure() calls.
+        """
+        self.custom_types.register(cls, encode=encode, decode=decode, name=name, aliases=aliases)
 
     @property
     def config(self) -> BusConfig:
@@ -189,14 +237,6 @@ def _resolve_broker(broker: Broker | str | None) -> tuple[Broker, bool]:
     raise ConfigurationError(
         f"broker must be a URL string, 'stub' or a dramatiq Broker, not {type(broker).__qualname__}"
     )
-
-
-def _resolve_codec(codec: str | Codec, registry: Registry) -> Codec:
-    if codec == "typed":
-        return TypedCodec(registry.event_classes)
-    if isinstance(codec, Codec) and not isinstance(codec, str):
-        return codec
-    raise ConfigurationError(f"codec must be 'typed' or an object with encode() and decode(), not {codec!r}")
 
 
 def _resolve_backend(backend: str | Backend, broker: Broker, codec: Codec) -> Backend:

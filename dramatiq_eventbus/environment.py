@@ -45,6 +45,15 @@ def _json_object(name: str, value: str) -> dict[str, Any]:
     return parsed
 
 
+def _boolean(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigurationError(f"{name} must be true or false, not {value!r}")
+
+
 VARIABLES: tuple[Variable, ...] = (
     Variable(
         "EVENTBUS_HANDLERS",
