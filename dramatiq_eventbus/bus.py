@@ -197,7 +197,7 @@ class EventBus:
             if not handlers:
                 logger.warning("No handlers registered for event: %s", _qualified_name(event))
                 continue
-            interested = [spec for spec in handlers if spec.instance.interested(event)]
+            interested = [spec for spec in handlers if spec.interested(event)]
             if not interested:
                 continue
             payload = config.codec.encode(event)

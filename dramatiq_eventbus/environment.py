@@ -81,6 +81,9 @@ VARIABLES: tuple[Variable, ...] = (
         _json_object,
         "JSON object of actor options for every handler, e.g. '{\"min_backoff\": 1000}'.",
     ),
+    Variable("EVENTBUS_CODEC", "codec", _text, "'typed' (default) or 'pickle'."),
+    Variable("EVENTBUS_SECRET_KEY", "secret_key", _text, "HMAC key that signs pickled payloads."),
+    Variable("EVENTBUS_PICKLE_FALLBACK", "pickle_fallback", _boolean, "'true': pickle what typed cannot encode."),
 )
 
 

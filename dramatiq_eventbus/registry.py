@@ -9,7 +9,7 @@ lookup and a mistake is reported once, with the entry that caused it.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -35,6 +35,8 @@ class HandlerSpec:
       name(str): Its stable actor name, ``package.module.ClassName``.
       priority(int): 0-9, lower is more urgent.
       actor_options(Mapping[str, Any]): Options for its Dramatiq actor, defaults included.
+      interested(Callable[[Any], bool]): The instance's ``interested``, or always-True for a
+        handler that has none.
     """
 
     handler_class: type
@@ -42,6 +44,7 @@ class HandlerSpec:
     name: str
     priority: int
     actor_options: Mapping[str, Any] = field(default_factory=dict)
+    interested: Callable[[Any], bool] = field(default=lambda event: True, compare=False, repr=False)
 
     def __repr__(self) -> str:
         return f"<handler {self.name}>"
@@ -175,7 +178,16 @@ def _make_spec(handler_class: type, allowed: frozenset[str], defaults: Mapping[s
         instance = handler_class()
     except Exception as exc:
         raise ConfigurationError(f"handler {name} cannot be created with no arguments: {exc!r}") from exc
-    return HandlerSpec(handler_class, instance, name, priority, MappingProxyType(options))
+    interested = getattr(instance, "interested", None)
+    if interested is not None and not callable(interested):
+        raise ConfigurationError(f"{name}.interested must be a method taking the event")
+    return HandlerSpec(
+        handler_class, instance, name, priority, MappingProxyType(options), interested or _always_interested
+    )
+
+
+def _always_interested(event: object) -> bool:
+    return True
 
 
 def _check_options(where: str, options: Mapping[str, Any], allowed: frozenset[str]) -> None:
