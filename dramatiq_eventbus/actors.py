@@ -52,25 +52,47 @@ def declare_actors(
     return {spec.name: _declare_actor(broker, spec, codec, queues) for spec in registry.handlers}
 
 
-def _declare_actor(broker: Broker, spec: HandlerSpec, codec: Codec, queues: Queues) -> dramatiq.Actor[Any, Any]:
-    def run(payload: JSONValue) -> None:
+class HandlerActor:
+    """The function behind a handler's actor: decode the payload, handle it, map the result.
+
+    A class rather than a closure so that middleware can tell the bus's actors apart
+    from other actors on the same broker.
+
+    Parameters:
+      spec(HandlerSpec): The handler.
+      codec(Codec): The bus's codec.
+    """
+
+    def __init__(self, spec: HandlerSpec, codec: Codec) -> None:
+        self.spec = spec
+        self.codec = codec
+        # Dramatiq names the actor's logger after these.
+        self.__module__ = spec.handler_class.__module__
+        self.__name__ = spec.handler_class.__qualname__
+
+    def __call__(self, payload: JSONValue) -> None:
+        # An EventDecodeError is in the actor's ``throws``: Dramatiq dead-letters it without
+        # retries, and the DeadLetterReasons middleware logs it with the reason.
         try:
-            handle_payload(spec, codec, payload)
-        except EventDecodeError as exc:
-            logger.error("Dead-lettering a message for %s: its event cannot be decoded: %s", spec.name, exc)
-            raise
+            handle_payload(self.spec, self.codec, payload)
         except HandlerFailed as exc:
             logger.warning("%s", exc)
             raise
         # The result is dropped on purpose: Dramatiq warns about non-None results without a
         # result backend, and a handler's return value is only meaningful to run_event().
 
-    run.__module__ = spec.handler_class.__module__
-    run.__qualname__ = run.__name__ = spec.handler_class.__qualname__
+
+def is_handler_actor(broker: Broker, actor_name: str) -> bool:
+    """Whether ``actor_name`` is one of the bus's handler actors on ``broker``."""
+    actor = broker.actors.get(actor_name)
+    return actor is not None and isinstance(actor.fn, HandlerActor)
+
+
+def _declare_actor(broker: Broker, spec: HandlerSpec, codec: Codec, queues: Queues) -> dramatiq.Actor[Any, Any]:
     # Configuring again replaces the actor; Dramatiq refuses to declare a name twice.
     broker.actors.pop(spec.name, None)
     return dramatiq.Actor(
-        run,
+        HandlerActor(spec, codec),
         broker=broker,
         actor_name=spec.name,
         queue_name=queues.default,

@@ -18,6 +18,7 @@ from .brokers import broker_from_url
 from .codecs import Codec, CustomTypes, make_codec
 from .delivery import Delivery
 from .errors import ConfigurationError
+from .middleware import install as install_middleware
 from .partition import partition_key
 from .registry import HandlersConfig, Registry
 from .routing import Queues
@@ -127,6 +128,7 @@ class EventBus:
                 )
             )
             resolved_backend = _resolve_backend(backend, resolved_broker, resolved_codec)
+            install_middleware(resolved_broker)
             actors = declare_actors(resolved_broker, registry, resolved_codec, queues)
         except BaseException:
             if owns_broker:

@@ -59,6 +59,12 @@ def test_an_error_result_is_retried_then_dead_lettered_with_its_reason(
     failures = [r for r in caplog.records if r.getMessage() == "FailingWithError.handle_event failed: ledger locked"]
     assert len(failures) == 3  # one line per attempt, no traceback into the bus's internals
     assert all(r.exc_info is None for r in failures)
+    (dead_line,) = [r.getMessage() for r in caplog.records if r.name == "dramatiq_eventbus.dead_letters"]
+    assert dead_line == (
+        f"Dead-lettered message {dead.message_id}: tests.unit.handlers.FailingWithError for "
+        "tests.unit.handlers:OrderShipped (partition key '1') after 3 attempt(s): "
+        "HandlerFailed: FailingWithError.handle_event failed: ledger locked"
+    )
 
 
 def test_an_exception_is_retried_then_dead_lettered(bus: EventBus, drain: Callable[[], None]) -> None:
@@ -113,7 +119,8 @@ def test_an_undecodable_event_is_dead_lettered_at_once_with_one_clear_line(
     (dead,) = bus.broker.dead_letters
     assert dead.message_id == bad.message_id
     assert "retries" not in dead.options  # no retry was spent on it
-    lines = [r.getMessage() for r in caplog.records if r.name == "dramatiq_eventbus.actors"]
-    assert len(lines) == 1
-    assert lines[0].startswith(f"Dead-lettering a message for {actor_name}: its event cannot be decoded:")
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("dramatiq_eventbus") and r.levelno >= 30]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"Dead-lettered message {bad.message_id}: {actor_name} for an unknown event")
+    assert "after 1 attempt(s): EventDecodeError: " in lines[0]
     assert problem in lines[0]
