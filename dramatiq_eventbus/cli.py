@@ -1,4 +1,4 @@
-"""The ``eventbus`` command (also ``python -m dramatiq_eventbus``): look at a bus's configuration.
+"""The ``eventbus`` command (also ``python -m dramatiq_eventbus``): look at a bus and its lanes.
 
 Workers are run with Dramatiq's own CLI, ``dramatiq dramatiq_eventbus.worker``; this
 command is for the operator's questions around it.
@@ -26,14 +26,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     routes = commands.add_parser("routes", help="list each event class with its handlers, actors and options")
     routes.add_argument("--handlers", help="'pkg.module:ATTR' naming the handlers dict (default: EVENTBUS_HANDLERS)")
+    lanes = commands.add_parser("lanes", help="list lanes whose head event has waited, oldest first")
+    lanes.add_argument("--older-than", type=float, default=0.0, metavar="SECONDS", help="only heads older than this")
     args = parser.parse_args(argv)
     try:
         if args.command == "routes":
             return _routes(args.handlers)
+        if args.command == "lanes":
+            return _lanes(args.older_than)
     except EventBusError as exc:
         print(f"eventbus: {exc}", file=sys.stderr)
         return 2
     return 0  # pragma: no cover - argparse rejects unknown commands
+
+
+def _lanes(older_than: float) -> int:
+    bus = EventBus().configure(**arguments_from_env())
+    try:
+        found = bus.lanes(older_than_seconds=older_than)
+    finally:
+        bus.broker.close()
+    if not found:
+        print(f"no lane has a head older than {older_than:g} s")
+        return 0
+    print(f"{'age':>8}  {'attempts':>8}  {'pending':>7}  {'state':<10}  handler / key / head event")
+    for lane in found:
+        print(
+            f"{lane.age_seconds:7.1f}s  {lane.attempts:>8}  {lane.pending:>7}  {lane.state:<10}  "
+            f"{lane.handler} / {lane.partition_key!r} / {lane.event_type} {lane.head_message_id}"
+        )
+    return 1
 
 
 def _routes(handlers: str | None) -> int:

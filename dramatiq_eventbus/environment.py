@@ -54,6 +54,16 @@ def _boolean(name: str, value: str) -> bool:
     raise ConfigurationError(f"{name} must be true or false, not {value!r}")
 
 
+def _positive_seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not seconds > 0:
+        raise ConfigurationError(f"{name} must be more than 0 seconds, not {value!r}")
+    return seconds
+
+
 VARIABLES: tuple[Variable, ...] = (
     Variable(
         "EVENTBUS_HANDLERS",
@@ -80,6 +90,21 @@ VARIABLES: tuple[Variable, ...] = (
         "default_actor_options",
         _json_object,
         "JSON object of actor options for every handler, e.g. '{\"min_backoff\": 1000}'.",
+    ),
+    Variable(
+        "EVENTBUS_REDIS_URL", "redis_url", _text, "Redis for cluster-wide partition order when the broker is not Redis."
+    ),
+    Variable(
+        "EVENTBUS_LANE_LEASE_SECONDS",
+        "lane_lease_seconds",
+        _positive_seconds,
+        "Lease of a running lane head; default 15.",
+    ),
+    Variable(
+        "EVENTBUS_LANE_STALL_SECONDS",
+        "lane_stall_seconds",
+        _positive_seconds,
+        "Wait before a stalled lane head is sent again; default 60.",
     ),
     Variable("EVENTBUS_CODEC", "codec", _text, "'typed' (default) or 'pickle'."),
     Variable("EVENTBUS_SECRET_KEY", "secret_key", _text, "HMAC key that signs pickled payloads."),

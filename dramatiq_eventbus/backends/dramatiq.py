@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,9 @@ from dramatiq.message import Message
 from ..codecs import type_name
 from ..delivery import Delivery
 from ..errors import PublishError
+from ..ordering import LaneStore, lane_name
+
+logger = logging.getLogger("dramatiq_eventbus.publish")
 
 #: RabbitMQ serves higher broker priorities first; the bus declares its queues with this maximum.
 RABBITMQ_MAX_PRIORITY = 10
@@ -23,12 +27,17 @@ class DramatiqBackend:
     the envelope stays plain JSON. Each message's options carry the event's type name
     and partition key, and on a broker with queue priorities, the handler's priority.
 
+    With lanes, a message with a partition key is first added to its lane in Redis, and
+    sent only when it is its lane's head; the worker that handles a head sends the next.
+
     Parameters:
       broker(Broker): Where to enqueue.
+      lanes(LaneStore | None): The lanes that order partitioned events across the cluster.
     """
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, *, lanes: LaneStore | None = None) -> None:
         self.broker = broker
+        self.lanes = lanes
         self._priorities = getattr(broker, "max_priority", None) is not None
 
     def message_for(self, delivery: Delivery) -> Message[Any]:
@@ -36,6 +45,8 @@ class DramatiqBackend:
             "event_type": type_name(type(delivery.event)),
             "partition_key": delivery.partition_key,
         }
+        if self.lanes is not None and delivery.partition_key is not None:
+            options["lane"] = lane_name(delivery.handler.name, delivery.partition_key)
         if self._priorities:
             # The bus's priority is 0-9 with 0 most urgent; RabbitMQ serves the highest number first.
             options["broker_priority"] = 9 - delivery.handler.priority
@@ -49,16 +60,39 @@ class DramatiqBackend:
 
     def deliver(self, deliveries: Sequence[Delivery]) -> None:
         messages = [self.message_for(delivery) for delivery in deliveries]
-        for index, message in enumerate(messages):
+        waiting = self._add_to_lanes(messages)
+        to_send = [m for m in messages if m.message_id not in waiting]
+        sent = [m for m in messages if m.message_id in waiting]
+        for index, message in enumerate(to_send):
             try:
                 self.broker.enqueue(message)
             except Exception as exc:  # Dramatiq, redis-py and pika errors share no base class
-                raise _publish_error(messages, index, exc) from exc
+                if "lane" in message.options:
+                    # The lane holds it: the workers' sweep sends it within lane_stall_seconds.
+                    logger.warning("Could not send lane head %s now (%s); the lane will.", message.message_id, exc)
+                    sent.append(message)
+                    continue
+                raise _publish_error(sent, to_send[index:], exc) from exc
+            sent.append(message)
+
+    def _add_to_lanes(self, messages: Sequence[Message[Any]]) -> set[str]:
+        """Add partitioned messages to their lanes; return the ids of those that must wait their turn."""
+        laned = [m for m in messages if "lane" in m.options]
+        if not laned or self.lanes is None:
+            return set()
+        try:
+            heads = self.lanes.append([(m.options["lane"], m.message_id, m.encode()) for m in laned])
+        except Exception as exc:
+            raise _publish_error([], messages, exc) from exc
+        return {m.message_id for m, is_head in zip(laned, heads, strict=True) if not is_head}
 
 
-def _publish_error(messages: Sequence[Message[Any]], failed_at: int, exc: BaseException) -> PublishError:
-    sent = tuple(m.actor_name for m in messages[:failed_at])
-    unsent = tuple(m.actor_name for m in messages[failed_at:])
+def _publish_error(
+    sent_messages: Sequence[Message[Any]], unsent_messages: Sequence[Message[Any]], exc: BaseException
+) -> PublishError:
+    sent = tuple(m.actor_name for m in sent_messages)
+    unsent = tuple(m.actor_name for m in unsent_messages)
+    messages = (*sent, *unsent)
     return PublishError(
         f"the broker failed while publishing ({type(exc).__name__}: {exc}); "
         f"{len(sent)} of {len(messages)} messages were sent" + (f" (to {', '.join(sent)})" if sent else ""),

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from dramatiq.broker import Broker
+from dramatiq.middleware import Retries
 
+from ..ordering import LaneStore
 from .dead_letters import DeadLetterReasons
+from .ordering import LaneUnavailable, PartitionOrdering
 
 
-def install(broker: Broker) -> None:
-    """Add the bus's middleware to ``broker`` once; configuring again adds nothing."""
-    for middleware in (DeadLetterReasons,):
-        if not any(isinstance(m, middleware) for m in broker.middleware):
-            broker.add_middleware(middleware())
+def install(broker: Broker, *, lanes: LaneStore | None) -> None:
+    """Add the bus's middleware to ``broker`` once; configuring again only updates it."""
+    if not any(isinstance(m, DeadLetterReasons) for m in broker.middleware):
+        broker.add_middleware(DeadLetterReasons())
+    ordering = next((m for m in broker.middleware if isinstance(m, PartitionOrdering)), None)
+    if ordering is not None:
+        ordering.lanes = lanes
+    elif any(isinstance(m, Retries) for m in broker.middleware):
+        # Before Retries, so that its after_process_message runs after Retries has decided
+        # between a retry and a dead letter (Dramatiq runs "after" hooks in reverse order).
+        broker.add_middleware(PartitionOrdering(lanes), before=Retries)
+    else:
+        broker.add_middleware(PartitionOrdering(lanes))
 
 
-__all__ = ["DeadLetterReasons", "install"]
+__all__ = ["DeadLetterReasons", "LaneUnavailable", "PartitionOrdering", "install"]

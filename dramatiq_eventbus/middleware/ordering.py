@@ -1,0 +1,162 @@
+"""The worker's side of partition ordering: run a lane's head only, then send the next one."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
+from dramatiq.worker import Worker
+
+from ..actors import is_handler_actor
+from ..ordering import LaneStore, LocalLanes
+
+logger = logging.getLogger("dramatiq_eventbus.ordering")
+
+#: How often, at the most, a worker looks for stalled lanes.
+SWEEP_INTERVAL_SECONDS = 1.0
+
+
+class LaneUnavailable(MiddlewareError):
+    """The lane store could not be asked whether a message may run.
+
+    A MiddlewareError, so that Dramatiq fails the message (and retries it) instead of
+    running it outside its lane's order.
+    """
+
+
+class PartitionOrdering(Middleware):
+    """Handle each lane's events one at a time, in publish order.
+
+    With a :class:`~dramatiq_eventbus.ordering.LaneStore`, only a lane's head is ever in
+    the broker: this runs it under a lease, and when it is handled or dead-lettered,
+    sends the lane's next event. A retry keeps the head, so the later events wait in
+    Redis without running, spending no retries and holding no thread. A background
+    thread renews the leases of running heads and sends again the heads of lanes that
+    stopped moving (a crashed worker, a lost message).
+
+    Without one, messages with a partition key take turns per lane within this process.
+
+    Parameters:
+      lanes(LaneStore | None): The cluster-wide lanes, or None for the in-process fallback.
+    """
+
+    def __init__(self, lanes: LaneStore | None) -> None:
+        self.lanes = lanes
+        self.local = LocalLanes()
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[str, str]] = {}  # message id -> (lane, lease token)
+        self._retry_at: dict[str, int] = {}  # message id -> when Retries will send it again (ms)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- worker lifetime -------------------------------------------------------------------
+
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        if self.lanes is None:
+            logger.warning(
+                "Partitioned events are ordered only within each worker process: give the bus a Redis "
+                "(a Redis broker, configure(redis_url=...) or EVENTBUS_REDIS_URL) for order across the cluster."
+            )
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._maintain, args=(broker, self.lanes), name="eventbus-lanes", daemon=True
+        )
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _maintain(self, broker: Broker, lanes: LaneStore) -> None:
+        interval = min(SWEEP_INTERVAL_SECONDS, lanes.lease_ms / 3000)
+        while not self._stop.wait(interval):
+            try:
+                with self._lock:
+                    leases = list(self._running.values())
+                for (lane, _), renewed in zip(leases, lanes.renew(leases), strict=True):
+                    if not renewed:
+                        logger.warning("Lost the lease on lane %s: another delivery may run its head.", lane)
+                for stalled in lanes.sweep():
+                    logger.warning(
+                        "Lane %s stalled: its head was %s for %.1f s after %d attempt(s); sending it again.",
+                        stalled.lane,
+                        stalled.state,
+                        stalled.stalled_ms / 1000,
+                        stalled.attempts,
+                    )
+                    broker.enqueue(Message.decode(stalled.message))
+            except Exception:
+                logger.exception("Lane maintenance failed; trying again in %.1f s.", interval)
+
+    # -- each message ----------------------------------------------------------------------
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        lane = message.options.get("lane")
+        if lane is None:
+            key = message.options.get("partition_key")
+            if key is not None and is_handler_actor(broker, message.actor_name):
+                self.local.enter(f"{message.actor_name}:{key}", message.message_id)
+            return
+        if self.lanes is None:
+            logger.error(
+                "Message %s belongs to lane %s, but this worker has no Redis for lanes; running it "
+                "unordered, and the lane will not move on. Configure the worker like the publisher.",
+                message.message_id,
+                lane,
+            )
+            return
+        token = uuid.uuid4().hex
+        try:
+            verdict = self.lanes.enter(lane, message.message_id, token)
+        except Exception as exc:
+            raise LaneUnavailable(f"cannot reach the lanes' Redis: {exc}") from exc
+        if verdict == "run":
+            with self._lock:
+                self._running[message.message_id] = (lane, token)
+            return
+        # "stale": handled already (a second delivery); "busy": another delivery is running it.
+        logger.info("Skipping message %s of lane %s: %s.", message.message_id, lane, verdict)
+        raise SkipMessage(verdict)
+
+    def before_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
+        # Retries sends a failed head again with a delay; remember when, so the lane can wait for it.
+        if delay and message.message_id in self._running:
+            self._retry_at[message.message_id] = int(time.time() * 1000) + delay
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        self._finish(broker, message, retrying=exception is not None and not message.failed)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        self._finish(broker, message, retrying=not message.failed)
+
+    def _finish(self, broker: Broker, message: MessageProxy, *, retrying: bool) -> None:
+        with self._lock:
+            entry = self._running.pop(message.message_id, None)
+        retry_at = self._retry_at.pop(message.message_id, None)
+        if entry is None:
+            key = message.options.get("partition_key")
+            if "lane" not in message.options and key is not None:
+                self.local.leave(f"{message.actor_name}:{key}", message.message_id)
+            return
+        assert self.lanes is not None
+        lane, token = entry
+        if message.failed:
+            logger.warning("Lane %s moves on past dead-lettered message %s.", lane, message.message_id)
+        if retrying and retry_at is None:
+            retry_at = int(time.time() * 1000)
+        finished = self.lanes.finish(lane, message.message_id, token, retry_at_ms=retry_at if retrying else None)
+        if finished.status == "lost":
+            logger.warning("Lane %s: the lease on %s expired while it ran.", lane, message.message_id)
+        if finished.next_message is not None:
+            broker.enqueue(Message.decode(finished.next_message))

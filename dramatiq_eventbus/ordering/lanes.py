@@ -1,0 +1,206 @@
+"""Lanes in Redis: per-(handler, partition key) order that holds across a whole cluster."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from . import scripts
+
+#: How long a running head's lease lasts without renewal; a worker renews every third of it.
+DEFAULT_LEASE_SECONDS = 15.0
+#: How long a head may wait to be started (or to be retried after its due time) before it
+#: is sent again: the bound on a lane stalled by a lost message.
+DEFAULT_STALL_SECONDS = 60.0
+
+
+def lane_name(actor_name: str, partition_key: str) -> str:
+    """One lane per handler and key: a retrying handler never blocks another handler's lane."""
+    return f"{actor_name}:{partition_key}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What finishing a lane's head led to.
+
+    Parameters:
+      status(str): ``next`` (a new head to send), ``idle`` (the lane is empty),
+        ``retrying`` (the head waits for its retry), ``gone`` (the head had already moved
+        on) or ``lost`` (the lease had expired and another delivery holds the head).
+      next_message(bytes | None): The new head's encoded message, for ``next``.
+    """
+
+    status: str
+    next_message: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Redispatch:
+    """A head the sweeper sends again because its lane stopped moving.
+
+    Parameters:
+      lane(str): The lane.
+      state(str): What the head was doing: dispatched, running or retrying.
+      stalled_ms(int): How long it had been in that state.
+      attempts(int): How many times it had been started.
+      message(bytes): The head's encoded message.
+    """
+
+    lane: str
+    state: str
+    stalled_ms: int
+    attempts: int
+    message: bytes
+
+
+@dataclass(frozen=True)
+class LaneStatus:
+    """One lane as ``eventbus lanes`` shows it.
+
+    Parameters:
+      handler(str): The handler's actor name.
+      partition_key(str): The key.
+      state(str): The head's state: dispatched, running or retrying.
+      head_message_id(str): The head's Dramatiq message id.
+      event_type(str): The head event's type name.
+      age_seconds(float): How long the head has been the head.
+      attempts(int): How many times the head has been started.
+      pending(int): Events in the lane, the head included.
+    """
+
+    handler: str
+    partition_key: str
+    state: str
+    head_message_id: str
+    event_type: str
+    age_seconds: float
+    attempts: int
+    pending: int
+
+
+class LaneStore:
+    """The lanes of one bus, in one Redis.
+
+    Parameters:
+      client(redis.Redis): The Redis that holds the lanes; with a Redis broker, its own.
+      prefix(str): The prefix of every key.
+      lease_seconds(float): See :data:`DEFAULT_LEASE_SECONDS`.
+      stall_seconds(float): See :data:`DEFAULT_STALL_SECONDS`.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "eventbus",
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
+    ) -> None:
+        # redis-py types every reply as a union of its sync and async forms; the bus uses
+        # the sync client only.
+        self.client: Any = client
+        self.prefix = prefix
+        self.lease_ms = int(lease_seconds * 1000)
+        self.stall_ms = int(stall_seconds * 1000)
+        self._append = client.register_script(scripts.APPEND)
+        self._enter = client.register_script(scripts.ENTER)
+        self._renew = client.register_script(scripts.RENEW)
+        self._finish = client.register_script(scripts.FINISH)
+        self._sweep = client.register_script(scripts.SWEEP)
+
+    def append(self, entries: Sequence[tuple[str, str, bytes]]) -> list[bool]:
+        """Add ``(lane, message id, encoded message)`` entries in order, in one round trip.
+
+        Returns, for each, whether it became its lane's head and must be sent now.
+        """
+        now = _now_ms()
+        pipe = self.client.pipeline(transaction=True)
+        for lane, message_id, body in entries:
+            self._append(args=[self.prefix, lane, message_id, body, now, now + self.stall_ms], client=pipe)
+        return [bool(is_head) for is_head in pipe.execute()]
+
+    def enter(self, lane: str, message_id: str, token: str) -> str:
+        """Try to start a message: ``run`` (it is the head, now leased to ``token``), ``busy``
+        (another delivery of the head is running) or ``stale`` (not the head: handled already)."""
+        now = _now_ms()
+        result = self._enter(args=[self.prefix, lane, message_id, token, now, now + self.lease_ms])
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    def renew(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
+        """Extend ``(lane, token)`` leases; False for each one that was lost."""
+        if not leases:
+            return []
+        until = _now_ms() + self.lease_ms
+        pipe = self.client.pipeline(transaction=False)
+        for lane, token in leases:
+            self._renew(args=[self.prefix, lane, token, until], client=pipe)
+        return [bool(renewed) for renewed in pipe.execute()]
+
+    def finish(self, lane: str, message_id: str, token: str, *, retry_at_ms: int | None = None) -> Finished:
+        """The head was handled (or dead-lettered), or, with ``retry_at_ms``, will be retried then."""
+        now = _now_ms()
+        outcome, deadline = (
+            ("done", now + self.stall_ms) if retry_at_ms is None else ("retry", retry_at_ms + self.stall_ms)
+        )
+        result = self._finish(args=[self.prefix, lane, message_id, token, outcome, now, deadline])
+        status = result[0].decode()
+        return Finished(status, result[1] if status == "next" else None)
+
+    def sweep(self, limit: int = 100) -> list[Redispatch]:
+        """Take the heads of lanes whose time is up, to be sent again."""
+        now = _now_ms()
+        flat = self._sweep(args=[self.prefix, now, limit, now + self.stall_ms])
+        return [
+            Redispatch(lane.decode(), state.decode(), now - int(since), int(attempts), body)
+            for lane, state, since, attempts, body in zip(*[iter(flat)] * 5, strict=True)
+        ]
+
+    def lanes(self, *, older_than_seconds: float = 0.0) -> list[LaneStatus]:
+        """Every non-empty lane whose head has waited longer than ``older_than_seconds``, oldest first."""
+        now = _now_ms()
+        found = []
+        for raw in self.client.zrange(f"{self.prefix}:lanes", 0, -1):
+            lane = raw.decode()
+            base = f"{self.prefix}:lane:{lane}"
+            pipe = self.client.pipeline(transaction=True)
+            pipe.lindex(f"{base}:ids", 0)
+            pipe.llen(f"{base}:ids")
+            pipe.hgetall(f"{base}:head")
+            head_id, pending, head = pipe.execute()
+            if head_id is None:
+                continue
+            head = {key.decode(): value.decode() for key, value in head.items()}
+            age = (now - int(head.get("head_since", now))) / 1000
+            if age < older_than_seconds:
+                continue
+            handler, _, key = lane.partition(":")
+            found.append(
+                LaneStatus(
+                    handler=handler,
+                    partition_key=key,
+                    state=head.get("state", "unknown"),
+                    head_message_id=head_id.decode(),
+                    event_type=self._event_type(base, head_id),
+                    age_seconds=age,
+                    attempts=int(head.get("attempts", 0)),
+                    pending=int(pending),
+                )
+            )
+        return sorted(found, key=lambda status: -status.age_seconds)
+
+    def _event_type(self, base: str, message_id: bytes) -> str:
+        body = self.client.hget(f"{base}:msgs", message_id)
+        try:
+            options: dict[str, Any] = json.loads(body or b"{}").get("options", {})
+            return str(options.get("event_type", "unknown"))
+        except ValueError:
+            return "unknown"
