@@ -7,9 +7,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import dramatiq
+import redis
 from dramatiq.broker import Broker
 
 from .actors import declare_actors
@@ -19,6 +20,7 @@ from .codecs import Codec, CustomTypes, make_codec
 from .delivery import Delivery
 from .errors import ConfigurationError
 from .middleware import install as install_middleware
+from .ordering import DEFAULT_LEASE_SECONDS, DEFAULT_STALL_SECONDS, LaneStatus, LaneStore
 from .partition import partition_key
 from .registry import HandlersConfig, Registry
 from .routing import Queues
@@ -39,6 +41,8 @@ class BusConfig:
       backend(Backend): Where publish() hands its deliveries.
       queues(Queues): The two queue names.
       actors(Mapping[str, dramatiq.Actor]): Each handler's actor, by actor name.
+      lanes(LaneStore | None): Where partitioned events keep their order across the
+        cluster; None when the bus has no Redis, and order holds within a process only.
       owns_broker(bool): The bus made the broker from a URL, and closes it when replaced.
       arguments(Mapping[str, Any]): The configure() arguments this came from, for reconfigure().
     """
@@ -49,6 +53,7 @@ class BusConfig:
     backend: Backend
     queues: Queues
     actors: Mapping[str, dramatiq.Actor[Any, Any]]
+    lanes: LaneStore | None
     owns_broker: bool
     arguments: Mapping[str, Any]
 
@@ -67,7 +72,7 @@ class EventBus:
     def __init__(self, *, sets_global_broker: bool = False) -> None:
         self._config: BusConfig | None = None
         self._lock = threading.Lock()
-        self._redirect: Backend | None = None
+        self._recorder: PublishRecorder | None = None
         self._sets_global_broker = sets_global_broker
         self.custom_types = CustomTypes()
 
@@ -85,6 +90,9 @@ class EventBus:
         codec: str | Codec = "typed",
         secret_key: str | bytes | None = None,
         pickle_fallback: bool = False,
+        redis_url: str | None = None,
+        lane_lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        lane_stall_seconds: float = DEFAULT_STALL_SECONDS,
     ) -> EventBus:
         """Resolve, validate and apply a configuration, replacing any earlier one.
 
@@ -103,6 +111,11 @@ class EventBus:
           secret_key: The HMAC key that signs pickled payloads; required by ``"pickle"``.
           pickle_fallback: In typed mode, send an event the typed codec cannot represent
             as a signed pickle (needs ``secret_key``) instead of raising TypeError.
+          redis_url: The Redis that keeps partitioned events in order across the cluster
+            when the broker is not Redis (a Redis broker's own Redis is used otherwise).
+          lane_lease_seconds: How long a crashed worker can hold a lane's head.
+          lane_stall_seconds: How long a lane waits for a head that was never started
+            before sending it again.
 
         Raises:
           ConfigurationError: Naming the entry that is wrong.
@@ -127,15 +140,16 @@ class EventBus:
                     pickle_fallback=pickle_fallback,
                 )
             )
-            resolved_backend = _resolve_backend(backend, resolved_broker, resolved_codec)
-            install_middleware(resolved_broker)
+            lanes = _resolve_lanes(resolved_broker, redis_url, lane_lease_seconds, lane_stall_seconds)
+            resolved_backend = _resolve_backend(backend, resolved_broker, resolved_codec, lanes)
+            install_middleware(resolved_broker, lanes=lanes)
             actors = declare_actors(resolved_broker, registry, resolved_codec, queues)
         except BaseException:
             if owns_broker:
                 resolved_broker.close()
             raise
         config = BusConfig(
-            registry, resolved_broker, resolved_codec, resolved_backend, queues, actors, owns_broker, arguments
+            registry, resolved_broker, resolved_codec, resolved_backend, queues, actors, lanes, owns_broker, arguments
         )
         with self._lock:
             previous, self._config = self._config, config
@@ -148,6 +162,17 @@ class EventBus:
     def reconfigure(self, **changes: Any) -> EventBus:
         """Configure again with the last configure()'s arguments, updated by ``changes``."""
         return self.configure(**{**self.config.arguments, **changes})
+
+    def lanes(self, *, older_than_seconds: float = 0.0) -> list[LaneStatus]:
+        """The lanes whose head has waited longer than ``older_than_seconds``, oldest first.
+
+        Raises:
+          ConfigurationError: The bus has no Redis for lanes.
+        """
+        lanes = self.config.lanes
+        if lanes is None:
+            raise ConfigurationError("this bus has no Redis for lanes: partitioned events are ordered per process")
+        return lanes.lanes(older_than_seconds=older_than_seconds)
 
     def register_type(
         self,
@@ -193,8 +218,9 @@ class EventBus:
         before anything is sent, so one that cannot be encoded fails the call with nothing sent.
         """
         config = self.config
+        batch = _as_event_list(events)
         deliveries: list[Delivery] = []
-        for event in _as_event_list(events):
+        for event in batch:
             handlers = config.registry.handlers_for(type(event))
             if not handlers:
                 logger.warning("No handlers registered for event: %s", _qualified_name(event))
@@ -206,22 +232,34 @@ class EventBus:
             key = partition_key(event)
             queue_name = config.queues.for_key(key)
             deliveries.extend(Delivery(spec, event, payload, key, queue_name) for spec in interested)
-        if deliveries:
-            (self._redirect or config.backend).deliver(deliveries)
+        recorder = self._recorder
+        if recorder is not None:
+            # A test mailbox sees every event, even one no handler wants, as the reference's does.
+            recorder.published(batch, deliveries)
+        elif deliveries:
+            config.backend.deliver(deliveries)
 
     @contextmanager
-    def redirected_to(self, backend: Backend) -> Iterator[None]:
-        """Send every publish() to ``backend`` for the duration, whatever is configured.
+    def recording_to(self, recorder: PublishRecorder | None) -> Iterator[None]:
+        """Hand every publish() to ``recorder`` instead of the backend, for the duration.
 
-        The test mailbox uses this; it holds across configure() calls made inside the block.
+        The test mailbox uses this; it holds across configure() calls made inside the block,
+        and the innermost block wins (``None`` sends to the configured backend again).
         """
         with self._lock:
-            previous, self._redirect = self._redirect, backend
+            previous, self._recorder = self._recorder, recorder
         try:
             yield
         finally:
             with self._lock:
-                self._redirect = previous
+                self._recorder = previous
+
+
+class PublishRecorder(Protocol):
+    """What takes publish() calls in place of the backend: the test mailbox."""
+
+    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+        """One publish() call: every event in order, and the deliveries of those a handler wants."""
 
 
 def _resolve_broker(broker: Broker | str | None) -> tuple[Broker, bool]:
@@ -241,9 +279,23 @@ def _resolve_broker(broker: Broker | str | None) -> tuple[Broker, bool]:
     )
 
 
-def _resolve_backend(backend: str | Backend, broker: Broker, codec: Codec) -> Backend:
+def _resolve_lanes(broker: Broker, redis_url: str | None, lease: float, stall: float) -> LaneStore | None:
+    if not (isinstance(lease, int | float) and lease > 0 and isinstance(stall, int | float) and stall > 0):
+        raise ConfigurationError(
+            f"lane_lease_seconds and lane_stall_seconds must be positive numbers, not {lease!r} and {stall!r}"
+        )
+    if redis_url is not None:
+        client = redis.Redis.from_url(redis_url)
+    elif isinstance(getattr(broker, "client", None), redis.Redis):
+        client = broker.client  # type: ignore[attr-defined]
+    else:
+        return None
+    return LaneStore(client, lease_seconds=lease, stall_seconds=stall)
+
+
+def _resolve_backend(backend: str | Backend, broker: Broker, codec: Codec, lanes: LaneStore | None) -> Backend:
     if backend == "dramatiq":
-        return DramatiqBackend(broker)
+        return DramatiqBackend(broker, lanes=lanes)
     if backend == "inline":
         return InlineBackend(codec)
     if isinstance(backend, Backend) and not isinstance(backend, str):

@@ -1,0 +1,365 @@
+"""The test mailbox: records what publish() would send, or runs it inline.
+
+While a mailbox records, the bus hands it every publish() instead of the configured
+backend (:meth:`EventBus.recording_to`), from any thread or asyncio task, whatever
+configure() is called inside. Each event is decoded from the payload publish() encoded,
+with the configured codec, so what a test sees is what a handler would receive, and an
+event the broker could not carry fails the test.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from traceback import StackSummary
+from typing import Any, Literal, get_args
+
+from ..actors import handle_payload
+from ..bus import EventBus
+from ..delivery import Delivery
+from ._codec import codec_for
+from ._stack import capture_stack, format_stack, location
+
+Mode = Literal["default", "strict", "inline"]
+
+#: The modes of :meth:`EventMailbox.set_mode`, the first being the one a mailbox starts in.
+MODES: tuple[Mode, ...] = get_args(Mode)
+
+#: How many events a failure message lists of each kind before it says "and N more".
+SHOWN = 20
+
+_MISSING = object()
+
+
+@dataclass(frozen=True, eq=False)
+class RecordedEvent:
+    """One published event, as the mailbox recorded it.
+
+    Parameters:
+      event(object): The event after the codec's round trip: what a handler would receive.
+      mode(str): ``"default"`` or ``"strict"``: the mode it was published in.
+      handlers(tuple[str, ...]): The actor names of the handlers interested in it.
+      published_at(traceback.StackSummary): The publisher's stack, outermost first, from
+        the first frame of application code to the caller of publish().
+    """
+
+    event: object
+    mode: Mode
+    handlers: tuple[str, ...]
+    published_at: StackSummary
+
+    def describe(self) -> str:
+        """The event's repr and where it was published, on one line."""
+        where = f"  (published at {location(self.published_at[-1])})" if self.published_at else ""
+        return f"{self.event!r}{where}"
+
+
+class EventMailbox:
+    """A backend that records published events for a test's assertions.
+
+    Install it with :func:`recording` or the ``event_bus`` pytest fixture; both also make
+    it the mailbox that the module-level helpers, such as ``assert_event_published``, act
+    on. It starts in ``"default"`` mode.
+
+    Parameters:
+      bus(EventBus | None): The bus whose publish() it receives; the default bus if None.
+    """
+
+    def __init__(self, bus: EventBus | None = None) -> None:
+        if bus is None:
+            from .. import default_bus
+
+            bus = default_bus
+        self.bus = bus
+        self._lock = threading.RLock()
+        self._mode: Mode = "default"
+        self._records: list[RecordedEvent] = []
+        self._pending: list[RecordedEvent] = []
+        # Set once the bus hands over events that no handler wanted (see published()).
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return f"<EventMailbox mode={self._mode!r} recorded={len(self._records)} pending={len(self._pending)}>"
+
+    # -- modes ---------------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    def set_mode(self, mode: str) -> None:
+        """Switch to ``"default"``, ``"strict"`` or ``"inline"``.
+
+        Leaving ``"strict"`` first checks that every strict event was asserted.
+
+        Raises:
+          ValueError: For any other mode.
+          AssertionError: Leaving strict mode with unasserted strict events; the mode stays strict.
+        """
+        __tracebackhide__ = True  # a failure points at the test's line, not into the mailbox
+        if mode not in MODES:
+            raise ValueError(f"event bus mode must be one of {', '.join(map(repr, MODES))}, not {mode!r}")
+        with self._lock:
+            if self._mode == "strict" and mode != "strict":
+                self.assert_no_pending_strict_events()
+            self._mode = mode
+
+    # -- the backend ---------------------------------------------------------------------------
+
+    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+        """Record every event of one publish() call, including those no handler is interested in.
+
+        The bus calls it with each event of the call in order and the deliveries of those
+        some handler wants (maybe none). An event without deliveries makes the same round
+        trip through the configured codec.
+        """
+        mode = self._mode
+        if mode == "inline":
+            self._run_inline(deliveries)
+            return
+        groups = iter(_group_by_event(deliveries))
+        group = next(groups, None)
+        decoded: list[tuple[object, Sequence[Delivery]]] = []
+        for event in events:
+            if group is not None and group[0].event is event:
+                decoded.append((self.bus.config.codec.decode(group[0].payload), group))
+                group = next(groups, None)
+            else:
+                codec = codec_for(self.bus, type(event))
+                decoded.append((codec.decode(codec.encode(event)), ()))
+        self._record(decoded, mode)
+
+    def _run_inline(self, deliveries: Sequence[Delivery]) -> None:
+        codec = self.bus.config.codec
+        for delivery in deliveries:
+            handle_payload(delivery.handler, codec, delivery.payload)
+
+    def _record(self, decoded: Sequence[tuple[object, Sequence[Delivery]]], mode: Mode) -> None:
+        # Every event is decoded before any is recorded: a call that fails records nothing, as
+        # a call that fails to encode sends nothing.
+        stack = capture_stack()
+        records = [RecordedEvent(event, mode, tuple(d.handler.name for d in group), stack) for event, group in decoded]
+        with self._lock:
+            self._records.extend(records)
+            if mode == "strict":
+                self._pending.extend(records)
+
+    # -- what was recorded ---------------------------------------------------------------------
+
+    @property
+    def records(self) -> tuple[RecordedEvent, ...]:
+        """Every recorded event with its mode, handlers and stack, in publishing order."""
+        with self._lock:
+            return tuple(self._records)
+
+    def published_events(self) -> list[object]:
+        """Every recorded event, strict or default, asserted or not, in publishing order."""
+        with self._lock:
+            return [record.event for record in self._records]
+
+    def pending_strict_events(self) -> list[object]:
+        """The strict events not asserted yet, oldest first."""
+        with self._lock:
+            return [record.event for record in self._pending]
+
+    # -- assertions ----------------------------------------------------------------------------
+
+    def assert_published(self, expected: object, /, **attributes: Any) -> Any:
+        """Find, remove from the pending list and return the oldest unasserted strict event that matches.
+
+        ``expected`` is an event class, whose exact instances match when each named
+        attribute equals its value; an event, matched by ``==``; or a predicate taking
+        the event. Default-mode events never match.
+
+        Raises:
+          AssertionError: Nothing matches; the message lists what was published.
+        """
+        __tracebackhide__ = True
+        matches, wanted = _matcher(expected, attributes)
+        with self._lock:
+            for index, record in enumerate(self._pending):
+                if matches(record.event):
+                    del self._pending[index]
+                    return record.event
+            raise AssertionError(self._no_match_message(wanted, expected))
+
+    def refute_published(self, expected: object, /, **attributes: Any) -> None:
+        """Fail if any recorded event, strict or default, asserted or not, matches.
+
+        Takes the same arguments as :meth:`assert_published`.
+
+        Raises:
+          AssertionError: Naming each matching event and where it was published.
+        """
+        __tracebackhide__ = True
+        matches, wanted = _matcher(expected, attributes)
+        with self._lock:
+            found = [record for record in self._records if matches(record.event)]
+        if found:
+            raise AssertionError(
+                "\n".join(
+                    [
+                        f"Expected no event matching {wanted}, but {_count(found, 'was', 'were')} published:",
+                        *_listing(found),
+                    ]
+                )
+            )
+
+    def assert_no_pending_strict_events(self) -> None:
+        """Fail if events published in strict mode were not asserted, showing each with its stack.
+
+        Raises:
+          AssertionError: ``Unasserted events published in strict mode:`` and, for each,
+            its repr and ``Published at:`` with the publisher's stack.
+        """
+        __tracebackhide__ = True
+        with self._lock:
+            pending = list(self._pending)
+        if pending:
+            raise AssertionError(unasserted_report(pending))
+
+    def _no_match_message(self, wanted: str, expected: object) -> str:
+        pending = list(self._pending)
+        asserted = [r for r in self._records if r.mode == "strict" and r not in pending]
+        default = [r for r in self._records if r.mode == "default"]
+        lines = [f"No unasserted strict event matches {wanted}."]
+        if not self._records:
+            lines.append("Nothing was published while the mailbox was recording.")
+        for records, title in (
+            (pending, "Unasserted strict events"),
+            (asserted, "Strict events already asserted"),
+            (default, "Default-mode events, which are never asserted (call set_event_bus_mode('strict') first)"),
+        ):
+            if records:
+                lines.append(f"{title} ({len(records)}):")
+                lines.extend(_listing(records))
+        if self._mode != "strict" and not pending:
+            lines.append(f"The mode is {self._mode!r}: only events published in strict mode can be asserted.")
+        return "\n".join(lines)
+
+
+def unasserted_report(records: Sequence[RecordedEvent]) -> str:
+    """The strict-mode failure: each unasserted event's repr and the stack that published it."""
+    lines = ["Unasserted events published in strict mode:"]
+    for record in records:
+        lines.append("")
+        lines.append(f"  {record.event!r}")
+        lines.append("    Published at:")
+        lines.extend(format_stack(record.published_at, "      "))
+    return "\n".join(lines)
+
+
+def _matcher(expected: object, attributes: dict[str, Any]) -> tuple[Callable[[object], bool], str]:
+    if isinstance(expected, type):
+        event_class = expected
+
+        def matches_class(event: object) -> bool:
+            return type(event) is event_class and all(
+                getattr(event, name, _MISSING) == value for name, value in attributes.items()
+            )
+
+        shown = ", ".join(f"{name}={value!r}" for name, value in attributes.items())
+        return matches_class, event_class.__qualname__ + (f" with {shown}" if shown else "")
+    if attributes:
+        raise TypeError(f"attribute keywords ({', '.join(attributes)}) go with an event class, not with {expected!r}")
+    if callable(expected):
+        predicate = expected
+
+        def matches_predicate(event: object) -> bool:
+            # A predicate written for one event class reads attributes that another lacks:
+            # that event does not match, as a pattern would not.
+            try:
+                return bool(predicate(event))
+            except AttributeError:
+                return False
+
+        return matches_predicate, f"the predicate {getattr(predicate, '__qualname__', repr(predicate))}"
+    return (lambda event: bool(event == expected)), repr(expected)
+
+
+def _group_by_event(deliveries: Sequence[Delivery]) -> list[Sequence[Delivery]]:
+    """One group per published event: publish() lists an event's deliveries together.
+
+    An event object published twice in one call has two runs of deliveries back to back;
+    a handler showing up again within a run is where the second begins.
+    """
+    groups: list[list[Delivery]] = []
+    for delivery in deliveries:
+        current = groups[-1] if groups else None
+        if (
+            current is not None
+            and current[0].event is delivery.event
+            and all(d.handler.name != delivery.handler.name for d in current)
+        ):
+            current.append(delivery)
+        else:
+            groups.append([delivery])
+    return list(groups)
+
+
+def _listing(records: Sequence[RecordedEvent]) -> list[str]:
+    lines = [f"  {record.describe()}" for record in records[:SHOWN]]
+    if len(records) > SHOWN:
+        lines.append(f"  ... and {len(records) - SHOWN} more")
+    return lines
+
+
+def _count(records: Sequence[object], one: str, many: str) -> str:
+    return f"1 {one}" if len(records) == 1 else f"{len(records)} {many}"
+
+
+# -- the active mailbox ------------------------------------------------------------------------
+
+_active: list[EventMailbox] = []
+_active_lock = threading.Lock()
+
+
+def current_mailbox() -> EventMailbox:
+    """The innermost recording mailbox; the module-level helpers act on it.
+
+    Raises:
+      RuntimeError: No mailbox is recording.
+    """
+    mailbox = active_mailbox()
+    if mailbox is None:
+        raise RuntimeError(
+            "no event bus mailbox is recording: use the event_bus pytest fixture, "
+            "or wrap the code in `with dramatiq_eventbus.testing.recording():`"
+        )
+    return mailbox
+
+
+def active_mailbox() -> EventMailbox | None:
+    """The innermost recording mailbox, or None."""
+    with _active_lock:
+        return _active[-1] if _active else None
+
+
+@contextmanager
+def recording(bus: EventBus | None = None, *, check: bool = True) -> Iterator[EventMailbox]:
+    """Record what publish() sends, for the duration, in a fresh mailbox in ``"default"`` mode.
+
+    For unittest and scripts; pytest tests use the ``event_bus`` fixture, which uses this.
+    Every publish() on the bus, from any thread or asyncio task, reaches the mailbox, even
+    after configure() is called again inside.
+
+    Parameters:
+      bus(EventBus | None): The bus to record; the default bus if None.
+      check(bool): On a normal exit, fail if strict events were not asserted.
+
+    Raises:
+      AssertionError: At exit, with ``check``, if strict events were not asserted.
+    """
+    mailbox = EventMailbox(bus)
+    with mailbox.bus.recording_to(mailbox):
+        with _active_lock:
+            _active.append(mailbox)
+        try:
+            yield mailbox
+        finally:
+            with _active_lock:
+                _active.remove(mailbox)
+    if check:
+        mailbox.assert_no_pending_strict_events()
