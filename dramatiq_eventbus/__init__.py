@@ -42,6 +42,7 @@ __all__ = [
     "configure",
     "configure_from_env",
     "default_bus",
+    "deferred",
     "partition_key",
     "publish",
     "register_type",
@@ -52,6 +53,7 @@ default_bus = EventBus(sets_global_broker=True)
 
 configure = default_bus.configure
 publish = default_bus.publish
+deferred = default_bus.deferred
 register_type = default_bus.register_type
 
 

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,6 +74,9 @@ class EventBus:
         self._config: BusConfig | None = None
         self._lock = threading.Lock()
         self._recorder: PublishRecorder | None = None
+        self._interceptors: list[Callable[[], PublishRecorder | None]] = []
+        # One buffer per thread or asyncio task, for deferred() blocks.
+        self._deferred: ContextVar[_Deferral | None] = ContextVar(f"eventbus_deferred_{id(self)}", default=None)
         self._sets_global_broker = sets_global_broker
         self.custom_types = CustomTypes()
 
@@ -93,6 +97,7 @@ class EventBus:
         redis_url: str | None = None,
         lane_lease_seconds: float = DEFAULT_LEASE_SECONDS,
         lane_stall_seconds: float = DEFAULT_STALL_SECONDS,
+        redis_heartbeat_seconds: float | None = None,
     ) -> EventBus:
         """Resolve, validate and apply a configuration, replacing any earlier one.
 
@@ -116,13 +121,15 @@ class EventBus:
           lane_lease_seconds: How long a crashed worker can hold a lane's head.
           lane_stall_seconds: How long a lane waits for a head that was never started
             before sending it again.
+          redis_heartbeat_seconds: With a bus-made Redis broker, how long a worker may be
+            silent before the messages it held go back to their queue (Dramatiq's default: 60).
 
         Raises:
           ConfigurationError: Naming the entry that is wrong.
         """
         arguments = {key: value for key, value in locals().items() if key != "self"}
         queues = Queues(queue, partitioned_queue)
-        resolved_broker, owns_broker = _resolve_broker(broker)
+        resolved_broker, owns_broker = _resolve_broker(broker, redis_heartbeat_seconds)
         try:
             registry = Registry.from_config(
                 handlers,
@@ -232,12 +239,51 @@ class EventBus:
             key = partition_key(event)
             queue_name = config.queues.for_key(key)
             deliveries.extend(Delivery(spec, event, payload, key, queue_name) for spec in interested)
-        recorder = self._recorder
-        if recorder is not None:
+        self.hand_over(batch, deliveries)
+
+    def hand_over(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+        """Where one publish() call's work goes, innermost first: an open ``deferred()`` block,
+        an interceptor (a database transaction, an outbox), a recording test mailbox, or the
+        backend. A deferral that ends calls this again, and so reaches the next one out.
+        """
+        target: PublishRecorder | None = self._deferred.get()
+        if target is None:
+            target = next((found for find in reversed(self._interceptors) if (found := find()) is not None), None)
+        if target is None:
+            target = self._recorder
+        if target is not None:
             # A test mailbox sees every event, even one no handler wants, as the reference's does.
-            recorder.published(batch, deliveries)
+            target.published(events, deliveries)
         elif deliveries:
-            config.backend.deliver(deliveries)
+            self.config.backend.deliver(deliveries)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Buffer every publish() of this thread or task in the block; send them when it exits.
+
+        Nothing is sent if the block exits by an exception. Blocks nest, and only the
+        outermost one sends. Events are checked and encoded at publish(), as always, so a
+        bad event still fails at its publish() call.
+        """
+        if self._deferred.get() is not None:
+            yield
+            return
+        deferral = _Deferral()
+        token = self._deferred.set(deferral)
+        try:
+            yield
+        finally:
+            self._deferred.reset(token)
+        if deferral.events:
+            self.hand_over(deferral.events, deferral.deliveries)
+
+    def add_interceptor(self, find: Callable[[], PublishRecorder | None]) -> None:
+        """Let ``find()`` take publish() calls whenever it returns a recorder (e.g. the open
+        transaction of a database session); the latest added is asked first."""
+        self._interceptors.append(find)
+
+    def remove_interceptor(self, find: Callable[[], PublishRecorder | None]) -> None:
+        self._interceptors.remove(find)
 
     @contextmanager
     def recording_to(self, recorder: PublishRecorder | None) -> Iterator[None]:
@@ -255,6 +301,18 @@ class EventBus:
                 self._recorder = previous
 
 
+class _Deferral:
+    """The publish() calls of one ``deferred()`` block, to be handed on together."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self.deliveries: list[Delivery] = []
+
+    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+        self.events.extend(events)
+        self.deliveries.extend(deliveries)
+
+
 class PublishRecorder(Protocol):
     """What takes publish() calls in place of the backend: the test mailbox."""
 
@@ -262,7 +320,7 @@ class PublishRecorder(Protocol):
         """One publish() call: every event in order, and the deliveries of those a handler wants."""
 
 
-def _resolve_broker(broker: Broker | str | None) -> tuple[Broker, bool]:
+def _resolve_broker(broker: Broker | str | None, redis_heartbeat_seconds: float | None) -> tuple[Broker, bool]:
     if isinstance(broker, Broker):
         return broker, False
     if broker is None:
@@ -273,7 +331,7 @@ def _resolve_broker(broker: Broker | str | None) -> tuple[Broker, bool]:
             return dramatiq.get_broker(), False
         broker = url
     if isinstance(broker, str):
-        return broker_from_url(broker), True
+        return broker_from_url(broker, redis_heartbeat_seconds=redis_heartbeat_seconds), True
     raise ConfigurationError(
         f"broker must be a URL string, 'stub' or a dramatiq Broker, not {type(broker).__qualname__}"
     )

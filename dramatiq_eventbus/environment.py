@@ -106,6 +106,12 @@ VARIABLES: tuple[Variable, ...] = (
         _positive_seconds,
         "Wait before a stalled lane head is sent again; default 60.",
     ),
+    Variable(
+        "EVENTBUS_REDIS_HEARTBEAT_SECONDS",
+        "redis_heartbeat_seconds",
+        _positive_seconds,
+        "Redis broker: silence before a dead worker's messages are recovered; default 60.",
+    ),
     Variable("EVENTBUS_CODEC", "codec", _text, "'typed' (default) or 'pickle'."),
     Variable("EVENTBUS_SECRET_KEY", "secret_key", _text, "HMAC key that signs pickled payloads."),
     Variable("EVENTBUS_PICKLE_FALLBACK", "pickle_fallback", _boolean, "'true': pickle what typed cannot encode."),

@@ -9,15 +9,13 @@ from typing import Any
 from dramatiq.broker import Broker
 from dramatiq.message import Message
 
+from ..brokers.batch import BatchFailed, enqueue_all
 from ..codecs import type_name
 from ..delivery import Delivery
 from ..errors import PublishError
 from ..ordering import LaneStore, lane_name
 
 logger = logging.getLogger("dramatiq_eventbus.publish")
-
-#: RabbitMQ serves higher broker priorities first; the bus declares its queues with this maximum.
-RABBITMQ_MAX_PRIORITY = 10
 
 
 class DramatiqBackend:
@@ -59,21 +57,29 @@ class DramatiqBackend:
         )
 
     def deliver(self, deliveries: Sequence[Delivery]) -> None:
-        messages = [self.message_for(delivery) for delivery in deliveries]
+        self.send([self.message_for(delivery) for delivery in deliveries])
+
+    def send(self, messages: Sequence[Message[Any]]) -> None:
+        """Send messages built by :meth:`message_for`, now or later (an outbox relay), together.
+
+        Raises:
+          PublishError: The broker failed; it names what was sent and what was not.
+        """
         waiting = self._add_to_lanes(messages)
         to_send = [m for m in messages if m.message_id not in waiting]
-        sent = [m for m in messages if m.message_id in waiting]
-        for index, message in enumerate(to_send):
-            try:
-                self.broker.enqueue(message)
-            except Exception as exc:  # Dramatiq, redis-py and pika errors share no base class
-                if "lane" in message.options:
-                    # The lane holds it: the workers' sweep sends it within lane_stall_seconds.
-                    logger.warning("Could not send lane head %s now (%s); the lane will.", message.message_id, exc)
-                    sent.append(message)
-                    continue
-                raise _publish_error(sent, to_send[index:], exc) from exc
-            sent.append(message)
+        try:
+            enqueue_all(self.broker, to_send)
+        except BatchFailed as failure:
+            failed = to_send[failure.sent :]
+            # A lane head is safe in its lane: the workers' sweep sends it within lane_stall_seconds.
+            unsent = [m for m in failed if "lane" not in m.options]
+            if len(unsent) < len(failed):
+                logger.warning(
+                    "Could not send %d lane head(s) now (%s); their lanes will.", len(failed) - len(unsent), failure
+                )
+            if unsent:
+                sent = [m for m in messages if m not in unsent]
+                raise _publish_error(sent, unsent, failure.cause) from failure.cause
 
     def _add_to_lanes(self, messages: Sequence[Message[Any]]) -> set[str]:
         """Add partitioned messages to their lanes; return the ids of those that must wait their turn."""

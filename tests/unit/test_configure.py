@@ -118,6 +118,8 @@ def test_bad_default_actor_options_are_named(bus: EventBus) -> None:
         ({"codec": "xml"}, "codec must be one of"),
         ({"queue": "bad queue"}, "queue 'bad queue' is not a valid queue name"),
         ({"queue": "same", "partitioned_queue": "same"}, "must differ"),
+        ({"broker": "redis://h", "redis_heartbeat_seconds": 0}, "redis_heartbeat_seconds must be a positive number"),
+        ({"lane_lease_seconds": -1}, "lane_lease_seconds and lane_stall_seconds must be positive numbers"),
     ],
 )
 def test_bad_settings_are_named(bus: EventBus, arguments: Any, expected: str | None) -> None:
@@ -138,6 +140,10 @@ def test_brokers_from_urls(bus: EventBus) -> None:
     # Neither broker connects before its first use, so no server is needed here.
     bus.configure(handlers=HANDLERS, broker="redis://127.0.0.1:6379/3")
     assert isinstance(bus.broker, RedisBroker)
+    assert bus.broker.heartbeat_timeout == 60_000
+    bus.configure(handlers=HANDLERS, broker="redis://127.0.0.1:6379/3", redis_heartbeat_seconds=2.5)
+    assert isinstance(bus.broker, RedisBroker)
+    assert bus.broker.heartbeat_timeout == 2_500
     bus.configure(handlers=HANDLERS, broker="amqp://guest:guest@127.0.0.1:5672/")
     assert isinstance(bus.broker, RabbitmqBroker)
     assert bus.broker.confirm_delivery is True
@@ -213,6 +219,8 @@ def test_configure_from_env(monkeypatch: Any) -> None:
         ({"EVENTBUS_HANDLERS": "a:b", "EVENTBUS_DEFAULT_ACTOR_OPTIONS": "{nope"}, "must be a JSON object"),
         ({"EVENTBUS_HANDLERS": "a:b", "EVENTBUS_DEFAULT_ACTOR_OPTIONS": "[1]"}, "must be a JSON object, not list"),
         ({"EVENTBUS_HANDLERS": "a:b", "EVENTBUS_PICKLE_FALLBACK": "maybe"}, "must be true or false"),
+        ({"EVENTBUS_HANDLERS": "a:b", "EVENTBUS_LANE_LEASE_SECONDS": "soon"}, "must be a number of seconds"),
+        ({"EVENTBUS_HANDLERS": "a:b", "EVENTBUS_REDIS_HEARTBEAT_SECONDS": "0"}, "must be more than 0 seconds"),
     ],
 )
 def test_bad_environment_is_named(environ: dict[str, str], expected: str) -> None:
