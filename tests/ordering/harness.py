@@ -83,8 +83,9 @@ class Cluster:
         self.workers.append(worker.start())
         return worker
 
-    def publish_concurrently(self, keys: list[str], per_key: int, publishers: int = 2) -> None:
-        """Each publisher publishes ``per_key // publishers`` events per key, keys interleaved."""
+    def publish_concurrently(self, keys_count: int, per_key: int, publishers: int = 2) -> list[str]:
+        """Each publisher publishes ``per_key // publishers`` events per key, keys interleaved; return the keys."""
+        keys = [f"k{i}-{self.run}" for i in range(keys_count)]
         errors: list[BaseException] = []
 
         def publish(publisher: int) -> None:
@@ -102,6 +103,7 @@ class Cluster:
         for thread in threads:
             thread.join(timeout=60)
         assert not errors, errors
+        return keys
 
     def log(self) -> list[dict[str, Any]]:
         client = redis.Redis.from_url(self.redis_url)

@@ -36,12 +36,10 @@ BROKERS = [pytest.param("redis", marks=pytest.mark.redis), pytest.param("rabbitm
 @pytest.mark.parametrize("kind", BROKERS)
 def test_each_lane_is_handled_one_at_a_time_in_publish_order(kind: str, size: tuple[int, int], tmp_path: Path) -> None:
     keys_count, per_key = size
-    url = broker_url(kind)
-    with cluster(url, require_redis(), tmp_path) as running:
+    with cluster(broker_url(kind), require_redis(), tmp_path) as running:
         running.start_worker()
         running.start_worker()
-        keys = [f"k{i}-{running.run}" for i in range(keys_count)]
-        running.publish_concurrently(keys, per_key)
+        keys = running.publish_concurrently(keys_count, per_key)
         log = running.wait_for_successes(3 * keys_count * per_key)
         successes = check_lanes(log, keys, per_key)
         assert set(successes.values()) == {1}, "an event succeeded more than once"
@@ -51,12 +49,10 @@ def test_each_lane_is_handled_one_at_a_time_in_publish_order(kind: str, size: tu
 @pytest.mark.parametrize("kind", BROKERS)
 def test_order_holds_when_a_tenth_of_first_attempts_fail(kind: str, size: tuple[int, int], tmp_path: Path) -> None:
     keys_count, per_key = size
-    url = broker_url(kind)
-    with cluster(url, require_redis(), tmp_path, ORDERING_FAIL_FIRST="0.1") as running:
+    with cluster(broker_url(kind), require_redis(), tmp_path, ORDERING_FAIL_FIRST="0.1") as running:
         running.start_worker()
         running.start_worker()
-        keys = [f"k{i}-{running.run}" for i in range(keys_count)]
-        running.publish_concurrently(keys, per_key)
+        keys = running.publish_concurrently(keys_count, per_key)
         log = running.wait_for_successes(3 * keys_count * per_key)
         successes = check_lanes(log, keys, per_key)
         assert set(successes.values()) == {1}
@@ -68,12 +64,10 @@ def test_order_holds_when_a_tenth_of_first_attempts_fail(kind: str, size: tuple[
 @pytest.mark.parametrize("kind", BROKERS)
 def test_a_sigkilled_worker_loses_nothing_and_order_holds(kind: str, size: tuple[int, int], tmp_path: Path) -> None:
     keys_count, per_key = size
-    url = broker_url(kind)
-    with cluster(url, require_redis(), tmp_path) as running:
+    with cluster(broker_url(kind), require_redis(), tmp_path) as running:
         victim = running.start_worker()
         running.start_worker()
-        keys = [f"k{i}-{running.run}" for i in range(keys_count)]
-        running.publish_concurrently(keys, per_key)
+        keys = running.publish_concurrently(keys_count, per_key)
         total = 3 * keys_count * per_key
         running.wait_for_successes(total // 4)
         killed_at = time.time()

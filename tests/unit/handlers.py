@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -11,26 +10,7 @@ from uuid import UUID
 
 from dramatiq_eventbus import Error, Handler
 
-
-class Journal:
-    """What handlers saw, in the order they saw it; shared by the worker's threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.entries: list[tuple[str, Any]] = []
-
-    def add(self, who: str, what: Any) -> None:
-        with self._lock:
-            self.entries.append((who, what))
-
-    def of(self, who: str) -> list[Any]:
-        with self._lock:
-            return [what for name, what in self.entries if name == who]
-
-    def clear(self) -> None:
-        with self._lock:
-            self.entries.clear()
-
+from ..support.journal import Journal
 
 JOURNAL = Journal()
 
