@@ -185,12 +185,16 @@ class EventBus:
         self,
         cls: type,
         *,
-        encode: Callable[[Any], Any],
-        decode: Callable[[Any], Any],
+        encode: Callable[[Any], Any] | None = None,
+        decode: Callable[[Any], Any] | None = None,
         name: str | None = None,
         aliases: Sequence[str] = (),
     ) -> None:
         """Teach the typed codec a class of your own; see :class:`~.codecs.CustomTypes`.
+
+        Without ``encode`` and ``decode``, a dataclass, attrs, pydantic, NamedTuple or Enum
+        class is carried by its fields, which is how an event class gets a stable ``name``
+        or ``aliases`` for the names it had before a move or rename.
 
         It takes effect at the next configure(), and lasts across configure() calls.
         """

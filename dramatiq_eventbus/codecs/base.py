@@ -19,8 +19,11 @@ class Codec(Protocol):
 
     ``encode`` raises :class:`~dramatiq_eventbus.errors.EventEncodeError` (a TypeError)
     for a value it cannot represent; ``decode`` raises
-    :class:`~dramatiq_eventbus.errors.EventDecodeError` for a payload it will not build.
-    ``decode`` must never run code that a payload names.
+    :class:`~dramatiq_eventbus.errors.EventDecodeError` for a payload it will not build,
+    which makes the worker dead-letter the message at once. Anyone who can write to the
+    broker can hand ``decode`` anything: it must never run code that a payload names,
+    unless it has first proved the payload came from the bus (as the pickle codec does
+    with its signature).
     """
 
     #: A short name, shown in logs and in each message's options.

@@ -1,289 +1,563 @@
 """The typed JSON codec: readable payloads that keep their Python types.
 
-An event becomes JSON in which every value JSON cannot tell apart carries a tag::
+An event becomes a JSON object naming its class, with one key per field; every value
+JSON cannot tell apart carries a tag::
 
     {"$type": "shop.orders.events:OrderCreated", "order_id": "123",
-     "total": {"$decimal": "100.00"}, "at": {"$datetime": "2026-11-27T10:00:00+00:00"}}
+     "total": {"$decimal": "100.00"}, "placed_at": {"$datetime": "2026-11-27T10:00:00+00:00"},
+     "lines": [{"$type": "shop.orders.events:OrderLine", "sku": "book", "quantity": 2, ...}]}
 
-Decoding builds only the classes it was told about (the configured event classes and
-the classes reachable from their field annotations); it never imports a module a
-payload names, so a payload cannot make a worker run code.
+Decoding builds only the classes in its :class:`~.catalog.Catalog`, checks each field
+against its annotation, and never imports a module a payload names, so a payload cannot
+make a worker run code. Encoding applies the same checks, so an event a worker would
+refuse fails ``publish()`` instead.
+
+Speed comes from doing the thinking at configure time: one table maps each exact type to
+its encoder, one maps each tag to its decoder, and each record class gets a plan of its
+fields with their checks. Failure paths (``OrderCreated.lines[2].sku``) are built only
+when something fails.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import datetime as dt
-import enum
-import math
-import typing
-import uuid
-from collections.abc import Callable, Iterable
-from decimal import Decimal, InvalidOperation
+import logging
+import threading
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import EventDecodeError, EventEncodeError
 from .base import JSONValue
+from .catalog import Catalog, Entry
+from .custom import CustomType, CustomTypes
+from .failure import CodecFailure
+from .names import type_name
+from .pickling import TAG as PICKLE_TAG
+from .pickling import PickleCodec, secret_key_bytes
+from .shapes import Shape, compile_check, mismatch
+from .standard import LEAF_DECODERS, LEAF_ENCODERS, Encoder, TagDecoder, only
+from .structs import EnumPlan, RecordPlan
 
-_TYPE = "$type"
+__all__ = ["TypedCodec", "type_name"]
 
+logger = logging.getLogger("dramatiq_eventbus.codecs")
 
-def type_name(cls: type) -> str:
-    """The stable name of a class on the wire: ``package.module:QualName``."""
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-class _Unencodable(Exception):
-    """Raised deep in encoding; each container on the way up adds its part of the path."""
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-        self.path: list[str] = []
-
-
-class TypedCodec:
-    """Readable, type-preserving JSON, the default codec.
-
-    Parameters:
-      event_classes(Iterable[type]): The classes publish() may send. They, and every
-        dataclass, NamedTuple and Enum reachable from their field annotations, are the
-        only classes decoding will build.
-    """
-
-    name = "typed"
-
-    def __init__(self, event_classes: Iterable[type] = ()) -> None:
-        self._classes: dict[str, type] = {}
-        self._fields: dict[type, tuple[str, ...]] = {}
-        for cls in event_classes:
-            self._learn(cls)
-        self._encoders: dict[type, Callable[[Any], JSONValue]] = {
-            str: _same,
-            int: _same,
-            bool: _same,
-            type(None): _same,
-            float: _encode_float,
-            Decimal: lambda v: {"$decimal": str(v)},
-            dt.datetime: _encode_datetime,
-            dt.date: lambda v: {"$date": v.isoformat()},
-            dt.time: lambda v: {"$time": v.isoformat()},
-            dt.timedelta: lambda v: {"$timedelta": [v.days, v.seconds, v.microseconds]},
-            uuid.UUID: lambda v: {"$uuid": str(v)},
-            bytes: lambda v: {"$bytes": base64.b64encode(v).decode("ascii")},
-            list: self._encode_list,
-            tuple: lambda v: {"$tuple": self._encode_list(v)},
-            set: lambda v: {"$set": self._encode_list(v)},
-            frozenset: lambda v: {"$frozenset": self._encode_list(v)},
-            dict: self._encode_dict,
-        }
-        self._decoders: dict[str, Callable[[Any], object]] = {
-            "$decimal": _decode_decimal,
-            "$float": _decode_float,
-            "$datetime": _decode_datetime,
-            "$date": dt.date.fromisoformat,
-            "$time": dt.time.fromisoformat,
-            "$timedelta": lambda v: dt.timedelta(*v),
-            "$uuid": uuid.UUID,
-            "$bytes": lambda v: base64.b64decode(v, validate=True),
-            "$tuple": lambda v: tuple(self._decode_list(v)),
-            "$set": lambda v: set(self._decode_list(v)),
-            "$frozenset": lambda v: frozenset(self._decode_list(v)),
-            "$map": lambda v: {self._decode(k): self._decode(x) for k, x in v},
-        }
-
-    # -- learning which classes may be built --------------------------------------------
-
-    def _learn(self, cls: type) -> None:
-        if cls in self._fields or not isinstance(cls, type):
-            return
-        if issubclass(cls, enum.Enum):
-            self._classes[type_name(cls)] = cls
-            self._fields[cls] = ()
-            return
-        if dataclasses.is_dataclass(cls):
-            names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
-        elif issubclass(cls, tuple) and hasattr(cls, "_fields"):
-            names = tuple(cls._fields)
-        else:
-            return
-        self._classes[type_name(cls)] = cls
-        self._fields[cls] = names
-        try:
-            hints = typing.get_type_hints(cls)
-        except Exception:  # unresolvable annotations: the class itself still round-trips
-            hints = {}
-        for hint in hints.values():
-            for reachable in _classes_in(hint):
-                self._learn(reachable)
-
-    def knows(self, cls: type) -> bool:
-        return cls in self._fields
-
-    # -- encoding -------------------------------------------------------------------------
-
-    def encode(self, event: object) -> JSONValue:
-        try:
-            return self._encode(event)
-        except _Unencodable as failure:
-            path = type(event).__qualname__ + "".join(reversed(failure.path))
-            raise EventEncodeError(
-                f"{path}: cannot encode {type(failure.value)!r}; the typed codec encodes standard "
-                f"types and the dataclasses, NamedTuples and Enums named in an event's annotations"
-            ) from None
-
-    def _encode(self, value: Any) -> JSONValue:
-        encoder = self._encoders.get(type(value))
-        if encoder is not None:
-            return encoder(value)
-        cls = type(value)
-        if cls in self._fields:
-            if isinstance(value, enum.Enum):
-                return {"$enum": type_name(cls), "value": self._encode(value.value)}
-            out: dict[str, JSONValue] = {_TYPE: type_name(cls)}
-            for name in self._fields[cls]:
-                try:
-                    out[name] = self._encode(getattr(value, name))
-                except _Unencodable as failure:
-                    failure.path.append(f".{name}")
-                    raise
-            return out
-        raise _Unencodable(value)
-
-    def _encode_list(self, values: Iterable[Any]) -> list[JSONValue]:
-        out = []
-        for index, item in enumerate(values):
-            try:
-                out.append(self._encode(item))
-            except _Unencodable as failure:
-                failure.path.append(f"[{index}]")
-                raise
-        return out
-
-    def _encode_dict(self, value: dict[Any, Any]) -> JSONValue:
-        if all(type(k) is str and not k.startswith("$") for k in value):
-            out = {}
-            for key, item in value.items():
-                try:
-                    out[key] = self._encode(item)
-                except _Unencodable as failure:
-                    failure.path.append(f"[{key!r}]")
-                    raise
-            return out
-        pairs = []
-        for key, item in value.items():
-            try:
-                pairs.append([self._encode(key), self._encode(item)])
-            except _Unencodable as failure:
-                failure.path.append(f"[{key!r}]")
-                raise
-        return {"$map": pairs}
-
-    # -- decoding -------------------------------------------------------------------------
-
-    def decode(self, payload: JSONValue) -> object:
-        try:
-            return self._decode(payload)
-        except EventDecodeError:
-            raise
-        except Exception as exc:
-            raise EventDecodeError(f"malformed payload: {type(exc).__name__}: {exc}") from None
-
-    def _decode(self, value: JSONValue) -> Any:
-        if type(value) is list:
-            return self._decode_list(value)
-        if type(value) is not dict:
-            return value
-        if _TYPE in value:
-            return self._decode_object(value)
-        if len(value) >= 1:
-            tag = next(iter(value))
-            if tag.startswith("$"):
-                if tag == "$enum":
-                    return self._decode_enum(value)
-                decoder = self._decoders.get(tag)
-                if decoder is None or len(value) != 1:
-                    raise EventDecodeError(f"unknown type tag {tag!r}")
-                return decoder(value[tag])
-        return {key: self._decode(item) for key, item in value.items()}
-
-    def _decode_list(self, values: list[JSONValue]) -> list[Any]:
-        if type(values) is not list:
-            raise EventDecodeError(f"expected a JSON list, got {type(values).__name__}")
-        return [self._decode(item) for item in values]
-
-    def _decode_object(self, value: dict[str, JSONValue]) -> object:
-        cls = self._class_named(value[_TYPE])
-        fields = {key: self._decode(item) for key, item in value.items() if key != _TYPE}
-        unknown = set(fields) - set(self._fields[cls])
-        if unknown:
-            raise EventDecodeError(f"{value[_TYPE]} has no field {', '.join(sorted(unknown))}")
-        try:
-            return cls(**fields)
-        except TypeError as exc:
-            raise EventDecodeError(f"cannot build {value[_TYPE]}: {exc}") from None
-
-    def _decode_enum(self, value: dict[str, JSONValue]) -> enum.Enum:
-        cls = self._class_named(value["$enum"])
-        if not issubclass(cls, enum.Enum):
-            raise EventDecodeError(f"{value['$enum']} is not an Enum")
-        try:
-            return cls(self._decode(value["value"]))
-        except ValueError as exc:
-            raise EventDecodeError(str(exc)) from None
-
-    def _class_named(self, name: object) -> type:
-        cls = self._classes.get(name) if isinstance(name, str) else None
-        if cls is None:
-            raise EventDecodeError(f"unknown type {name!r}: not an event class or a type reachable from one")
-        return cls
+TYPE = "$type"
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_UNSET: Any = object()
+_WHAT_IT_ENCODES = (
+    "the typed codec encodes the standard types, and the dataclasses, NamedTuples, Enums, attrs classes and "
+    "pydantic models that an event's annotations reach or that were given to register_type"
+)
 
 
 def _same(value: Any) -> Any:
     return value
 
 
-def _encode_float(value: float) -> JSONValue:
-    if math.isfinite(value):
-        return value
-    return {"$float": repr(value)}
+def _cannot(value: object) -> CodecFailure:
+    return CodecFailure(f"cannot encode {type(value)!r}")
 
 
-def _decode_float(text: str) -> float:
-    if text not in ("nan", "inf", "-inf"):
-        raise EventDecodeError(f"bad $float {text!r}")
-    return float(text)
+def _misfit(shape: Shape | None, value: object) -> CodecFailure:
+    found = mismatch(shape, value)
+    step, problem = found if found is not None else ("", f"expected {shape.text if shape else '?'}")
+    failure = CodecFailure(problem)
+    return failure.at(step) if step else failure
 
 
-def _decode_decimal(text: str) -> Decimal:
-    if type(text) is not str:
-        raise EventDecodeError(f"bad $decimal {text!r}")
-    try:
-        return Decimal(text)
-    except InvalidOperation:
-        raise EventDecodeError(f"bad $decimal {text!r}") from None
+class TypedCodec:
+    """Readable, type-preserving JSON: the default codec.
 
+    Parameters:
+      event_classes(Iterable[type]): The classes publish() may send. They, the records
+        and Enums reachable from their field annotations, and the ``custom_types`` are
+        the only classes decoding will build.
+      custom_types(CustomTypes | None): The bus's ``register_type`` registrations.
+      secret_key(str | bytes | None): Signs fallback pickles; needed by ``pickle_fallback``.
+      pickle_fallback(bool): Send an event holding a value this codec cannot represent as
+        a signed pickle (with one warning per event class) instead of raising TypeError;
+        and accept such pickles when decoding. Off, this codec unpickles nothing.
 
-def _encode_datetime(value: dt.datetime) -> JSONValue:
-    out: dict[str, JSONValue] = {"$datetime": value.isoformat()}
-    zone = getattr(value.tzinfo, "key", None)  # a zoneinfo.ZoneInfo keeps its name, not just the offset
-    if zone is not None:
-        out = {"$datetime": [value.replace(tzinfo=None).isoformat(), zone, value.fold]}
-    return out
+    Raises:
+      ConfigurationError: ``pickle_fallback`` without a secret key; two classes with one
+        wire name; a class that would be named after ``__main__``.
+    """
 
+    name = "typed"
 
-def _decode_datetime(value: Any) -> dt.datetime:
-    if type(value) is str:
-        return dt.datetime.fromisoformat(value)
-    from zoneinfo import ZoneInfo
+    def __init__(
+        self,
+        event_classes: Iterable[type] = (),
+        custom_types: CustomTypes | None = None,
+        *,
+        secret_key: str | bytes | None = None,
+        pickle_fallback: bool = False,
+    ) -> None:
+        self.catalog = Catalog(event_classes, custom_types if custom_types is not None else CustomTypes())
+        self.event_classes = self.catalog.event_classes
+        self._events = frozenset(self.event_classes)
+        self._fallback: PickleCodec | None = None
+        if pickle_fallback:
+            secret_key_bytes(secret_key, needed_by="pickle_fallback=True")
+            self._fallback = PickleCodec(secret_key, self.event_classes)
+        self._warned: set[type] = set()
+        self._warned_lock = threading.Lock()
+        self._encoders: dict[type, Encoder] = {str: _same, bool: _same, type(None): _same, **LEAF_ENCODERS}
+        self._tags: dict[str, TagDecoder] = dict(LEAF_DECODERS)
+        self._records: dict[str, TagDecoder] = {}
+        self._enums: dict[str, EnumPlan] = {}
+        self._customs: dict[str, tuple[type, Any]] = {}
+        self._install_containers()
+        for entry in self.catalog.by_class.values():
+            self._install(entry, [name for name, named in self.catalog.by_name.items() if named is entry])
 
-    local, zone, fold = value
-    return dt.datetime.fromisoformat(local).replace(tzinfo=ZoneInfo(zone), fold=fold)
+    # -- the public interface -----------------------------------------------------------------
 
+    def knows(self, cls: type) -> bool:
+        """Whether ``cls`` is one of this codec's event classes, which encode() takes."""
+        return cls in self._events
 
-def _classes_in(hint: Any) -> Iterable[type]:
-    """The classes named anywhere in an annotation: ``list[Line] | None`` gives Line, list, NoneType."""
-    if isinstance(hint, type):
-        yield hint
-    for arg in typing.get_args(hint):
-        yield from _classes_in(arg)
+    def encode(self, event: object) -> JSONValue:
+        """The event as a JSON value.
+
+        Raises:
+          EventEncodeError: A TypeError naming the path to the value that cannot be encoded,
+            e.g. ``OrderCreated.lines[2].sku: cannot encode <class 'x.Y'>``; unless
+            ``pickle_fallback`` is on, which sends such an event as a signed pickle.
+        """
+        cls = type(event)
+        if cls not in self._events:
+            raise EventEncodeError(
+                f"{cls.__qualname__} is not an event class of this codec: configure() a handler for it"
+            )
+        try:
+            return self._encode_any(event)
+        except CodecFailure as failure:
+            problem = failure.render(cls.__qualname__)
+            if failure.problem.startswith("cannot encode <"):
+                problem += f"; {_WHAT_IT_ENCODES}"
+        except RecursionError:
+            problem = f"{cls.__qualname__}: nested too deeply, or holds itself"
+        if self._fallback is None:
+            raise EventEncodeError(problem)
+        self._warn_once(cls, problem)
+        return self._fallback.encode(event)
+
+    def decode(self, payload: JSONValue) -> object:
+        """The event a payload describes, built from the same classes.
+
+        Raises:
+          EventDecodeError: Naming the problem and its path: an unknown type, a malformed
+            payload, a field of the wrong type, a missing or unknown field.
+        """
+        if type(payload) is not dict:
+            raise EventDecodeError(f"an event payload is a JSON object with a {TYPE}, not a {type(payload).__name__}")
+        if PICKLE_TAG in payload:
+            if self._fallback is None:
+                raise EventDecodeError(
+                    f"a {PICKLE_TAG} payload, refused: this typed codec unpickles nothing unless pickle_fallback is on"
+                )
+            return self._fallback.decode(payload)
+        name = payload.get(TYPE)
+        entry = self.catalog.by_name.get(name) if type(name) is str else None
+        root = entry.cls.__qualname__ if entry is not None else "event"
+        try:
+            event = self._decode_object(payload)
+        except CodecFailure as failure:
+            raise EventDecodeError(failure.render(root)) from None
+        except RecursionError:
+            raise EventDecodeError(f"{root}: payload nested too deeply") from None
+        if type(event) not in self._events:
+            raise EventDecodeError(f"the payload holds a {type(event).__qualname__}, which is not an event class")
+        return event
+
+    def encode_value(self, value: object) -> JSONValue:
+        """Any value this codec can represent, event or not, as a JSON value."""
+        try:
+            return self._encode_any(value)
+        except CodecFailure as failure:
+            raise EventEncodeError(failure.render(type(value).__qualname__)) from None
+
+    def decode_value(self, payload: JSONValue) -> Any:
+        """The inverse of :meth:`encode_value`."""
+        try:
+            return self._decode_any(payload)
+        except CodecFailure as failure:
+            raise EventDecodeError(failure.render("value")) from None
+
+    def wire_name(self, cls: type) -> str:
+        """The name ``cls`` goes by in this codec's payloads."""
+        return self.catalog.name_of(cls)
+
+    def _warn_once(self, cls: type, problem: str) -> None:
+        with self._warned_lock:
+            if cls in self._warned:
+                return
+            self._warned.add(cls)
+        logger.warning(
+            "%s cannot travel as typed JSON (%s); it is sent as a signed pickle instead, since pickle_fallback is "
+            "on. This is logged once per event class.",
+            cls.__qualname__,
+            problem,
+        )
+
+    # -- the generic machinery ----------------------------------------------------------------
+
+    def _install_containers(self) -> None:
+        encoders = self._encoders
+        get_encoder = encoders.get
+        tags = self._tags
+        get_tag = tags.get
+
+        def encode_any(value: Any) -> JSONValue:
+            encoder = get_encoder(type(value))
+            if encoder is None:
+                raise _cannot(value)
+            return encoder(value)
+
+        def encode_list(values: Iterable[Any]) -> list[JSONValue]:
+            out: list[JSONValue] = []
+            append = out.append
+            try:
+                for item in values:
+                    encoder = get_encoder(type(item))
+                    if encoder is None:
+                        raise _cannot(item)
+                    append(encoder(item))
+            except CodecFailure as failure:
+                raise failure.at(f"[{len(out)}]") from None
+            return out
+
+        def encode_members(values: Iterable[Any]) -> list[JSONValue]:
+            # Sets have no indexes; {2} says "the third member, in iteration order".
+            out: list[JSONValue] = []
+            try:
+                for item in values:
+                    out.append(encode_any(item))
+            except CodecFailure as failure:
+                raise failure.at(f"{{{len(out)}}}") from None
+            return out
+
+        def encode_dict(value: dict[Any, Any]) -> JSONValue:
+            for key in value:
+                if type(key) is not str or key[:1] == "$":
+                    return encode_map(value)
+            out: dict[str, JSONValue] = {}
+            key = None
+            try:
+                for key, item in value.items():
+                    encoder = get_encoder(type(item))
+                    if encoder is None:
+                        raise _cannot(item)
+                    out[key] = encoder(item)
+            except CodecFailure as failure:
+                raise failure.at(f"[{key!r}]") from None
+            return out
+
+        def encode_map(value: dict[Any, Any]) -> JSONValue:
+            # Keys JSON cannot hold (int, tuple, Enum, UUID, or a str starting with "$").
+            pairs: list[JSONValue] = []
+            for key, item in value.items():
+                try:
+                    encoded_key = encode_any(key)
+                except CodecFailure as failure:
+                    raise failure.at(f"<key {len(pairs)}>") from None
+                try:
+                    pairs.append([encoded_key, encode_any(item)])
+                except CodecFailure as failure:
+                    raise failure.at(f"[{key!r}]") from None
+            return {"$map": pairs}
+
+        encoders[list] = encode_list
+        encoders[dict] = encode_dict
+        encoders[tuple] = lambda value: {"$tuple": encode_list(value)}
+        encoders[set] = lambda value: {"$set": encode_members(value)}
+        encoders[frozenset] = lambda value: {"$frozenset": encode_members(value)}
+
+        def decode_any(raw: Any) -> Any:
+            kind = type(raw)
+            if kind is dict:
+                return decode_object(raw)
+            if kind is list:
+                return decode_list(raw)
+            if kind in _SCALARS:
+                return raw
+            raise CodecFailure(f"not a JSON value: {kind.__name__}")
+
+        def decode_object(raw: dict[str, Any]) -> Any:
+            for key in raw:
+                decoder = get_tag(key)
+                if decoder is None:
+                    if key[:1] == "$":
+                        raise CodecFailure(f"unknown type tag {key!r}")
+                    return decode_plain(raw)
+                try:
+                    return decoder(raw)
+                except (CodecFailure, RecursionError):
+                    raise
+                except Exception as exc:
+                    raise CodecFailure(f"bad {key} object: {type(exc).__name__}: {exc}") from None
+            return {}
+
+        def call(decoder: TagDecoder, key: str, raw: dict[str, Any]) -> Any:
+            try:
+                return decoder(raw)
+            except (CodecFailure, RecursionError):
+                raise
+            except Exception as exc:
+                raise CodecFailure(f"bad {key} object: {type(exc).__name__}: {exc}") from None
+
+        def decode_plain(raw: dict[str, Any]) -> Any:
+            tag = next((key for key in raw if key[:1] == "$"), None)
+            if tag is not None:
+                # A tag after other keys: something on the way reordered the object.
+                decoder = get_tag(tag)
+                if decoder is None:
+                    raise CodecFailure(f"unknown type tag {tag!r}")
+                return call(decoder, tag, raw)
+            out: dict[str, Any] = {}
+            key = ""
+            try:
+                for key, item in raw.items():
+                    kind = type(item)
+                    out[key] = decode_object(item) if kind is dict else decode_list(item) if kind is list else item
+            except CodecFailure as failure:
+                raise failure.at(f"[{key!r}]") from None
+            return out
+
+        def decode_list(raw: list[Any]) -> list[Any]:
+            if type(raw) is not list:
+                raise CodecFailure(f"expected a JSON list, got {type(raw).__name__}")
+            out: list[Any] = []
+            append = out.append
+            try:
+                for item in raw:
+                    kind = type(item)
+                    append(decode_object(item) if kind is dict else decode_list(item) if kind is list else item)
+            except CodecFailure as failure:
+                raise failure.at(f"[{len(out)}]") from None
+            return out
+
+        def decode_map(raw: dict[str, Any]) -> dict[Any, Any]:
+            pairs = only("$map", raw)
+            if type(pairs) is not list:
+                raise CodecFailure("$map must hold a list of [key, value] pairs")
+            out: dict[Any, Any] = {}
+            for index, pair in enumerate(pairs):
+                if type(pair) is not list or len(pair) != 2:
+                    raise CodecFailure(f"$map item {index} is not a [key, value] pair")
+                try:
+                    key = decode_any(pair[0])
+                    out[key] = decode_any(pair[1])
+                except CodecFailure as failure:
+                    raise failure.at(f"<pair {index}>") from None
+                except TypeError:
+                    raise CodecFailure(f"$map key {index} is a {type(key).__name__}, which cannot be a key") from None
+            return out
+
+        def members(tag: str, raw: dict[str, Any]) -> list[Any]:
+            return decode_list(only(tag, raw))
+
+        tags["$tuple"] = lambda raw: tuple(members("$tuple", raw))
+        tags["$set"] = lambda raw: set(members("$set", raw))
+        tags["$frozenset"] = lambda raw: frozenset(members("$frozenset", raw))
+        tags["$map"] = decode_map
+        tags[TYPE] = self._decode_record
+        tags["$enum"] = self._decode_enum
+        tags["$custom"] = self._decode_custom
+        self._encode_any = encode_any
+        self._decode_any = decode_any
+        self._decode_object = decode_object
+
+    # -- the catalog's classes ----------------------------------------------------------------
+
+    def _install(self, entry: Entry, names: list[str]) -> None:
+        """Make ``entry`` known: encoded under its own name, decoded under ``names`` (aliases too)."""
+        plan = entry.plan
+        if isinstance(plan, RecordPlan):
+            decoder = self._record_decoder(plan)
+            self._records.update(dict.fromkeys(names, decoder))
+            self._encoders[entry.cls] = self._record_encoder(entry.name, plan)
+        elif isinstance(plan, EnumPlan):
+            self._enums.update(dict.fromkeys(names, plan))
+            self._encoders[entry.cls] = self._enum_encoder(entry.name, plan)
+        else:
+            assert plan.decode is not None
+            self._customs.update(dict.fromkeys(names, (entry.cls, plan.decode)))
+            self._encoders[entry.cls] = self._custom_encoder(entry.name, plan)
+
+    def _record_encoder(self, name: str, plan: RecordPlan) -> Encoder:
+        get_encoder = self._encoders.get
+        encode_any = self._encode_any
+        fields = tuple(
+            (field.name, compile_check(field.shape), field.shape, field.shape.exact if field.shape else None)
+            for field in plan.fields
+        )
+        extra_allowed = plan.extra_allowed
+
+        def encode(obj: Any) -> JSONValue:
+            out: dict[str, JSONValue] = {TYPE: name}
+            field = ""
+            try:
+                for field, check, shape, exact in fields:
+                    value = getattr(obj, field, _UNSET)
+                    if value is _UNSET:  # an init=False field nothing has set
+                        continue
+                    kind = type(value)
+                    if kind is str:
+                        out[field] = value
+                    else:
+                        encoder = get_encoder(kind)
+                        if encoder is None:
+                            raise _cannot(value)
+                        out[field] = encoder(value)
+                    # Checked after encoding, so that an unencodable value is reported as such.
+                    if check is not None and kind is not exact and not check(value):
+                        raise _misfit(shape, value)
+                if extra_allowed and obj.__pydantic_extra__:
+                    for field, value in obj.__pydantic_extra__.items():
+                        if field[:1] == "$":
+                            raise CodecFailure("an extra field's name cannot start with '$'")
+                        out[field] = encode_any(value)
+            except CodecFailure as failure:
+                raise failure.at(f".{field}") from None
+            return out
+
+        return encode
+
+    def _record_decoder(self, plan: RecordPlan) -> TagDecoder:
+        decode_object = self._decode_object
+        decode_any = self._decode_any
+        qualname = plan.cls.__qualname__
+        fields = {
+            field.name: (
+                field.init,
+                compile_check(field.shape),
+                field.shape,
+                field.shape.exact if field.shape else None,
+            )
+            for field in plan.fields
+        }
+        initialised = sum(1 for field in plan.fields if field.init is not None)
+        required = tuple((field.name, field.init) for field in plan.fields if field.required)
+        build = plan.build
+        extra_allowed = plan.extra_allowed
+
+        def decode(raw: dict[str, Any]) -> Any:
+            values: dict[str, Any] = {}
+            late: dict[str, Any] = {}
+            key = ""
+            try:
+                for key, item in raw.items():
+                    spec = fields.get(key)
+                    if spec is None:
+                        if key == TYPE:
+                            continue
+                        if extra_allowed and key[:1] != "$":
+                            values[key] = decode_any(item)
+                            continue
+                        failure = CodecFailure(f"{qualname} has no field {key}")
+                        key = ""
+                        raise failure
+                    init, check, shape, exact = spec
+                    kind = type(item)
+                    value = decode_object(item) if kind is dict else decode_any(item) if kind is list else item
+                    if check is not None and type(value) is not exact and not check(value):
+                        raise _misfit(shape, value)
+                    if init is not None:
+                        values[init] = value
+                    else:
+                        late[key] = value
+            except CodecFailure as failure:
+                raise (failure.at(f".{key}") if key else failure) from None
+            if len(values) < initialised:
+                missing = [name for name, init in required if init not in values]
+                if missing:
+                    raise CodecFailure(f"{qualname} is missing field {', '.join(missing)}")
+            try:
+                obj = build(**values)
+            except RecursionError:
+                raise
+            except Exception as exc:  # the class's own __init__, __post_init__ or validators said no
+                raise CodecFailure(f"cannot build {qualname}: {type(exc).__name__}: {exc}") from None
+            for key, value in late.items():
+                object.__setattr__(obj, key, value)
+            return obj
+
+        return decode
+
+    def _decode_record(self, raw: dict[str, Any]) -> Any:
+        name = raw[TYPE]
+        decoder = self._records.get(name) if type(name) is str else None
+        if decoder is None:
+            raise CodecFailure(
+                f"unknown type {name!r}: not an event class, a type reachable from one, or a type given to "
+                f"register_type"
+            )
+        return decoder(raw)
+
+    def _enum_encoder(self, name: str, plan: EnumPlan) -> Encoder:
+        names = plan.names
+        encode_any = self._encode_any
+
+        def encode(member: Any) -> JSONValue:
+            member_name = names.get(id(member))
+            if member_name is not None:
+                return {"$enum": name, "name": member_name}
+            return {"$enum": name, "value": encode_any(member.value)}
+
+        return encode
+
+    def _decode_enum(self, raw: dict[str, Any]) -> Any:
+        name = raw["$enum"]
+        plan = self._enums.get(name) if type(name) is str else None
+        if plan is None:
+            raise CodecFailure(f"unknown Enum {name!r}: not reachable from an event class nor given to register_type")
+        if "name" in raw:
+            only("$enum", raw, "name")
+            member_name = raw["name"]
+            member = plan.members.get(member_name) if type(member_name) is str else None
+            if member is None:
+                raise CodecFailure(f"{plan.cls.__qualname__} has no member {member_name!r}")
+            return member
+        if "value" not in raw:
+            raise CodecFailure("an $enum object needs a name or a value")
+        only("$enum", raw, "value")
+        value = self._decode_any(raw["value"])
+        try:
+            return plan.cls(value)
+        except ValueError:
+            raise CodecFailure(f"{value!r} is not a valid {plan.cls.__qualname__}") from None
+
+    def _custom_encoder(self, name: str, custom: CustomType) -> Encoder:
+        to_value = custom.encode
+        assert to_value is not None
+        encode_any = self._encode_any
+        qualname = custom.cls.__qualname__
+
+        def encode(obj: Any) -> JSONValue:
+            try:
+                value = to_value(obj)
+            except Exception as exc:
+                raise CodecFailure(f"{qualname}'s encode function failed: {type(exc).__name__}: {exc}") from None
+            return {"$custom": name, "value": encode_any(value)}
+
+        return encode
+
+    def _decode_custom(self, raw: dict[str, Any]) -> Any:
+        name = raw["$custom"]
+        known = self._customs.get(name) if type(name) is str else None
+        if known is None:
+            raise CodecFailure(f"unknown type {name!r}: not given to register_type")
+        if "value" not in raw:
+            raise CodecFailure("a $custom object needs a value")
+        only("$custom", raw, "value")
+        cls, from_value = known
+        value = self._decode_any(raw["value"])
+        try:
+            obj = from_value(value)
+        except Exception as exc:
+            raise CodecFailure(f"cannot build {cls.__qualname__}: {type(exc).__name__}: {exc}") from None
+        if not isinstance(obj, cls):
+            raise CodecFailure(f"{cls.__qualname__}'s decode function returned a {type(obj).__qualname__}")
+        return obj
