@@ -250,9 +250,11 @@ class EventBus:
         an interceptor (a database transaction, an outbox), a recording test mailbox, or the
         backend. A deferral that ends calls this again, and so reaches the next one out.
         """
-        target: PublishRecorder | None = self._deferred.get()
-        if target is None:
-            target = next((found for find in reversed(self._interceptors) if (found := find()) is not None), None)
+        deferral = self._deferred.get()
+        target: PublishRecorder | None = self._intercepting()
+        if deferral is not None and (target is None or target in deferral.outer):
+            # The deferred() block is innermost: it opened inside any transaction still open.
+            target = deferral
         if target is None:
             target = self._recorder
         if target is not None:
@@ -272,7 +274,7 @@ class EventBus:
         if self._deferred.get() is not None:
             yield
             return
-        deferral = _Deferral()
+        deferral = _Deferral(outer=self._intercepting())
         token = self._deferred.set(deferral)
         try:
             yield
@@ -280,6 +282,15 @@ class EventBus:
             self._deferred.reset(token)
         if deferral.events:
             self.hand_over(deferral.events, deferral.deliveries)
+
+    def _intercepting(self) -> PublishRecorder | None:
+        """The innermost interceptor that wants publish() calls now, if any."""
+        return next((found for find in reversed(self._interceptors) if (found := find()) is not None), None)
+
+    @property
+    def is_recording(self) -> bool:
+        """Whether a test mailbox (``recording_to``) takes publish() calls instead of the backend."""
+        return self._recorder is not None
 
     def add_interceptor(self, find: Callable[[], PublishRecorder | None]) -> None:
         """Let ``find()`` take publish() calls whenever it returns a recorder (e.g. the open
@@ -306,9 +317,15 @@ class EventBus:
 
 
 class _Deferral:
-    """The publish() calls of one ``deferred()`` block, to be handed on together."""
+    """The publish() calls of one ``deferred()`` block, to be handed on together.
 
-    def __init__(self) -> None:
+    Parameters:
+      outer(PublishRecorder | None): The interceptor (an open transaction) that was taking
+        publish() calls when the block began; one that starts later is inside the block.
+    """
+
+    def __init__(self, outer: PublishRecorder | None) -> None:
+        self.outer = () if outer is None else (outer,)
         self.events: list[object] = []
         self.deliveries: list[Delivery] = []
 

@@ -28,16 +28,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     routes.add_argument("--handlers", help="'pkg.module:ATTR' naming the handlers dict (default: EVENTBUS_HANDLERS)")
     lanes = commands.add_parser("lanes", help="list lanes whose head event has waited, oldest first")
     lanes.add_argument("--older-than", type=float, default=0.0, metavar="SECONDS", help="only heads older than this")
+    relay = commands.add_parser("outbox-relay", help="move committed outbox rows to the broker, in order")
+    _add_outbox_relay_arguments(relay)
     args = parser.parse_args(argv)
     try:
         if args.command == "routes":
             return _routes(args.handlers)
         if args.command == "lanes":
             return _lanes(args.older_than)
+        if args.command == "outbox-relay":
+            return _outbox_relay(args)
     except EventBusError as exc:
         print(f"eventbus: {exc}", file=sys.stderr)
         return 2
     return 0  # pragma: no cover - argparse rejects unknown commands
+
+
+def _add_outbox_relay_arguments(parser: argparse.ArgumentParser) -> None:
+    try:
+        from .transactions.command import add_arguments
+    except ImportError:  # without SQLAlchemy, the subcommand still shows, and says what it needs when run
+        return
+    add_arguments(parser)
+
+
+def _outbox_relay(args: argparse.Namespace) -> int:
+    # Imported here: SQLAlchemy is an optional extra, needed by this subcommand only.
+    from .transactions.command import run
+
+    return run(args)
 
 
 def _lanes(older_than: float) -> int:

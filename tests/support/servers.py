@@ -1,8 +1,8 @@
 """The real servers the tests talk to, and what to do when one is not answering.
 
-``REDIS_URL`` and ``RABBITMQ_URL`` name them (default: the local ports). A test that
-needs a server that does not answer is skipped with one loud line; under ``CI=true``
-it fails instead, so a CI run can never pass by skipping.
+``REDIS_URL``, ``RABBITMQ_URL`` and ``POSTGRES_URL`` name them (default: the local
+ports). A test that needs a server that does not answer is skipped with one loud line;
+under ``CI=true`` it fails instead, so a CI run can never pass by skipping.
 """
 
 from __future__ import annotations
@@ -17,12 +17,16 @@ import pytest
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+#: A SQLAlchemy URL; the local server trusts the postgres user.
+POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @cache
 def answers(url: str) -> bool:
     parts = urlsplit(url)
-    default_port = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671}[parts.scheme]
+    # "postgresql+psycopg" names a driver too; the port is the database's.
+    scheme = parts.scheme.split("+", 1)[0]
+    default_port = {"redis": 6379, "rediss": 6379, "amqp": 5672, "amqps": 5671, "postgresql": 5432}[scheme]
     try:
         with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=2):
             return True
@@ -49,3 +53,8 @@ def require_redis() -> str:
 def require_rabbitmq() -> str:
     require(RABBITMQ_URL, "RabbitMQ")
     return RABBITMQ_URL
+
+
+def require_postgres() -> str:
+    require(POSTGRES_URL, "PostgreSQL")
+    return POSTGRES_URL

@@ -81,3 +81,50 @@ def test_other_threads_are_not_deferred_and_child_tasks_share_the_block(bus: Eve
         assert len(sent.calls) == 2
 
     asyncio.run(main())
+
+
+class Transaction:
+    """A stand-in for a database transaction's buffer, offered to the bus as an interceptor."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.open = False
+        self.events: list[object] = []
+        self.deliveries: list[Delivery] = []
+
+    def find(self) -> Transaction | None:
+        return self if self.open else None
+
+    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+        self.events.extend(events)
+        self.deliveries.extend(deliveries)
+
+    def commit(self) -> None:
+        self.open = False
+        self.bus.hand_over(self.events, self.deliveries)
+
+
+def test_a_block_inside_a_transaction_hands_its_events_to_the_transaction(bus: EventBus, sent: Sent) -> None:
+    transaction = Transaction(bus)
+    bus.add_interceptor(transaction.find)
+    transaction.open = True
+    with bus.deferred():
+        bus.publish(OrderShipped("1"))
+        assert transaction.events == []
+    assert transaction.events == [OrderShipped("1")]
+    assert sent.calls == []
+    transaction.commit()
+    assert sent.calls == [[("NotifyHandler", OrderShipped("1"))]]
+
+
+def test_a_transaction_inside_a_block_keeps_its_events_until_it_commits(bus: EventBus, sent: Sent) -> None:
+    transaction = Transaction(bus)
+    bus.add_interceptor(transaction.find)
+    with bus.deferred():
+        transaction.open = True
+        bus.publish(OrderShipped("in the transaction"))
+        transaction.open = False  # rolled back: its events are dropped, not the block's
+        transaction.events.clear()
+        bus.publish(OrderShipped("in the block"))
+    assert sent.calls == [[("NotifyHandler", OrderShipped("in the block"))]]
+    bus.remove_interceptor(transaction.find)

@@ -1,0 +1,196 @@
+"""The outbox table: one row per message that a committed transaction published, until a relay sends it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    DDL,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+    func,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+from ..delivery import Delivery
+from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..bus import EventBus
+
+#: The table's name when none is given.
+DEFAULT_TABLE = "eventbus_outbox"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class Outbox:
+    """The outbox table, and what writes to it.
+
+    Each row is one Dramatiq message, built and encoded at publish() time exactly as the
+    ``"dramatiq"`` backend would have sent it. ``id`` orders the rows of one transaction
+    in publish order; the relay sends committed rows in ``id`` order and sets ``sent_at``.
+
+    On PostgreSQL, :meth:`create` also installs a statement trigger that NOTIFYs the
+    relays when rows are committed, so they wake at once instead of polling.
+
+    Parameters:
+      table(str): The table's name, optionally ``"schema.table"``.
+      schema(str | None): The schema, if not given in ``table``.
+      metadata(MetaData | None): The MetaData to define the table in, e.g. your models'
+        own, so that Alembic's autogenerate sees it (the NOTIFY trigger comes only with
+        :meth:`create`). A private one if None.
+
+    Raises:
+      ConfigurationError: A name that is not a plain SQL identifier.
+    """
+
+    def __init__(
+        self, table: str = DEFAULT_TABLE, *, schema: str | None = None, metadata: MetaData | None = None
+    ) -> None:
+        if "." in table:
+            if schema is not None:
+                raise ConfigurationError(f"the outbox table {table!r} names a schema, and schema={schema!r} another")
+            schema, table = table.split(".", 1)
+        for what, name in (("table", table), ("schema", schema)):
+            if name is not None and not _IDENTIFIER.match(name):
+                raise ConfigurationError(
+                    f"the outbox {what} name must be a plain SQL identifier (letters, digits, _), not {name!r}"
+                )
+        self.name = table
+        self.schema = schema
+        self.table = _define_table(metadata or MetaData(), table, schema)
+        #: The LISTEN/NOTIFY channel of this table on PostgreSQL.
+        self.channel = f"{schema}.{table}" if schema else table
+        event.listen(self.table, "after_create", _notify_trigger(self).execute_if(dialect="postgresql"))
+
+    def __repr__(self) -> str:
+        return f"<Outbox {self.qualified_name}>"
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+    # -- the table's lifetime -----------------------------------------------------------------
+
+    def create(self, bind: Engine | Connection) -> None:
+        """Create the table, its indexes and, on PostgreSQL, its NOTIFY trigger, unless the table exists.
+
+        The migration helper: call it from an Alembic migration with ``op.get_bind()``, or
+        at start-up with the engine.
+        """
+        self.table.create(bind, checkfirst=True)
+
+    def drop(self, bind: Engine | Connection) -> None:
+        """Drop the table (with its trigger), if it exists."""
+        self.table.drop(bind, checkfirst=True)
+        if bind.dialect.name == "postgresql":
+            with _connection(bind) as connection:
+                connection.exec_driver_sql(f"DROP FUNCTION IF EXISTS {self._notify_function()}()")
+
+    def exists(self, bind: Engine | Connection) -> bool:
+        return inspect(bind).has_table(self.name, schema=self.schema)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write(self, session: Session, bus: EventBus, deliveries: Sequence[Delivery]) -> None:
+        """Insert one row per delivery through ``session``'s connection, in its current transaction.
+
+        The messages are built by the bus's ``"dramatiq"`` backend, so a row holds exactly
+        what a direct publish() would have sent.
+        """
+        if not deliveries:
+            return
+        from ..backends import DramatiqBackend
+
+        backend = bus.config.backend
+        if not isinstance(backend, DramatiqBackend):
+            raise ConfigurationError(
+                f"the outbox stores Dramatiq messages: the bus's backend must be 'dramatiq', not {backend!r}"
+            )
+        rows: list[dict[str, Any]] = []
+        for delivery in deliveries:
+            message = backend.message_for(delivery)
+            rows.append(
+                {
+                    "queue_name": delivery.queue_name,
+                    "actor_name": delivery.handler.name,
+                    "event_type": message.options.get("event_type"),
+                    "partition_key": delivery.partition_key,
+                    "message": message.encode(),
+                }
+            )
+        insert = self.table.insert()
+        # connection(), not execute(): no autoflush, so a publish() from inside a flush works too.
+        session.connection(bind_arguments={"clause": insert}).execute(insert, rows)
+
+    def _notify_function(self) -> str:
+        prefix = f'"{self.schema}".' if self.schema else ""
+        return f'{prefix}"{self.name}_notify"'
+
+
+def _define_table(metadata: MetaData, name: str, schema: str | None) -> Table:
+    return Table(
+        name,
+        metadata,
+        # BIGINT everywhere but SQLite, whose auto-increment needs an INTEGER primary key.
+        Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("queue_name", String(255), nullable=False),
+        Column("actor_name", String(255), nullable=False),
+        Column("event_type", String(255), nullable=True),
+        Column("partition_key", Text(), nullable=True),
+        Column("message", LargeBinary(), nullable=False),
+        Column("sent_at", DateTime(timezone=True), nullable=True),
+        # The relay's query: unsent rows in id order. Partial where the database allows, so
+        # it stays as small as the backlog however many sent rows wait to be pruned.
+        Index(
+            f"ix_{name}_unsent", "id", postgresql_where=text("sent_at IS NULL"), sqlite_where=text("sent_at IS NULL")
+        ),
+        Index(f"ix_{name}_sent_at", "sent_at"),
+        schema=schema,
+    )
+
+
+def _notify_trigger(outbox: Outbox) -> DDL:
+    table = f'"{outbox.schema}"."{outbox.name}"' if outbox.schema else f'"{outbox.name}"'
+    function = outbox._notify_function()
+    channel = outbox.channel.replace("'", "''")
+    # One NOTIFY per statement, delivered by PostgreSQL only if the transaction commits, and
+    # folded into one per transaction: nothing reaches a relay for a rollback or a savepoint undone.
+    return DDL(  # type: ignore[no-untyped-call]
+        f"""
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_notify('{channel}', '');
+  RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS "{outbox.name}_notify" ON {table};
+CREATE TRIGGER "{outbox.name}_notify" AFTER INSERT ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {function}();
+"""
+    )
+
+
+@contextmanager
+def _connection(bind: Engine | Connection) -> Iterator[Connection]:
+    """A connection for ``bind``: the given one, or a transaction of the engine's."""
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.begin() as connection:
+        yield connection

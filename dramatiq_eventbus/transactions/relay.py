@@ -1,0 +1,549 @@
+"""The outbox relay: moves committed outbox rows to the broker, in order, and marks them sent."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dramatiq.message import Message
+from sqlalchemy import create_engine, delete, select, text, update
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import ConfigurationError
+from ..ordering import lane_name
+from .outbox import DEFAULT_TABLE, Outbox
+
+if TYPE_CHECKING:
+    from ..backends import DramatiqBackend
+    from ..bus import EventBus
+
+logger = logging.getLogger("dramatiq_eventbus.outbox")
+
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_POLL_SECONDS = 1.0
+#: Sent rows are kept this long (a day), for looking into, before the relay deletes them.
+DEFAULT_PRUNE_AFTER_SECONDS = 86_400.0
+DEFAULT_PRUNE_EVERY_SECONDS = 60.0
+DEFAULT_MAX_BACKOFF_SECONDS = 5.0
+#: How often a waiting relay looks at its stop flag, at the most.
+_STOP_CHECK_SECONDS = 0.2
+#: The wait before looking again at rows held back because another relay had earlier rows of their lane.
+_HELD_BACK_PAUSE_SECONDS = 0.02
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one pass of the relay did.
+
+    Parameters:
+      sent(int): Rows sent and marked sent.
+      held_back(int): Rows locked but left for later, because another relay held earlier
+        unsent rows of the same lane (handler and partition key).
+    """
+
+    sent: int
+    held_back: int
+
+
+class OutboxRelay:
+    """Moves committed outbox rows to the broker through the bus's ``"dramatiq"`` backend.
+
+    Each pass takes up to ``batch_size`` unsent rows in ``id`` order, locking them with
+    ``FOR UPDATE SKIP LOCKED`` (on PostgreSQL, MySQL, Oracle), sends their messages
+    together (partitioned ones through their lanes, in that order), sets ``sent_at``, and
+    commits. Several relays can therefore run at once without sending a row twice, and a
+    relay that dies between sending and marking leaves its rows unsent and unlocked, to
+    be sent again (at least once). A row is held back while another relay holds an earlier
+    unsent row of its lane, so per-lane order survives several relays.
+
+    Every send gives each message a new Dramatiq message id (the row's id travels in its
+    ``outbox_id`` option), so that a message sent again after a crash is a new entry in
+    its lane rather than a duplicate id. The handler then sees that event again, after the
+    others the dead relay had sent; its first delivery was in order.
+
+    It waits for a PostgreSQL NOTIFY from :meth:`Outbox.create`'s trigger (with psycopg 3),
+    or ``poll_seconds``, whichever comes first, and deletes rows sent more than
+    ``prune_after_seconds`` ago. A database without row locks (SQLite) takes one relay.
+
+    Parameters:
+      outbox(Outbox): The table.
+      engine(Engine): The database holding it.
+      bus(EventBus | None): The bus whose backend sends (the default bus if None),
+        configured like the workers: same handlers, broker and Redis for lanes.
+      batch_size(int): Rows per pass.
+      poll_seconds(float): The longest wait between passes when nothing wakes the relay.
+      prune_after_seconds(float | None): How long sent rows are kept; None keeps them.
+      prune_every_seconds(float): How often the relay prunes.
+      max_backoff_seconds(float): The longest wait before trying again after a failure
+        (the broker or the database down); waits double from 0.1 s up to this.
+
+    Raises:
+      ConfigurationError: A number out of range.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        engine: Engine,
+        *,
+        bus: EventBus | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        prune_after_seconds: float | None = DEFAULT_PRUNE_AFTER_SECONDS,
+        prune_every_seconds: float = DEFAULT_PRUNE_EVERY_SECONDS,
+        max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
+    ) -> None:
+        if bus is None:
+            from .. import default_bus
+
+            bus = default_bus
+        if not (isinstance(batch_size, int) and batch_size > 0):
+            raise ConfigurationError(f"the relay's batch_size must be a positive integer, not {batch_size!r}")
+        for name, value in (
+            ("poll_seconds", poll_seconds),
+            ("prune_every_seconds", prune_every_seconds),
+            ("max_backoff_seconds", max_backoff_seconds),
+            ("prune_after_seconds", 1 if prune_after_seconds is None else prune_after_seconds),
+        ):
+            if not (isinstance(value, int | float) and value > 0):
+                raise ConfigurationError(f"the relay's {name} must be a positive number of seconds, not {value!r}")
+        self.outbox = outbox
+        self.engine = engine
+        self.bus = bus
+        self.batch_size = batch_size
+        self.poll_seconds = float(poll_seconds)
+        self.prune_after_seconds = prune_after_seconds
+        self.prune_every_seconds = float(prune_every_seconds)
+        self.max_backoff_seconds = float(max_backoff_seconds)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<OutboxRelay {self.outbox.qualified_name} on {self.engine.url.render_as_string(hide_password=True)}>"
+
+    # -- one pass ------------------------------------------------------------------------------
+
+    def relay_once(self) -> Batch:
+        """Send one batch of committed, unsent rows and mark them sent, in one database transaction.
+
+        Raises:
+          PublishError: The broker failed; nothing of the batch is marked sent.
+          sqlalchemy.exc.SQLAlchemyError: The database failed.
+        """
+        backend = self._backend()
+        table = self.outbox.table
+        with self._transaction() as connection:
+            rows = connection.execute(
+                select(table.c.id, table.c.actor_name, table.c.partition_key, table.c.message)
+                .where(table.c.sent_at.is_(None))
+                .order_by(table.c.id)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return Batch(0, 0)
+            held = self._lanes_held_elsewhere(connection, rows)
+            to_send = [
+                row for row in rows if row.partition_key is None or (row.actor_name, row.partition_key) not in held
+            ]
+            if to_send:
+                backend.send([self._message(row, backend) for row in to_send])
+                self._mark_sent(connection, [row.id for row in to_send])
+        return Batch(len(to_send), len(rows) - len(to_send))
+
+    def relay_pending(self) -> int:
+        """Relay until no committed row is left unsent; return how many were sent."""
+        total = 0
+        while True:
+            batch = self.relay_once()
+            total += batch.sent
+            if batch.sent == 0 and batch.held_back == 0:
+                return total
+            if batch.sent == 0:
+                time.sleep(_HELD_BACK_PAUSE_SECONDS)
+
+    def prune(self) -> int:
+        """Delete rows sent more than ``prune_after_seconds`` ago; return how many."""
+        if self.prune_after_seconds is None:
+            return 0
+        cutoff = _now() - timedelta(seconds=self.prune_after_seconds)
+        table = self.outbox.table
+        with self.engine.begin() as connection:
+            result = connection.execute(delete(table).where(table.c.sent_at < cutoff))
+        pruned = result.rowcount
+        if pruned:
+            logger.info("Pruned %d outbox row(s) sent before %s.", pruned, cutoff.isoformat(timespec="seconds"))
+        return pruned
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            if connection.dialect.name in ("postgresql", "mysql", "mariadb"):
+                # Each statement sees the latest commits: under a stricter level, locking a row that
+                # another relay has just marked sent would be a serialization failure, not a skip.
+                connection = connection.execution_options(isolation_level="READ COMMITTED")
+            with connection.begin():
+                yield connection
+
+    def _lanes_held_elsewhere(self, connection: Connection, rows: Sequence[Any]) -> set[tuple[str, str]]:
+        """The lanes with an earlier unsent row that this pass did not get: another relay has it locked."""
+        if all(row.partition_key is None for row in rows):
+            return set()
+        table = self.outbox.table
+        ours = [row.id for row in rows]
+        found = connection.execute(
+            select(table.c.actor_name, table.c.partition_key)
+            .distinct()
+            .where(
+                table.c.sent_at.is_(None),
+                table.c.partition_key.is_not(None),
+                table.c.id < max(ours),
+                table.c.id.not_in(ours),
+            )
+        ).all()
+        return {(actor, key) for actor, key in found}
+
+    def _message(self, row: Any, backend: DramatiqBackend) -> Message[Any]:
+        message: Message[Any] = Message.decode(row.message)
+        options = {key: value for key, value in message.options.items() if key != "lane"}
+        options["outbox_id"] = row.id
+        key = options.get("partition_key")
+        # The lane comes from this relay's configuration, not the publisher's: a lane option
+        # without lanes here would leave the message waiting for a lane that never moves.
+        if backend.lanes is not None and key is not None:
+            options["lane"] = lane_name(message.actor_name, key)
+        return dataclasses.replace(message, message_id=str(uuid.uuid4()), options=options)
+
+    def _mark_sent(self, connection: Connection, ids: Sequence[int]) -> None:
+        table = self.outbox.table
+        connection.execute(update(table).where(table.c.id.in_(ids)).values(sent_at=_now()))
+
+    def _backend(self) -> DramatiqBackend:
+        from ..backends import DramatiqBackend
+
+        backend = self.bus.config.backend
+        if not isinstance(backend, DramatiqBackend):
+            raise ConfigurationError(
+                f"the outbox relay sends through the 'dramatiq' backend; this bus's backend is {backend!r}"
+            )
+        return backend
+
+    # -- running -------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Fail early on a missing table or a bus that cannot send; warn when PostgreSQL has no NOTIFY trigger.
+
+        Raises:
+          ConfigurationError: Naming what is missing.
+        """
+        self._backend()
+        if not self.outbox.exists(self.engine):
+            raise ConfigurationError(
+                f"the outbox table {self.outbox.qualified_name!r} does not exist in "
+                f"{self.engine.url.render_as_string(hide_password=True)}: create it with Outbox(...).create(engine)"
+            )
+        if self.engine.dialect.name == "postgresql" and not self._has_notify_trigger():
+            logger.warning(
+                "The outbox table %s has no NOTIFY trigger: the relay polls every %.1f s. "
+                "Outbox(...).create(engine) installs it.",
+                self.outbox.qualified_name,
+                self.poll_seconds,
+            )
+
+    def _has_notify_trigger(self) -> bool:
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                text("SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(:table) AND tgname = :name"),
+                {"table": _quoted(self.outbox), "name": f"{self.outbox.name}_notify"},
+            ).first()
+        return found is not None
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Relay until ``stop`` (or :meth:`stop`) is set: pass after pass, waiting between them.
+
+        Failures are logged and retried after a growing wait: rows stay in the outbox until
+        the broker takes them.
+
+        Raises:
+          ConfigurationError: From :meth:`check`, before anything starts.
+        """
+        stop = stop or self._stop
+        self.check()
+        waker = _waker_for(self.engine, self.outbox.channel)
+        logger.info("Outbox relay started on %s (%s).", self.outbox.qualified_name, waker.describe(self.poll_seconds))
+        failures = 0
+        next_prune = time.monotonic()
+        try:
+            while not stop.is_set():
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + self.prune_every_seconds
+                    try:
+                        self.prune()
+                    except Exception as exc:
+                        logger.warning(
+                            "Pruning the outbox failed (%s: %s); trying again later.", type(exc).__name__, exc
+                        )
+                try:
+                    batch = self.relay_once()
+                except ConfigurationError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    delay = min(self.max_backoff_seconds, 0.1 * 2 ** min(failures - 1, 16))
+                    logger.warning(
+                        "Outbox relay pass failed (%s: %s); its rows stay unsent. Trying again in %.1f s.",
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                        exc_info=failures == 1,
+                    )
+                    stop.wait(delay)
+                    continue
+                if failures:
+                    logger.info("Outbox relay recovered after %d failed pass(es).", failures)
+                    failures = 0
+                if batch.sent + batch.held_back >= self.batch_size:
+                    continue
+                if batch.held_back:
+                    stop.wait(_HELD_BACK_PAUSE_SECONDS)
+                    continue
+                waker.wait(self.poll_seconds, stop)
+        finally:
+            waker.close()
+            logger.info("Outbox relay stopped on %s.", self.outbox.qualified_name)
+
+    def start(self) -> threading.Thread:
+        """Run the relay in a daemon thread; :meth:`stop` ends it.
+
+        Raises:
+          ConfigurationError: From :meth:`check`, in the caller.
+        """
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError(f"{self!r} is already running")
+        self.check()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run_in_thread, name="eventbus-outbox-relay", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def _run_in_thread(self) -> None:
+        try:
+            self.run()
+        except Exception:
+            logger.exception("The outbox relay thread stopped on an error.")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the relay to stop, and wait up to ``timeout`` seconds for its thread."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+
+    @classmethod
+    def from_settings(cls, settings: RelaySettings, *, bus: EventBus | None = None) -> OutboxRelay:
+        """A relay on a new engine for ``settings.url``."""
+        return cls(
+            Outbox(settings.table),
+            create_engine(settings.url, pool_pre_ping=True),
+            bus=bus,
+            batch_size=settings.batch_size,
+            poll_seconds=settings.poll_seconds,
+            prune_after_seconds=settings.prune_after_seconds,
+        )
+
+
+# -- settings from the environment -------------------------------------------------------------
+
+#: The relay's variables, with one line of help each.
+RELAY_VARIABLES: tuple[tuple[str, str], ...] = (
+    ("EVENTBUS_OUTBOX_URL", "SQLAlchemy URL of the database holding the outbox; a worker relays when it is set."),
+    ("EVENTBUS_OUTBOX_TABLE", f"The outbox table, optionally 'schema.table'. Default '{DEFAULT_TABLE}'."),
+    ("EVENTBUS_OUTBOX_BATCH_SIZE", f"Rows per relay pass. Default {DEFAULT_BATCH_SIZE}."),
+    (
+        "EVENTBUS_OUTBOX_POLL_SECONDS",
+        f"Longest wait between passes without a NOTIFY. Default {DEFAULT_POLL_SECONDS:g}.",
+    ),
+    (
+        "EVENTBUS_OUTBOX_PRUNE_AFTER_SECONDS",
+        f"Age at which sent rows are deleted; 0 keeps them. Default {DEFAULT_PRUNE_AFTER_SECONDS:g}.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Where the outbox is and how to relay it: from the ``EVENTBUS_OUTBOX_*`` variables or the CLI.
+
+    Parameters:
+      url(str): The SQLAlchemy database URL.
+      table(str): The table, optionally ``"schema.table"``.
+      batch_size(int): Rows per pass.
+      poll_seconds(float): The longest wait between passes.
+      prune_after_seconds(float | None): How long sent rows are kept; None keeps them.
+    """
+
+    url: str
+    table: str = DEFAULT_TABLE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+    prune_after_seconds: float | None = DEFAULT_PRUNE_AFTER_SECONDS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> RelaySettings:
+        """Read the variables; keyword ``overrides`` that are not None win.
+
+        Raises:
+          ConfigurationError: No URL, or a value that does not parse.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, field, parse in (
+            ("EVENTBUS_OUTBOX_URL", "url", _text),
+            ("EVENTBUS_OUTBOX_TABLE", "table", _text),
+            ("EVENTBUS_OUTBOX_BATCH_SIZE", "batch_size", _positive_int),
+            ("EVENTBUS_OUTBOX_POLL_SECONDS", "poll_seconds", _positive_seconds),
+            ("EVENTBUS_OUTBOX_PRUNE_AFTER_SECONDS", "prune_after_seconds", _keep_seconds),
+        ):
+            if environ.get(name, "").strip():
+                values[field] = parse(name, environ[name])
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        if "url" not in values:
+            raise ConfigurationError(
+                "the outbox relay needs the database: set EVENTBUS_OUTBOX_URL (or --url) to its SQLAlchemy URL"
+            )
+        return cls(**values)
+
+
+def _text(name: str, value: str) -> str:
+    return value.strip()
+
+
+def _positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {value!r}") from None
+    if number <= 0:
+        raise ConfigurationError(f"{name} must be more than 0, not {value!r}")
+    return number
+
+
+def _positive_seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not seconds > 0:
+        raise ConfigurationError(f"{name} must be more than 0 seconds, not {value!r}")
+    return seconds
+
+
+def _keep_seconds(name: str, value: str) -> float | None:
+    if value.strip() == "0":
+        return None
+    return _positive_seconds(name, value)
+
+
+# -- waiting between passes --------------------------------------------------------------------
+
+
+class _Waker(Protocol):
+    def wait(self, seconds: float, stop: threading.Event) -> None: ...
+
+    def close(self) -> None: ...
+
+    def describe(self, poll_seconds: float) -> str: ...
+
+
+class _Poll:
+    """Sleeps: the wake-up of every database but PostgreSQL with psycopg 3."""
+
+    def wait(self, seconds: float, stop: threading.Event) -> None:
+        stop.wait(seconds)
+
+    def close(self) -> None:
+        pass
+
+    def describe(self, poll_seconds: float) -> str:
+        return f"polling every {poll_seconds:g} s"
+
+
+class _Listen:
+    """LISTENs on the outbox's channel on a connection of its own, outside the engine's pool."""
+
+    def __init__(self, engine: Engine, channel: str) -> None:
+        self.engine = engine
+        self.channel = channel
+        self._connection: Any = None
+
+    def describe(self, poll_seconds: float) -> str:
+        return f"woken by NOTIFY on {self.channel!r}, or every {poll_seconds:g} s"
+
+    def _connect(self) -> Any:
+        from psycopg import sql
+
+        pooled = self.engine.raw_connection()
+        connection: Any = pooled.driver_connection  # a psycopg.Connection: _waker_for() checked the driver
+        pooled.detach()  # closing it closes the socket, instead of returning a LISTENing connection to the pool
+        connection.rollback()
+        connection.autocommit = True
+        connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        self._connection = connection
+        return connection
+
+    def wait(self, seconds: float, stop: threading.Event) -> None:
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                connection = self._connection or self._connect()
+                woken = False
+                for _ in connection.notifies(timeout=min(remaining, _STOP_CHECK_SECONDS), stop_after=1):
+                    woken = True
+                if woken:
+                    # Later notifications are for rows the coming pass will take as well.
+                    for _ in connection.notifies(timeout=0):
+                        pass
+                    return
+            except Exception as exc:
+                logger.warning(
+                    "Outbox relay lost its LISTEN connection (%s: %s); polling until it is back.",
+                    type(exc).__name__,
+                    exc,
+                )
+                self.close()
+                stop.wait(min(max(remaining, 0.0), 1.0))
+                return
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close; it is gone either way
+                connection.close()
+
+
+def _waker_for(engine: Engine, channel: str) -> _Waker:
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        return _Listen(engine, channel)
+    if engine.dialect.name == "postgresql":
+        logger.info("LISTEN needs the psycopg 3 driver (postgresql+psycopg://); the relay polls instead.")
+    return _Poll()
+
+
+def _quoted(outbox: Outbox) -> str:
+    return f'"{outbox.schema}"."{outbox.name}"' if outbox.schema else f'"{outbox.name}"'
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
