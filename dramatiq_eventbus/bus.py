@@ -17,6 +17,7 @@ from dramatiq.broker import Broker
 from .actors import declare_actors
 from .backends import Backend, DramatiqBackend, InlineBackend
 from .brokers import broker_from_url
+from .brokers.urls import redact as _redacted
 from .codecs import Codec, CustomTypes, make_codec
 from .delivery import Delivery
 from .errors import ConfigurationError
@@ -364,7 +365,10 @@ def _resolve_lanes(broker: Broker, redis_url: str | None, lease: float, stall: f
             f"lane_lease_seconds and lane_stall_seconds must be positive numbers, not {lease!r} and {stall!r}"
         )
     if redis_url is not None:
-        client = redis.Redis.from_url(redis_url)
+        try:
+            client = redis.Redis.from_url(redis_url)
+        except ValueError as exc:
+            raise ConfigurationError(f"redis_url {_redacted(redis_url)!r} is not a Redis URL: {exc}") from None
     elif isinstance(getattr(broker, "client", None), redis.Redis):
         client = broker.client  # type: ignore[attr-defined]
     else:

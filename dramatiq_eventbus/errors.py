@@ -22,9 +22,10 @@ class PublishError(EventBusError):
 
     Parameters:
       message(str): What went wrong.
-      sent(tuple[str, ...]): Actor names of the messages the broker accepted
-        before the failure. They will be processed.
-      unsent(tuple[str, ...]): Actor names of the messages that were not sent.
+      sent(tuple[str, ...]): Actor names of the messages the broker is known to have
+        accepted before the failure. They will be processed.
+      unsent(tuple[str, ...]): Actor names of the messages not confirmed: most often not
+        written, but a lost reply can hide a write, so sending them again may duplicate.
     """
 
     def __init__(self, message: str, *, sent: tuple[str, ...] = (), unsent: tuple[str, ...] = ()) -> None:

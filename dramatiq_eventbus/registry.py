@@ -101,6 +101,10 @@ class Registry:
                 f"or a 'pkg.module:ATTR' string naming one, not {type(handlers).__qualname__}"
             )
         allowed = frozenset(allowed_options) | {"priority"}
+        if default_options is not None and not isinstance(default_options, Mapping):
+            raise ConfigurationError(
+                f"default_actor_options must be a dict of actor options, not {type(default_options).__qualname__}"
+            )
         defaults = dict(default_options or {})
         _check_options("default actor options", defaults, allowed)
         specs: dict[type, HandlerSpec] = {}
@@ -203,11 +207,19 @@ def _check_options(where: str, options: Mapping[str, Any], allowed: frozenset[st
             raise ConfigurationError(
                 f"{where}: priority must be an int from 0 to 9 (lower is more urgent), not {priority!r}"
             )
+    throws = options.get("throws")
+    if throws is not None and not _are_exception_classes(throws):
+        raise ConfigurationError(f"{where}: throws must be an exception class or a tuple of them, not {throws!r}")
     for name in ("max_retries", "min_backoff", "max_backoff", "time_limit"):
         if name in options and options[name] is not None:
             value = options[name]
             if type(value) is not int or value < 0:
                 raise ConfigurationError(f"{where}: {name} must be a non-negative int, not {value!r}")
+
+
+def _are_exception_classes(throws: object) -> bool:
+    classes = throws if isinstance(throws, tuple) else (throws,)
+    return all(isinstance(cls, type) and issubclass(cls, BaseException) for cls in classes)
 
 
 def _check_unique_names(specs: Any) -> None:

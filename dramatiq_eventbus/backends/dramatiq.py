@@ -101,7 +101,10 @@ def _publish_error(
     messages = (*sent, *unsent)
     return PublishError(
         f"the broker failed while publishing ({type(exc).__name__}: {exc}); "
-        f"{len(sent)} of {len(messages)} messages were sent" + (f" (to {', '.join(sent)})" if sent else ""),
+        f"{len(sent)} of {len(messages)} messages are known to be sent"
+        + (f" (to {', '.join(sent)})" if sent else "")
+        + "; the others were not confirmed and may or may not have been written, so publishing them again can "
+        "duplicate them",
         sent=sent,
         unsent=unsent,
     )

@@ -94,8 +94,11 @@ class PartitionOrdering(Middleware):
                         stalled.attempts,
                     )
                     broker.enqueue(Message.decode(stalled.message))
-            except Exception:
-                logger.exception("Lane maintenance failed; trying again in %.1f s.", interval)
+            except Exception as exc:
+                # One line, not a traceback every second while the lanes' Redis is away.
+                logger.warning(
+                    "Lane maintenance failed (%s: %s); trying again in %.1f s.", type(exc).__name__, exc, interval
+                )
 
     # -- each message ----------------------------------------------------------------------
 

@@ -1,0 +1,276 @@
+"""The Redis broker the bus makes from a URL: Dramatiq's, with a consumer that strands nothing.
+
+Dramatiq's Redis consumer fetches a batch of bodies without their Redis ids and decodes
+them one by one; one body it cannot decode raises out of the consumer, and the rest of
+the batch stays in the worker's ack set until that worker dies and its heartbeat times
+out. Recovery of a dead worker's messages also waits for "queue maintenance", which
+runs on about one Redis call in a thousand, so on a quiet queue it can take minutes
+after the heartbeat timeout.
+
+:class:`EventBusRedisBroker` keeps Dramatiq's keys, scripts and semantics, and changes
+its consumer only:
+
+- it fetches each body with its Redis id, so a body that cannot be run is dead-lettered
+  (moved to ``<queue>.XQ`` by Dramatiq's own ``nack``) with one log line, and the rest
+  of the batch goes on;
+- it heartbeats and runs queue maintenance on a clock, every quarter of the heartbeat
+  timeout (0.25 s to 15 s), so a dead worker's messages return to their queue within
+  ``heartbeat_timeout`` plus that interval, and a worker whose threads are all busy on
+  long handlers still heartbeats;
+- it knows which of the ids in its worker's ack set the process still holds in memory,
+  and puts back the others: those Dramatiq drops when a connection error restarts a
+  consumer (its fetched batch, its delayed retries), and those of a fetch whose reply
+  was lost. Dramatiq leaves them there until the worker dies and its heartbeat times out;
+- on shutdown it puts back the messages it had fetched but not yet handed to the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from typing import Any
+
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff, current_millis
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
+
+from .inspection import Refusal, inspect_body, log_dead_lettered
+
+logger = logging.getLogger("dramatiq_eventbus.brokers")
+
+#: Dramatiq's "fetch" (dispatch.lua), returning each body's Redis id along with it.
+_FETCH_WITH_IDS = """
+local namespace = KEYS[1]
+local queue_name, worker_id, timestamp, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+redis.call("zadd", namespace .. ":__heartbeats__", timestamp, worker_id)
+local queue = namespace .. ":" .. queue_name
+local acks = namespace .. ":__acks__." .. worker_id .. "." .. queue_name
+local ids = {}
+for i = 1, count do
+    local id = redis.call("lpop", queue)
+    if not id then
+        break
+    end
+    ids[i] = id
+    redis.call("sadd", acks, id)
+end
+if #ids == 0 then
+    return {{}, {}}
+end
+return {ids, redis.call("hmget", queue .. ".msgs", unpack(ids))}
+"""
+
+#: A dispatch command that no branch of dispatch.lua handles: the call only heartbeats
+#: and, with maintenance forced on, recovers dead workers' messages for one queue.
+_TEND = "eventbus_tend"
+
+
+class _Fetched:
+    """One fetched body, held by the consumer until it becomes a message (or is refused)."""
+
+    __slots__ = ("__weakref__", "body", "redis_id")
+
+    def __init__(self, redis_id: str, body: bytes | None) -> None:
+        self.redis_id = redis_id
+        self.body = body
+
+
+class Holdings:
+    """The Redis ids this process fetched from one queue and still holds in memory.
+
+    Each id maps to a weak reference to what holds it: the fetched body, then the message
+    the worker runs or delays. An id in the worker's ack set whose holder is gone (or that
+    was never known) is stranded, and can be put back on the queue. The lock keeps a fetch
+    and a reclaim apart, so that ids just fetched are never taken for stranded ones.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._held: dict[str, weakref.ref[Any]] = {}
+
+    def hold(self, redis_id: str, holder: object) -> None:
+        self._held[redis_id] = weakref.ref(holder)
+
+    def release(self, redis_id: str) -> None:
+        self._held.pop(redis_id, None)
+
+    def holds(self, redis_id: str) -> bool:
+        ref = self._held.get(redis_id)
+        return ref is not None and ref() is not None
+
+    def forget_dead(self) -> None:
+        for redis_id, ref in list(self._held.items()):
+            if ref() is None:
+                self._held.pop(redis_id, None)
+
+
+class EventBusRedisBroker(RedisBroker):
+    """Dramatiq's RedisBroker with a consumer that never strands a prefetched batch.
+
+    It takes RedisBroker's arguments. See the module's docstring for what changes; the
+    keys in Redis, the enqueue path and the dead-letter queues are Dramatiq's.
+
+    Parameters:
+      **kwargs: Passed to :class:`dramatiq.brokers.redis.RedisBroker`.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self.fetch_with_ids = self.client.register_script(_FETCH_WITH_IDS)
+        self._holdings: dict[str, Holdings] = {}
+        self._holdings_lock = threading.Lock()
+
+    def holdings(self, queue_name: str) -> Holdings:
+        """What this process holds of ``queue_name``, shared by its consumers of it."""
+        with self._holdings_lock:
+            return self._holdings.setdefault(queue_name, Holdings())
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _GuardedRedisConsumer
+
+    @property
+    def tend_interval(self) -> float:
+        """Seconds between a consumer's heartbeat-and-maintenance calls."""
+        return min(max(float(self.heartbeat_timeout) / 4000, 0.25), 15.0)
+
+    def tend(self, queue_name: str) -> None:
+        """Heartbeat, and move the messages of workers silent for ``heartbeat_timeout`` back to the queue."""
+        self.scripts["dispatch"](
+            keys=[self.namespace],
+            args=[
+                _TEND,
+                current_millis(),
+                queue_name,
+                self.broker_id,
+                self.heartbeat_timeout,
+                self.dead_message_ttl,
+                1,
+                self._max_unpack_size(),  # type: ignore[no-untyped-call]
+            ],
+        )
+
+
+class _GuardedRedisConsumer(_RedisConsumer):
+    broker: EventBusRedisBroker
+
+    def __init__(self, broker: EventBusRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self.message_cache: list[_Fetched] = []
+        self._holdings = broker.holdings(queue_name)
+        self._acks_key = f"{broker.namespace}:__acks__.{broker.broker_id}.{queue_name}"
+        self._tended_at = float("-inf")
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            while True:
+                self._tend()
+                if self.message_cache:
+                    fetched = self.message_cache.pop(0)
+                    self.misses = 0
+                    message = self._admit(fetched)
+                    if message is None:
+                        continue
+                    proxy = MessageProxy(message)
+                    self._holdings.hold(fetched.redis_id, proxy)
+                    self.queued_message_ids.add(message.message_id)
+                    return proxy
+                if self.outstanding_message_count < self.prefetch:
+                    self.message_cache = self._fetch(self.prefetch - self.outstanding_message_count)
+                if not self.message_cache:
+                    # As Dramatiq's consumer does: poll less often while the queue stays empty.
+                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                    time.sleep(backoff_ms / 1000)
+                    return None
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+    def ack(self, message: MessageProxy) -> None:
+        super().ack(message)  # type: ignore[no-untyped-call]
+        self._holdings.release(message.options["redis_message_id"])
+
+    def nack(self, message: MessageProxy) -> None:
+        super().nack(message)  # type: ignore[no-untyped-call]
+        self._holdings.release(message.options["redis_message_id"])
+
+    def requeue(self, messages: Any) -> None:
+        messages = list(messages)
+        super().requeue(messages)  # type: ignore[no-untyped-call]
+        for message in messages:
+            self._holdings.release(message.options["redis_message_id"])
+
+    def close(self) -> None:
+        # Dramatiq leaves the fetched-but-unhanded bodies in the ack set when a consumer stops.
+        # Put them back now; if Redis is unreachable, the next consumer's reclaim will.
+        cached, self.message_cache = self.message_cache, []
+        ids = [fetched.redis_id for fetched in cached]
+        if not ids:
+            return
+        try:
+            self.broker.do_requeue(self.queue_name, *ids)
+        except redis.ConnectionError:
+            return
+        for redis_id in ids:
+            self._holdings.release(redis_id)
+
+    def _tend(self) -> None:
+        now = time.monotonic()
+        if now - self._tended_at >= self.broker.tend_interval:
+            self._tended_at = now
+            self.broker.tend(self.queue_name)
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        """Put back the ids in this worker's ack set that nothing in this process holds any more."""
+        with self._holdings.lock:
+            members: Any = self.broker.client.smembers(self._acks_key)
+            stranded = [m.decode() for m in members if not self._holdings.holds(m.decode())]
+            if stranded:
+                # Dramatiq's requeue moves an id back only if it is still in the ack set, so an
+                # ack that lands meanwhile wins, and nothing runs twice.
+                self.broker.do_requeue(self.queue_name, *stranded)
+            self._holdings.forget_dead()
+        if stranded:
+            logger.warning(
+                "Put %d message(s) back on queue %r that this worker had fetched but no longer held "
+                "(dropped when a connection to Redis failed).",
+                len(stranded),
+                self.queue_name,
+            )
+
+    def _fetch(self, count: int) -> list[_Fetched]:
+        count = min(count, self.broker._max_unpack_size())  # type: ignore[no-untyped-call]
+        with self._holdings.lock:
+            ids, bodies = self.broker.fetch_with_ids(
+                keys=[self.broker.namespace],
+                args=[self.queue_name, self.broker.broker_id, current_millis(), count],
+            )
+            fetched = [_Fetched(redis_id.decode(), body) for redis_id, body in zip(ids, bodies, strict=True)]
+            for entry in fetched:
+                self._holdings.hold(entry.redis_id, entry)
+        return fetched
+
+    def _admit(self, fetched: _Fetched) -> Message[Any] | None:
+        """The message to run, or None once a delivery that cannot run was dealt with."""
+        redis_id, body = fetched.redis_id, fetched.body
+        inspected = inspect_body(self.broker, body)
+        if isinstance(inspected, Refusal):
+            if body is None:
+                # Nothing to keep: drop the id, or it stays in this worker's ack set.
+                logger.warning("Dropped id %s from queue %r: %s.", redis_id, self.queue_name, inspected.reason)
+                self.broker.do_ack(self.queue_name, redis_id)
+            else:
+                log_dead_lettered(self.queue_name, inspected, where=f"Redis id {redis_id}")
+                self.broker.do_nack(self.queue_name, redis_id)
+            self._holdings.release(redis_id)
+            return None
+        if inspected.options.get("redis_message_id") != redis_id:
+            # Acks go by this option: a message written by hand without it, or with another
+            # message's id, would otherwise be acked under the wrong id, or never.
+            inspected = inspected.copy(options={"redis_message_id": redis_id})
+        return inspected

@@ -1,0 +1,248 @@
+"""enqueue_all on a real Redis and a real RabbitMQ: a batch in one round trip, hooks per message,
+and failures that name exactly what the broker accepted."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+import redis
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware
+
+from dramatiq_eventbus.brokers import batch
+from dramatiq_eventbus.brokers.batch import BatchFailed, enqueue_all
+from tests.support.broker_queues import RabbitmqQueues, RedisQueues
+from tests.support.servers import require_rabbitmq, require_redis
+
+
+class Hooks(Middleware):
+    """Records every enqueue hook, as (hook, message id)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.calls.append(("before", message.message_id))
+
+    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.calls.append(("after", message.message_id))
+
+    def of(self, hook: str) -> list[str]:
+        return [message_id for name, message_id in self.calls if name == hook]
+
+
+def messages(queues: list[str], count: int) -> list[Message[Any]]:
+    return [
+        Message(
+            queue_name=queues[n % len(queues)],
+            actor_name=f"actor_{n}",
+            args=({"n": n},),
+            kwargs={},
+            options={"broker_priority": n % 10},
+        )
+        for n in range(count)
+    ]
+
+
+@pytest.fixture
+def queues() -> list[str]:
+    run = uuid.uuid4().hex[:10]
+    return [f"batch_{run}_a", f"batch_{run}_b"]
+
+
+# -- Redis ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_broker(queues: list[str]) -> Iterator[tuple[RedisBroker, Hooks]]:
+    url = require_redis()
+    broker = RedisBroker(url=url)
+    hooks = Hooks()
+    broker.add_middleware(hooks)
+    for queue in queues:
+        broker.declare_queue(queue)
+    yield broker, hooks
+    broker.close()
+    probe = RedisQueues(url)
+    probe.delete(queues)
+    probe.forget_brokers([broker.broker_id])
+    probe.close()
+
+
+@pytest.mark.redis
+def test_a_redis_batch_is_written_whole_in_order_with_hooks_per_message(
+    redis_broker: tuple[RedisBroker, Hooks], queues: list[str]
+) -> None:
+    broker, hooks = redis_broker
+    batch_ = messages(queues, 6)
+    enqueue_all(broker, batch_)
+
+    ids = [m.message_id for m in batch_]
+    assert hooks.of("before") == ids and hooks.of("after") == ids
+    assert hooks.calls.index(("after", ids[0])) > hooks.calls.index(
+        ("before", ids[-1])
+    )  # every before, then every after
+    client: Any = redis.Redis.from_url(require_redis())
+    for queue in queues:
+        redis_ids = client.lrange(f"dramatiq:{queue}", 0, -1)
+        bodies = [json.loads(client.hget(f"dramatiq:{queue}.msgs", redis_id)) for redis_id in redis_ids]
+        assert [body["message_id"] for body in bodies] == [m.message_id for m in batch_ if m.queue_name == queue]
+        assert all(
+            body["options"]["redis_message_id"] == rid.decode() for body, rid in zip(bodies, redis_ids, strict=True)
+        )
+    # Dramatiq's own consumer reads them back.
+    consumer = broker.consume(queues[0], prefetch=10, timeout=100)
+    got = [next(consumer) for _ in range(3)]
+    assert [proxy.message_id for proxy in got if proxy] == ids[0::2]
+    consumer.close()
+
+
+@pytest.mark.redis
+def test_a_redis_batch_that_cannot_be_sent_fails_naming_nothing_sent(queues: list[str]) -> None:
+    require_redis()
+    broker = RedisBroker(url="redis://127.0.0.1:1/0")  # nothing listens there
+    hooks = Hooks()
+    broker.add_middleware(hooks)
+    with pytest.raises(BatchFailed) as raised:
+        enqueue_all(broker, messages(queues, 3))
+    assert raised.value.sent == 0 and raised.value.accepted == frozenset()
+    assert isinstance(raised.value.cause, redis.ConnectionError)
+    assert hooks.of("after") == []
+
+
+# -- RabbitMQ -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rabbitmq_broker(queues: list[str]) -> Iterator[tuple[RabbitmqBroker, Hooks]]:
+    url = require_rabbitmq()
+    broker = RabbitmqBroker(url=url, confirm_delivery=True, max_priority=10)
+    hooks = Hooks()
+    broker.add_middleware(hooks)
+    for queue in queues:
+        broker.declare_queue(queue)
+    yield broker, hooks
+    broker.close()
+    RabbitmqQueues(url).delete(queues)
+
+
+def ready(queue: str) -> list[dict[str, Any]]:
+    return RabbitmqQueues(require_rabbitmq()).messages(queue)
+
+
+@pytest.mark.rabbitmq
+def test_a_rabbitmq_batch_is_confirmed_with_hooks_per_message(
+    rabbitmq_broker: tuple[RabbitmqBroker, Hooks], queues: list[str]
+) -> None:
+    broker, hooks = rabbitmq_broker
+    first, second = messages(queues, 10), messages(queues, 4)
+    enqueue_all(broker, first)
+    enqueue_all(broker, second)  # the same confirming channel, its delivery tags going on
+
+    ids = [m.message_id for m in first + second]
+    assert hooks.of("before") == ids and hooks.of("after") == ids
+    for queue in queues:
+        # RabbitMQ serves the highest broker priority first; within a priority, publish order.
+        expected = sorted(
+            (m for m in first + second if m.queue_name == queue), key=lambda m: -m.options["broker_priority"]
+        )
+        assert [body["message_id"] for body in ready(queue)] == [m.message_id for m in expected]
+
+
+@pytest.mark.rabbitmq
+def test_a_rabbitmq_queue_deleted_behind_the_brokers_back_is_declared_again(
+    rabbitmq_broker: tuple[RabbitmqBroker, Hooks], queues: list[str]
+) -> None:
+    broker, hooks = rabbitmq_broker
+    enqueue_all(broker, messages(queues, 2))
+    RabbitmqQueues(require_rabbitmq()).delete(queues[:1])  # RabbitMQ returns what is sent there now
+
+    again = messages(queues, 4)
+    enqueue_all(broker, again)
+
+    assert {body["message_id"] for body in ready(queues[0])} == {again[0].message_id, again[2].message_id}
+    assert hooks.of("after")[-4:] == [m.message_id for m in again]
+
+
+@pytest.mark.rabbitmq
+def test_a_closed_rabbitmq_connection_is_opened_again(
+    rabbitmq_broker: tuple[RabbitmqBroker, Hooks], queues: list[str]
+) -> None:
+    broker, _ = rabbitmq_broker
+    enqueue_all(broker, messages(queues[:1], 2))
+    broker.connection.close()  # as when RabbitMQ drops an idle publisher's connection
+
+    enqueue_all(broker, messages(queues[:1], 3))
+
+    assert len(ready(queues[0])) == 5
+
+
+@pytest.mark.rabbitmq
+def test_an_unreachable_rabbitmq_fails_naming_nothing_sent(queues: list[str]) -> None:
+    require_rabbitmq()
+    broker = RabbitmqBroker(
+        url="amqp://guest:guest@127.0.0.1:1/%2F?connection_attempts=1", confirm_delivery=True, max_priority=10
+    )
+    hooks = Hooks()
+    broker.add_middleware(hooks)
+    with pytest.raises(BatchFailed) as raised:
+        enqueue_all(broker, messages(queues, 3))
+    assert raised.value.sent == 0 and raised.value.accepted == frozenset()
+    assert isinstance(raised.value.cause, ConnectionClosed | pika.exceptions.AMQPConnectionError)
+    assert hooks.of("after") == []
+
+
+@pytest.mark.rabbitmq
+def test_messages_rabbitmq_keeps_refusing_are_named_apart_from_those_it_confirmed(
+    rabbitmq_broker: tuple[RabbitmqBroker, Hooks], queues: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker, hooks = rabbitmq_broker
+    batch_ = messages(queues[:1], 3)
+    attempts: list[list[str]] = []
+
+    def nack_the_middle_one(self: Any, sent: list[Message[Any]]) -> Any:
+        attempts.append([m.message_id for m in sent])
+        refused = [i for i, m in enumerate(sent) if m is batch_[1]]
+        return batch._Outcome(confirmed=[i for i in range(len(sent)) if i not in refused], nacked=refused, returned=[])
+
+    monkeypatch.setattr(batch._ConfirmingChannel, "publish", nack_the_middle_one)
+    with pytest.raises(BatchFailed) as raised:
+        enqueue_all(broker, batch_)
+
+    failure = raised.value
+    assert failure.sent == 1 and failure.accepted == frozenset({0, 2})
+    assert isinstance(failure.cause, ConnectionClosed)
+    # The first attempt sends all three; every later one only the refused message.
+    assert attempts == [[m.message_id for m in batch_]] + [[batch_[1].message_id]] * (batch.RABBITMQ_ATTEMPTS - 1)
+    assert hooks.of("after") == [batch_[0].message_id, batch_[2].message_id]
+
+
+@pytest.mark.rabbitmq
+def test_what_rabbitmq_confirmed_before_the_connection_failed_is_not_sent_again(
+    rabbitmq_broker: tuple[RabbitmqBroker, Hooks], queues: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker, hooks = rabbitmq_broker
+    wait_until = batch._ConfirmingChannel._wait_until
+    failures: list[int] = []
+
+    def confirmed_then_cut(self: Any, done: Any) -> None:
+        wait_until(self, done)  # every confirm of the batch arrives...
+        if self._bodies and not failures:
+            failures.append(1)
+            raise pika.exceptions.StreamLostError("cut after the confirms")  # ...then the connection drops
+
+    monkeypatch.setattr(batch._ConfirmingChannel, "_wait_until", confirmed_then_cut)
+    batch_ = messages(queues[:1], 3)
+    enqueue_all(broker, batch_)
+
+    assert failures == [1]
+    assert sorted(body["message_id"] for body in ready(queues[0])) == sorted(m.message_id for m in batch_)
+    assert hooks.of("after") == [m.message_id for m in batch_]

@@ -1,0 +1,190 @@
+"""The bus's consumers, up close: what they refuse, and what they put back on a Redis queue.
+
+The end-to-end tests (bad messages, crashes, outages) show the outcome with real workers;
+these pin each mechanism down in-process, with no timing left to chance.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.message import Message
+
+from dramatiq_eventbus import EventBus
+from dramatiq_eventbus.brokers import EventBusRedisBroker, Refusal, inspect_body
+from dramatiq_eventbus.handler import handler_name
+from tests.support.broker_queues import RedisQueues
+from tests.support.servers import require_redis
+
+from . import handlers
+
+TICK_A = handler_name(handlers.TickA)
+
+
+@pytest.fixture(scope="module")
+def stub_bus() -> EventBus:
+    return EventBus().configure(handlers=handlers.HANDLERS, broker="stub")
+
+
+def envelope(**changes: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "queue_name": "events",
+        "actor_name": TICK_A,
+        "args": [{"$type": "tests.faults.handlers:Tick", "run": "r", "n": 1}],
+        "kwargs": {},
+        "options": {},
+        "message_id": str(uuid.uuid4()),
+        "message_timestamp": 1_700_000_000_000,
+    }
+    fields.update(changes)
+    return json.dumps({key: value for key, value in fields.items() if value is not ...}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (None, "it has an id in the queue but no body"),
+        (b"{nope", "its envelope cannot be decoded (JSONDecodeError: Expecting property name"),
+        (b"\xff\xfe", "its envelope cannot be decoded (UnicodeDecodeError:"),
+        (b"42", "its envelope is an int, not an object"),
+        (envelope(actor_name=...), "its envelope lacks actor_name"),
+        (envelope(priority=3), "its envelope has unknown field(s) 'priority'"),
+        (envelope(args="abc"), "its args is a str, not a list or a tuple"),
+        (envelope(options=[]), "its options is a list, not a dict"),
+        (envelope(message_id=7), "its message_id is an int, not a str"),
+        (envelope(message_timestamp=True), "its message_timestamp is a bool, not an int or a float"),
+        (envelope(actor_name="gone.Handler"), "no actor named 'gone.Handler' is declared in this worker"),
+        (envelope(options={"retries": "3"}), "its option 'retries' is a str, not a number"),
+        (envelope(options={"eta": [1]}), "its option 'eta' is a list, not a number"),
+        (envelope(options={"throws": "ValueError"}), "its option 'throws' is a str, not exception classes"),
+        (envelope(args=[]), "a bus handler takes one argument, the encoded event, but this message has 0 positional"),
+        (envelope(kwargs={"payload": 1}), "this message has 1 positional and 1 keyword argument(s)"),
+    ],
+)
+def test_inspection_refuses_what_a_worker_cannot_run(stub_bus: EventBus, body: bytes | None, reason: str) -> None:
+    refusal = inspect_body(stub_bus.broker, body)
+    assert isinstance(refusal, Refusal)
+    assert reason in refusal.reason
+
+
+def test_inspection_passes_a_bus_message_through(stub_bus: EventBus) -> None:
+    body = envelope(options={"event_type": "tests.faults.handlers:Tick", "retries": 2, "eta": None})
+    message = inspect_body(stub_bus.broker, body)
+    assert isinstance(message, Message)
+    assert message.asdict() == {**json.loads(body), "args": tuple(json.loads(body)["args"])}
+
+
+def test_inspection_names_the_message_when_it_can(stub_bus: EventBus) -> None:
+    refusal = inspect_body(stub_bus.broker, envelope(message_id="m-1", options={"retries": "x"}))
+    assert isinstance(refusal, Refusal) and refusal.message_id == "m-1"
+    refusal = inspect_body(stub_bus.broker, envelope(message_id="m-2", kwargs=[]))
+    assert isinstance(refusal, Refusal) and refusal.message_id == "m-2"
+    assert "it starts b'" in refusal.reason  # where the envelope itself is wrong, its start is shown
+
+
+# -- the Redis consumer, on a real Redis -------------------------------------------------------
+
+
+@pytest.fixture
+def redis_bus() -> Iterator[EventBus]:
+    url = require_redis()
+    queue = f"faults_consumer_{uuid.uuid4().hex[:10]}"
+    bus = EventBus().configure(
+        handlers=handlers.HANDLERS,
+        broker=url,
+        queue=queue,
+        partitioned_queue=f"{queue}_keyed",
+        redis_heartbeat_seconds=1,
+    )
+    yield bus
+    probe = RedisQueues(url)
+    probe.delete([queue, f"{queue}_keyed"])
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    probe.forget_brokers([broker.broker_id])
+    probe.close()
+    broker.close()
+
+
+def _acks(bus: EventBus) -> set[str]:
+    broker = _broker(bus)
+    key = f"dramatiq:__acks__.{broker.broker_id}.{bus.config.queues.default}"
+    members: Any = broker.client.smembers(key)
+    return {member.decode() for member in members}
+
+
+def _next(consumer: Any, timeout: float = 5.0) -> MessageProxy:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = next(consumer)
+        if message is not None:
+            return message  # type: ignore[no-any-return]
+    raise AssertionError("the consumer got nothing")
+
+
+def _broker(bus: EventBus) -> EventBusRedisBroker:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    return broker
+
+
+def test_a_consumer_puts_back_what_a_failed_consumer_had_fetched(redis_bus: EventBus) -> None:
+    broker = _broker(redis_bus)
+    queue = redis_bus.config.queues.default
+    redis_bus.publish([handlers.Solo(0, n) for n in range(3)])  # one handler: one message each
+    first = broker.consume(queue, prefetch=3, timeout=50)
+    running = _next(first)  # fetched all three; hands over one, caches two
+    assert len(_acks(redis_bus)) == 3
+
+    # What Dramatiq does after a connection error: drop the consumer, cache and all, and make another.
+    del first
+    gc.collect()
+    second = broker.consume(queue, prefetch=3, timeout=50)
+    again = [_next(second), _next(second)]
+
+    # The two dropped came back and were fetched again; the one a thread still runs was left alone.
+    assert sorted(m.args[0]["n"] for m in [running, *again]) == [0, 1, 2]
+    assert _acks(redis_bus) == {m.options["redis_message_id"] for m in [running, *again]}
+    for message in (running, *again):
+        second.ack(message)
+    assert _acks(redis_bus) == set()
+    assert broker.client.llen(f"dramatiq:{queue}") == 0
+
+
+def test_a_consumer_puts_back_its_cache_when_it_closes(redis_bus: EventBus) -> None:
+    broker = _broker(redis_bus)
+    queue = redis_bus.config.queues.default
+    redis_bus.publish([handlers.Solo(0, n) for n in range(4)])
+    consumer = broker.consume(queue, prefetch=4, timeout=50)
+    running = _next(consumer)
+    consumer.close()
+    assert _acks(redis_bus) == {running.options["redis_message_id"]}
+    assert broker.client.llen(f"dramatiq:{queue}") == 3
+
+
+def test_a_dead_workers_messages_come_back_after_the_heartbeat_timeout(redis_bus: EventBus) -> None:
+    broker = _broker(redis_bus)
+    queue = redis_bus.config.queues.default
+    client: redis.Redis = broker.client
+    redis_bus.publish(handlers.Solo(0, 7))
+    popped: Any = client.lpop(f"dramatiq:{queue}")
+    redis_id = popped.decode()
+    dead = f"dead-{uuid.uuid4().hex}"
+    # A worker that fetched it, then went silent two seconds ago.
+    client.zadd("dramatiq:__heartbeats__", {dead: int(time.time() * 1000) - 2000})
+    client.sadd(f"dramatiq:__acks__.{dead}.{queue}", redis_id)
+
+    consumer = broker.consume(queue, prefetch=1, timeout=50)
+    recovered = _next(consumer, timeout=3)  # its first call tends the queue
+
+    assert recovered.args[0]["n"] == 7 and recovered.options["redis_message_id"] == redis_id
+    assert not client.exists(f"dramatiq:__acks__.{dead}.{queue}")
+    consumer.ack(recovered)
