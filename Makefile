@@ -1,10 +1,10 @@
-# The two commands of the README: `make demo` and `make test`. Both set up .venv from nothing.
+# The commands of the README: `make demo`, `make test` and `make bench`. Each sets up .venv from nothing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# Needs Redis and RabbitMQ; BENCH_ARGS=--slow adds the memory scenario, --only 1,2 picks scenarios.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

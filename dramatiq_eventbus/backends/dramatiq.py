@@ -70,7 +70,7 @@ class DramatiqBackend:
         try:
             enqueue_all(self.broker, to_send)
         except BatchFailed as failure:
-            failed = to_send[failure.sent :]
+            failed = [m for position, m in enumerate(to_send) if position not in failure.accepted]
             # A lane head is safe in its lane: the workers' sweep sends it within lane_stall_seconds.
             unsent = [m for m in failed if "lane" not in m.options]
             if len(unsent) < len(failed):

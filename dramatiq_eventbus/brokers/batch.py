@@ -114,7 +114,7 @@ def _enqueue_redis_pipeline(broker: Any, messages: Sequence[Message[Any]]) -> No
     writes. Queue maintenance, which RedisBroker runs on a small share of its calls, is
     left to the workers.
     """
-    prepared = [message.copy(options={"redis_message_id": str(uuid4())}) for message in messages]
+    prepared = [_with_redis_id(message) for message in messages]
     _emit_before_enqueue(broker, prepared)
     args: list[Any] = [current_millis(), broker.broker_id]
     for message in prepared:
@@ -125,6 +125,20 @@ def _enqueue_redis_pipeline(broker: Any, messages: Sequence[Message[Any]]) -> No
         raise BatchFailed(0, exc) from exc  # one atomic script: none of them was written
     for message in prepared:
         broker.emit_after("enqueue", message, None)
+
+
+def _with_redis_id(message: Message[Any]) -> Message[Any]:
+    """``message.copy(options={"redis_message_id": ...})`` as RedisBroker.enqueue does, without
+    ``dataclasses.replace``, which costs more than the rest of the copy (a tenth of a fan-out's CPU)."""
+    return Message(
+        queue_name=message.queue_name,
+        actor_name=message.actor_name,
+        args=message.args,
+        kwargs=message.kwargs,
+        options={**message.options, "redis_message_id": str(uuid4())},
+        message_id=message.message_id,
+        message_timestamp=message.message_timestamp,
+    )
 
 
 def _enqueue_many_script(broker: Any) -> Any:

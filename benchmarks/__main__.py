@@ -1,0 +1,70 @@
+"""``python -m benchmarks``: run the scenarios, print the table, write the JSON.
+
+    python -m benchmarks                  # everything but the slow memory scenario (make bench)
+    python -m benchmarks --slow           # and scenario 9, about a minute more
+    python -m benchmarks --smoke          # every scenario at a tiny size: does it all still run?
+    python -m benchmarks --only 1,2,5     # some scenarios (the group each belongs to runs whole)
+    python -m benchmarks --brokers redis  # Redis only
+
+It needs Redis (``REDIS_URL``, default ``redis://127.0.0.1:6379/0``) and, unless
+``--brokers redis``, RabbitMQ (``RABBITMQ_URL``, default the local guest account).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .runner import FULL, RESULTS, SMOKE, Context, Result, describe_machine, format_table, log, machine, write_json
+from .scenarios import SCENARIOS
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="every scenario at a tiny size; figures mean nothing")
+    parser.add_argument("--slow", action="store_true", help="include scenario 9 (memory), about a minute")
+    parser.add_argument("--only", default="", help="comma-separated scenario numbers, e.g. 1,2,5")
+    parser.add_argument("--brokers", default="redis,rabbitmq", help="comma-separated, of redis and rabbitmq")
+    parser.add_argument("--output", type=Path, default=None, help=f"the JSON file (default {RESULTS})")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Result]:
+    argv = sys.argv[1:] if argv is None else argv
+    options = parse(argv)
+    only = {number.strip() for number in options.only.split(",") if number.strip()}
+    brokers = tuple(broker.strip() for broker in options.brokers.split(",") if broker.strip())
+    output = options.output or (Path(tempfile.gettempdir()) / "benchmarks-smoke.json" if options.smoke else RESULTS)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="benchmarks-") as workdir:
+        ctx = Context(sizes=SMOKE if options.smoke else FULL, brokers=brokers, workdir=Path(workdir))
+        info = machine(ctx)
+        log(f"Machine: {describe_machine(info)}")
+        results: list[Result] = []
+        try:
+            for scenario in SCENARIOS:
+                if only and not only.intersection(scenario.numbers):
+                    continue
+                if scenario.slow and not (options.slow or options.smoke or only):
+                    log(f"Scenario {', '.join(scenario.numbers)}: skipped (slow; run with --slow)")
+                    continue
+                log(f"Scenario {', '.join(scenario.numbers)}")
+                scenario_started = time.monotonic()
+                results += scenario.run(ctx)
+                log(f"  ({time.monotonic() - scenario_started:.0f} s)")
+        finally:
+            ctx.close()
+    results.sort(key=lambda result: int(result.scenario))
+    seconds = time.monotonic() - started
+    print(f"\nMachine: {describe_machine(info)}\n")
+    print(format_table(results))
+    print(f"\n{len(results)} rows in {seconds:.0f} s; JSON in {output}")
+    write_json(output, info, results, seconds, argv)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""The runner: side-by-side measurement, the results table, the JSON file, the machine.
+
+Every scenario compares the bus with a baseline in the same run, because these machines
+are shared and noisy: the two alternate round by round (bus first in even rounds, the
+baseline first in odd ones), each round gives one ratio, and the result is the median
+ratio. A figure measured minutes apart from its baseline would mean little here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .deploy import Shared
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each scenario does: ``FULL`` for ``make bench``, ``SMOKE`` to check it all runs."""
+
+    rounds: int  # side-by-side rounds of the publish scenarios
+    publishes: int  # publish() calls per round of scenarios 1 and 2
+    free_publishes: int  # publish() calls per round of scenario 3 (no I/O)
+    batches: int  # 100-event batches per round of scenario 4
+    drain: int  # messages per round of the worker scenarios (5, 6, 10)
+    drain_rounds: int  # side-by-side rounds of scenarios 5 and 6
+    latency_seconds: float  # per round of scenario 8
+    latency_rate: int  # events/s in scenario 8
+    latency_rounds: int
+    celery_fan_outs: int  # fan-outs per round of scenario 10
+    celery_rounds: int  # side-by-side rounds of scenario 10's workers (Celery drains slowly)
+    memory: tuple[int, int] = (10_000, 100_000)  # scenario 9: events before the two readings
+
+
+FULL = Sizes(
+    rounds=15,
+    publishes=200,
+    free_publishes=20_000,
+    batches=3,
+    drain=2000,
+    drain_rounds=5,
+    latency_seconds=3.0,
+    latency_rate=500,
+    latency_rounds=3,
+    celery_fan_outs=40,
+    celery_rounds=3,
+)
+SMOKE = Sizes(
+    rounds=1,
+    publishes=5,
+    free_publishes=100,
+    batches=1,
+    drain=20,
+    drain_rounds=1,
+    latency_seconds=0.2,
+    latency_rate=100,
+    latency_rounds=1,
+    celery_fan_outs=2,
+    celery_rounds=1,
+    memory=(50, 100),
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A bound on a ratio (bus / baseline), e.g. ``Target("<=", 1.1)``."""
+
+    op: str
+    value: float
+    text: str = ""
+
+    def met(self, ratio: float) -> bool:
+        return ratio <= self.value if self.op == "<=" else ratio >= self.value
+
+    def __str__(self) -> str:
+        return self.text or f"{'≤' if self.op == '<=' else '≥'} {self.value:g}x"
+
+
+@dataclass
+class Result:
+    """One row of the table: the bus and its baseline, measured side by side.
+
+    Parameters:
+      scenario(str): The issue's scenario number.
+      title(str): What is compared.
+      broker(str): redis, rabbitmq, or "-" when no broker is involved.
+      unit(str): The unit of ``bus`` and ``baseline``.
+      bus(float): The bus's median figure.
+      baseline(float): The baseline's median figure.
+      baseline_name(str): What the baseline is.
+      ratio(float): The median of the rounds' bus / baseline ratios.
+      target(Target | None): The issue's target for ``ratio``, if any.
+      rounds(int): How many side-by-side rounds.
+      note(str): Anything the figure needs to be read right.
+    """
+
+    scenario: str
+    title: str
+    broker: str
+    unit: str
+    bus: float
+    baseline: float
+    baseline_name: str
+    ratio: float
+    target: Target | None = None
+    rounds: int = 1
+    note: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.target.met(self.ratio)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["target"] = None if self.target is None else str(self.target)
+        data["met"] = self.met
+        return data
+
+
+@dataclass
+class Context:
+    """What every scenario gets.
+
+    Parameters:
+      sizes(Sizes): How much work to do.
+      brokers(tuple[str, ...]): Which brokers to run on, of ``redis`` and ``rabbitmq``.
+      workdir(Path): Where worker logs go.
+      run(str): This run's id, in every queue name and Redis key it makes.
+    """
+
+    sizes: Sizes
+    brokers: tuple[str, ...]
+    workdir: Path
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    redis_url: str = REDIS_URL
+    rabbitmq_url: str = RABBITMQ_URL
+    _shared: Shared | None = None
+
+    @property
+    def shared(self) -> Shared:
+        """The deployments, workers and stats the scenarios share; see :class:`benchmarks.deploy.Shared`."""
+        if self._shared is None:
+            from .deploy import Shared
+
+            self._shared = Shared(self)
+        return self._shared
+
+    def close(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+
+    def url(self, broker: str) -> str:
+        return self.redis_url if broker == "redis" else self.rabbitmq_url
+
+    def name(self, what: str) -> str:
+        """A queue name or key part unique to this run."""
+        return f"bench_{self.run}_{what}"
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+def per_call(function: Callable[[], object], calls: int) -> float:
+    """Seconds per call of ``function``, over ``calls`` calls."""
+    started = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - started) / calls
+
+
+def side_by_side(
+    bus: Callable[[], float], baseline: Callable[[], float], rounds: int
+) -> tuple[float, float, float, list[float]]:
+    """Run ``bus`` and ``baseline`` alternately, ``rounds`` times each; each returns one figure.
+
+    Returns the median bus figure, the median baseline figure, the median of the
+    per-round ratios bus / baseline, and those ratios.
+    """
+    bus_figures: list[float] = []
+    baseline_figures: list[float] = []
+    for round_number in range(rounds):
+        if round_number % 2 == 0:
+            bus_figures.append(bus())
+            baseline_figures.append(baseline())
+        else:
+            baseline_figures.append(baseline())
+            bus_figures.append(bus())
+    ratios = [b / a if a else float("inf") for b, a in zip(bus_figures, baseline_figures, strict=True)]
+    return statistics.median(bus_figures), statistics.median(baseline_figures), statistics.median(ratios), ratios
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The ``share`` (0-1) percentile of ``values``, nearest rank."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+# -- the machine ----------------------------------------------------------------------------
+
+
+def machine(ctx: Context) -> dict[str, Any]:
+    """What the figures were measured on: they mean little without it."""
+    info: dict[str, Any] = {
+        "nproc": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "dramatiq": _version("dramatiq"),
+        "redis-py": _version("redis"),
+        "pika": _version("pika"),
+        "celery": _version("celery"),
+        "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
+    }
+    try:
+        import redis
+
+        info["redis_server"] = redis.Redis.from_url(ctx.redis_url).info("server")["redis_version"]
+    except Exception as exc:
+        info["redis_server"] = f"unreachable ({type(exc).__name__})"
+    if "rabbitmq" in ctx.brokers:
+        try:
+            import pika
+
+            connection = pika.BlockingConnection(pika.URLParameters(ctx.rabbitmq_url))
+            version_bytes = connection._impl.server_properties.get("version", b"?")
+            info["rabbitmq_server"] = version_bytes.decode() if isinstance(version_bytes, bytes) else version_bytes
+            connection.close()
+        except Exception as exc:
+            info["rabbitmq_server"] = f"unreachable ({type(exc).__name__})"
+    return info
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def describe_machine(info: dict[str, Any]) -> str:
+    servers = f"Redis {info.get('redis_server')}" + (
+        f", RabbitMQ {info['rabbitmq_server']}" if "rabbitmq_server" in info else ""
+    )
+    return (
+        f"{info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, Dramatiq {info['dramatiq']}, "
+        f"Celery {info['celery']}, {servers}, load average {info['load_average_at_start']} at start"
+    )
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+
+def format_table(results: list[Result]) -> str:
+    """The results as a Markdown table, ready for the README."""
+    lines = [
+        "| # | scenario | broker | bus | baseline | ratio | target | met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for result in results:
+        met = {True: "yes", False: "**no**", None: ""}[result.met]
+        lines.append(
+            f"| {result.scenario} | {result.title} | {result.broker} | {_figure(result.bus, result.unit)} "
+            f"| {_figure(result.baseline, result.unit)} ({result.baseline_name}) | {result.ratio:.3g}x "
+            f"| {result.target or ''} | {met} |"
+        )
+    notes = [f"- {r.scenario} ({r.broker}): {r.note}" for r in results if r.note]
+    return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def _figure(value: float, unit: str) -> str:
+    if value != value:  # NaN
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f} {unit}"
+    return f"{value:.3g} {unit}"
+
+
+def write_json(path: Path, info: dict[str, Any], results: list[Result], seconds: float, argv: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {**info, "load_average_at_end": [round(load, 2) for load in os.getloadavg()]}
+    document = {
+        "machine": info,
+        "command": " ".join(["python -m benchmarks", *argv]),
+        "seconds": round(seconds, 1),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "results": [result.as_json() for result in results],
+    }
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,45 @@
+"""The scenarios of issue 6, one module each (1-4 share one): ``run(ctx)`` returns table rows.
+
+| # | what | module | needs |
+| --- | --- | --- | --- |
+| 1-4 | publish() against raw sends: 1 handler, 10 handlers, none interested, 100 events | publishing | each broker |
+| 5 | worker throughput, bus against raw actors | throughput | each broker, workers |
+| 6 | throughput with partition keys, against without | throughput | Redis, workers |
+| 7 | codec time and size, typed against pickle | codec_cost | - |
+| 8 | latency publish() -> handler start at a steady rate | latency | Redis, workers |
+| 9 | a worker's memory after 100,000 events against 10,000 | memory | Redis, workers, ``--slow`` |
+| 10 | Celery: enqueue a fan-out, and worker throughput | celery_fan_out | Redis, workers |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..runner import Context, Result
+from . import celery_fan_out, codec_cost, latency, memory, publishing, throughput
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A group of the issue's scenarios that run together.
+
+    Parameters:
+      numbers(tuple[str, ...]): The issue's scenario numbers it reports.
+      run(Callable[[Context], list[Result]]): Measures and returns the rows.
+      slow(bool): Only with ``--slow`` (or tiny, with ``--smoke``).
+    """
+
+    numbers: tuple[str, ...]
+    run: Callable[[Context], list[Result]]
+    slow: bool = False
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(("1", "2", "3", "4"), publishing.run),
+    Scenario(("5", "6"), throughput.run),
+    Scenario(("7",), codec_cost.run),
+    Scenario(("8",), latency.run),
+    Scenario(("10",), celery_fan_out.run),
+    Scenario(("9",), memory.run, slow=True),
+)
