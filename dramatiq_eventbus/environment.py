@@ -54,7 +54,8 @@ def _boolean(name: str, value: str) -> bool:
     raise ConfigurationError(f"{name} must be true or false, not {value!r}")
 
 
-def _positive_seconds(name: str, value: str) -> float:
+def positive_seconds(name: str, value: str) -> float:
+    """Parse a variable that holds a positive number of seconds."""
     try:
         seconds = float(value)
     except ValueError:
@@ -97,19 +98,19 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "EVENTBUS_LANE_LEASE_SECONDS",
         "lane_lease_seconds",
-        _positive_seconds,
+        positive_seconds,
         "Lease of a running lane head; default 15.",
     ),
     Variable(
         "EVENTBUS_LANE_STALL_SECONDS",
         "lane_stall_seconds",
-        _positive_seconds,
+        positive_seconds,
         "Wait before a stalled lane head is sent again; default 60.",
     ),
     Variable(
         "EVENTBUS_REDIS_HEARTBEAT_SECONDS",
         "redis_heartbeat_seconds",
-        _positive_seconds,
+        positive_seconds,
         "Redis broker: silence before a dead worker's messages are recovered; default 60.",
     ),
     Variable("EVENTBUS_CODEC", "codec", _text, "'typed' (default) or 'pickle'."),

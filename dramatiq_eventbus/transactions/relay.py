@@ -18,6 +18,7 @@ from dramatiq.message import Message
 from sqlalchemy import create_engine, delete, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
+from ..environment import positive_seconds
 from ..errors import ConfigurationError
 from ..ordering import lane_name
 from .outbox import DEFAULT_TABLE, Outbox
@@ -410,7 +411,7 @@ class RelaySettings:
             ("EVENTBUS_OUTBOX_URL", "url", _text),
             ("EVENTBUS_OUTBOX_TABLE", "table", _text),
             ("EVENTBUS_OUTBOX_BATCH_SIZE", "batch_size", _positive_int),
-            ("EVENTBUS_OUTBOX_POLL_SECONDS", "poll_seconds", _positive_seconds),
+            ("EVENTBUS_OUTBOX_POLL_SECONDS", "poll_seconds", positive_seconds),
             ("EVENTBUS_OUTBOX_PRUNE_AFTER_SECONDS", "prune_after_seconds", _keep_seconds),
         ):
             if environ.get(name, "").strip():
@@ -437,20 +438,10 @@ def _positive_int(name: str, value: str) -> int:
     return number
 
 
-def _positive_seconds(name: str, value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}") from None
-    if not seconds > 0:
-        raise ConfigurationError(f"{name} must be more than 0 seconds, not {value!r}")
-    return seconds
-
-
 def _keep_seconds(name: str, value: str) -> float | None:
     if value.strip() == "0":
         return None
-    return _positive_seconds(name, value)
+    return positive_seconds(name, value)
 
 
 # -- waiting between passes --------------------------------------------------------------------
