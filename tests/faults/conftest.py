@@ -9,8 +9,8 @@ import pytest
 
 from tests.support.servers import require_rabbitmq, require_redis
 
+from ..support.redis_server import RedisServer
 from .harness import FIGURES, Deployment
-from .servers import RedisServer
 
 BROKERS = [
     pytest.param("redis", marks=pytest.mark.redis, id="redis"),

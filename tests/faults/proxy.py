@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..support.redis_server import free_port
+
 #: Decides, for a chunk going one way, how much of it to forward before cutting the
 #: connection (both sides); None forwards it all. It sees the connection's own state dict;
 #: a cutter of the client's stream that sets ``state["hold"]`` keeps the connection open
@@ -122,10 +124,3 @@ class TcpProxy:
         with self._lock:
             if pair in self._pairs:
                 self._pairs.remove(pair)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

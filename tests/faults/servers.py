@@ -1,81 +1,19 @@
-"""Servers a fault test may break: a redis-server of its own, and its own RabbitMQ connections.
+"""Connections a fault test may break: its own RabbitMQ connections, closed from the server.
 
-The shared Redis and RabbitMQ serve other tests at the same time, so a test never stops
-them: it stops a redis-server it started on a free loopback port, and closes from the
-RabbitMQ server only the connections that carry its own client-provided name.
+The shared RabbitMQ serves other tests at the same time, so a test closes from the server
+only the connections that carry its own client-provided name. (A Redis a test may stop
+is its own: tests/support/redis_server.py.)
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
-import time
 import uuid
-from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
-import redis
-
-from .proxy import free_port
-
-
-class RedisServer:
-    """A redis-server on a free loopback port, with its data in ``directory``.
-
-    It keeps an append-only file synced on every write, so that what it acknowledged
-    survives a stop and restart: the test is about the bus, not about a Redis that was
-    told not to persist.
-
-    Parameters:
-      directory(Path): Where its data lives.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10.0) -> RedisServer:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            pytest.skip("redis-server is not installed")
-        command = [
-            executable,
-            *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)),
-            *("--save", "", "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"),
-        ]
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.05)
-        client.close()
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM, as a server shut down; its port refuses connections until start()."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 def named_amqp_url(url: str, name: str) -> str:

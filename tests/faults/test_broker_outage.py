@@ -18,12 +18,12 @@ import pytest
 
 from dramatiq_eventbus import EventBus, EventBusError, PublishError
 
+from ..support.redis_server import RedisServer
 from . import handlers
 from .conftest import broker_url
 from .harness import Deployment, report
 from .proxy import TcpProxy
 from .servers import (
-    RedisServer,
     close_rabbitmq_connections,
     host_port,
     named_amqp_url,

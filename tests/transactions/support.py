@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from dramatiq_eventbus.handler import handler_name
 from tests.support.broker_queues import RedisQueues
@@ -143,75 +136,3 @@ def per_key_sequences(lines: Iterable[dict[str, Any]]) -> dict[str, list[int]]:
 def first_occurrences(sequence: Iterable[int]) -> list[int]:
     seen: set[int] = set()
     return [n for n in sequence if not (n in seen or seen.add(n))]  # type: ignore[func-returns-value]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class OwnRedis:
-    """A redis-server of the test's own, without persistence, to stop and start again on the same port.
-
-    Parameters:
-      directory(Path): Its working directory and log.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @staticmethod
-    def available() -> bool:
-        return shutil.which("redis-server") is not None
-
-    def start(self) -> OwnRedis:
-        command = [
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.directory),
-            "--logfile",
-            str(self.directory / "redis.log"),
-        ]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
-        wait_for(self._answers, timeout=10, describe=lambda: f"redis-server on {self.port} did not start")
-        return self
-
-    def _answers(self) -> bool:
-        try:
-            # No retries: redis-py's default spends seconds retrying a refused connection.
-            client = redis.Redis(port=self.port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        deadline = time.monotonic() + 5
-        while self._answers() and time.monotonic() < deadline:
-            time.sleep(0.05)

@@ -20,8 +20,9 @@ from dramatiq_eventbus import EventBus, PublishError
 from dramatiq_eventbus.transactions import Outbox, OutboxRelay, bind_session
 from tests.support.worker_process import REPO_ROOT, wait_for
 
+from ..support.redis_server import RedisServer
 from .handlers import HANDLERS, Deposited, Ledger, Noted
-from .support import ACTOR_OPTIONS, BrokerView, OwnRedis, Records, first_occurrences, outbox_ids, per_key_sequences
+from .support import ACTOR_OPTIONS, BrokerView, Records, first_occurrences, outbox_ids, per_key_sequences
 
 
 def unsent(engine: Engine, outbox: Outbox) -> int:
@@ -30,16 +31,14 @@ def unsent(engine: Engine, outbox: Outbox) -> int:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    if not OwnRedis.available():
-        pytest.skip("redis-server is not installed")
-    server = OwnRedis(tmp_path).start()
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path, persistent=False).start()
     yield server
     server.stop()
 
 
 def test_with_the_broker_down_at_commit_the_events_arrive_once_it_is_back(
-    own_redis: OwnRedis,
+    own_redis: RedisServer,
     session_factory: sessionmaker[Session],
     outbox: Outbox,
     engine: Engine,
@@ -82,7 +81,7 @@ def test_with_the_broker_down_at_commit_the_events_arrive_once_it_is_back(
 
 
 def test_after_commit_without_an_outbox_the_commit_raises_when_the_broker_is_down(
-    own_redis: OwnRedis,
+    own_redis: RedisServer,
     session_factory: sessionmaker[Session],
     accounts: str,
     engine: Engine,
