@@ -13,10 +13,11 @@ from typing import Any, Protocol
 import dramatiq
 import redis
 from dramatiq.broker import Broker
+from dramatiq.brokers.redis import RedisBroker
 
 from .actors import declare_actors
 from .backends import Backend, DramatiqBackend, InlineBackend
-from .brokers import broker_from_url
+from .brokers import broker_from_url, same_redis
 from .brokers.urls import redact as _redacted
 from .codecs import Codec, CustomTypes, make_codec
 from .delivery import Delivery
@@ -373,7 +374,8 @@ def _resolve_lanes(broker: Broker, redis_url: str | None, lease: float, stall: f
         client = broker.client  # type: ignore[attr-defined]
     else:
         return None
-    return LaneStore(client, lease_seconds=lease, stall_seconds=stall)
+    namespace = broker.namespace if isinstance(broker, RedisBroker) and same_redis(client, broker.client) else None
+    return LaneStore(client, lease_seconds=lease, stall_seconds=stall, broker_namespace=namespace)
 
 
 def _resolve_backend(backend: str | Backend, broker: Broker, codec: Codec, lanes: LaneStore | None) -> Backend:

@@ -9,7 +9,7 @@ from typing import Any
 from dramatiq.broker import Broker
 from dramatiq.message import Message
 
-from ..brokers.batch import BatchFailed, enqueue_all
+from ..brokers.batch import BatchFailed, enqueue_all, with_redis_id
 from ..codecs import type_name
 from ..delivery import Delivery
 from ..errors import PublishError
@@ -65,8 +65,8 @@ class DramatiqBackend:
         Raises:
           PublishError: The broker failed; it names what was sent and what was not.
         """
-        waiting = self._add_to_lanes(messages)
-        to_send = [m for m in messages if m.message_id not in waiting]
+        held = self._add_to_lanes(messages)
+        to_send = [m for m in messages if m.message_id not in held]
         try:
             enqueue_all(self.broker, to_send)
         except BatchFailed as failure:
@@ -82,14 +82,26 @@ class DramatiqBackend:
                 raise _publish_error(sent, unsent, failure.cause) from failure.cause
 
     def _add_to_lanes(self, messages: Sequence[Message[Any]]) -> set[str]:
-        """Add partitioned messages to their lanes; return the ids of those that must wait their turn."""
+        """Add partitioned messages to their lanes; return the ids of those not to be sent here:
+        those that wait their turn, and, when the lanes put heads on the broker, every one."""
+        lanes = self.lanes
         laned = [m for m in messages if "lane" in m.options]
-        if not laned or self.lanes is None:
+        if not laned or lanes is None:
             return set()
         try:
-            heads = self.lanes.append([(m.options["lane"], m.message_id, m.encode()) for m in laned])
+            if lanes.sends_heads:
+                # The lanes' script puts each head on its queue, under its message id as its Redis
+                # id, so the enqueue hooks run here, once per message, when it is published.
+                laned = [with_redis_id(m, m.message_id) for m in laned]
+                for message in laned:
+                    self.broker.emit_before("enqueue", message, None)
+            heads = lanes.append([(m.options["lane"], m.message_id, m.encode(), m.queue_name) for m in laned])
         except Exception as exc:
             raise _publish_error([], messages, exc) from exc
+        if lanes.sends_heads:
+            for message in laned:
+                self.broker.emit_after("enqueue", message, None)
+            return {m.message_id for m in laned}
         return {m.message_id for m, is_head in zip(laned, heads, strict=True) if not is_head}
 
 

@@ -3,7 +3,7 @@
 from .batch import BatchFailed, enqueue_all
 from .inspection import Refusal, inspect_body
 from .rabbitmq_broker import EventBusRabbitmqBroker
-from .redis_broker import EventBusRedisBroker
+from .redis_broker import EventBusRedisBroker, same_redis
 from .urls import RABBITMQ_SCHEMES, REDIS_SCHEMES, broker_from_url
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "broker_from_url",
     "enqueue_all",
     "inspect_body",
+    "same_redis",
 ]

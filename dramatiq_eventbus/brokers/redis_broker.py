@@ -21,7 +21,9 @@ its consumer only:
   and puts back the others: those Dramatiq drops when a connection error restarts a
   consumer (its fetched batch, its delayed retries), and those of a fetch whose reply
   was lost. Dramatiq leaves them there until the worker dies and its heartbeat times out;
-- on shutdown it puts back the messages it had fetched but not yet handed to the worker.
+- on shutdown it puts back the messages it had fetched but not yet handed to the worker;
+- it skips the ack of a delivery that was acknowledged already, in Redis, by the script
+  that finished its lane (see :mod:`dramatiq_eventbus.ordering.scripts`).
 """
 
 from __future__ import annotations
@@ -70,6 +72,13 @@ return {ids, redis.call("hmget", queue .. ".msgs", unpack(ids))}
 _TEND = "eventbus_tend"
 
 
+def same_redis(a: redis.Redis, b: redis.Redis) -> bool:
+    """Whether two clients reach the same Redis database (same address, or socket, and db)."""
+    fields = ("host", "port", "path", "db")
+    first, second = a.connection_pool.connection_kwargs, b.connection_pool.connection_kwargs
+    return a is b or all(first.get(name) == second.get(name) for name in fields)
+
+
 class _Fetched:
     """One fetched body, held by the consumer until it becomes a message (or is refused)."""
 
@@ -92,12 +101,25 @@ class Holdings:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._held: dict[str, weakref.ref[Any]] = {}
+        self._acked: set[str] = set()
 
     def hold(self, redis_id: str, holder: object) -> None:
         self._held[redis_id] = weakref.ref(holder)
 
     def release(self, redis_id: str) -> None:
         self._held.pop(redis_id, None)
+
+    def acked_elsewhere(self, redis_id: str) -> None:
+        """The delivery was acknowledged in Redis by other means: its consumer's ack has nothing to do."""
+        self._acked.add(redis_id)
+
+    def take_acked(self, redis_id: str) -> bool:
+        """Whether the delivery was acknowledged elsewhere (asked once, by its consumer's ack)."""
+        try:
+            self._acked.remove(redis_id)
+        except KeyError:
+            return False
+        return True
 
     def holds(self, redis_id: str) -> bool:
         ref = self._held.get(redis_id)
@@ -129,6 +151,10 @@ class EventBusRedisBroker(RedisBroker):
         """What this process holds of ``queue_name``, shared by its consumers of it."""
         with self._holdings_lock:
             return self._holdings.setdefault(queue_name, Holdings())
+
+    def acks_key(self, queue_name: str) -> str:
+        """The set of ids this process fetched from ``queue_name`` and has not acknowledged yet."""
+        return f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
 
     @property
     def consumer_class(self) -> type[_RedisConsumer]:
@@ -163,7 +189,7 @@ class _GuardedRedisConsumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         self.message_cache: list[_Fetched] = []
         self._holdings = broker.holdings(queue_name)
-        self._acks_key = f"{broker.namespace}:__acks__.{broker.broker_id}.{queue_name}"
+        self._acks_key = broker.acks_key(queue_name)
         self._tended_at = float("-inf")
 
     def __next__(self) -> MessageProxy | None:
@@ -191,11 +217,16 @@ class _GuardedRedisConsumer(_RedisConsumer):
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
     def ack(self, message: MessageProxy) -> None:
-        super().ack(message)  # type: ignore[no-untyped-call]
-        self._holdings.release(message.options["redis_message_id"])
+        redis_id = message.options["redis_message_id"]
+        if self._holdings.take_acked(redis_id):
+            self.queued_message_ids.discard(message.message_id)
+        else:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        self._holdings.release(redis_id)
 
     def nack(self, message: MessageProxy) -> None:
         super().nack(message)  # type: ignore[no-untyped-call]
+        self._holdings.take_acked(message.options["redis_message_id"])
         self._holdings.release(message.options["redis_message_id"])
 
     def requeue(self, messages: Any) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import uuid
 from typing import Any
 
 from dramatiq.broker import Broker, MessageProxy
@@ -14,7 +14,8 @@ from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 from dramatiq.worker import Worker
 
 from ..actors import is_handler_actor
-from ..ordering import LaneStore, LocalLanes
+from ..brokers import EventBusRedisBroker
+from ..ordering import DeliveryAck, LaneStore, LocalLanes
 
 logger = logging.getLogger("dramatiq_eventbus.ordering")
 
@@ -117,7 +118,7 @@ class PartitionOrdering(Middleware):
                 lane,
             )
             return
-        token = uuid.uuid4().hex
+        token = os.urandom(12).hex()
         try:
             verdict = self.lanes.enter(lane, message.message_id, token)
         except Exception as exc:
@@ -158,8 +159,27 @@ class PartitionOrdering(Middleware):
             logger.warning("Lane %s moves on past dead-lettered message %s.", lane, message.message_id)
         if retrying and retry_at is None:
             retry_at = int(time.time() * 1000)
-        finished = self.lanes.finish(lane, message.message_id, token, retry_at_ms=retry_at if retrying else None)
+        ack = None if retrying or message.failed else self._ack_with_lane(broker, message)
+        finished = self.lanes.finish(
+            lane,
+            message.message_id,
+            token,
+            queue_name=message.queue_name,
+            retry_at_ms=retry_at if retrying else None,
+            ack=ack,
+        )
+        if ack is not None:
+            assert isinstance(broker, EventBusRedisBroker)
+            broker.holdings(message.queue_name).acked_elsewhere(ack.redis_id)
         if finished.status == "lost":
             logger.warning("Lane %s: the lease on %s expired while it ran.", lane, message.message_id)
         if finished.next_message is not None:
             broker.enqueue(Message.decode(finished.next_message))
+
+    def _ack_with_lane(self, broker: Broker, message: MessageProxy) -> DeliveryAck | None:
+        """The ack of a handled head, to be done by the script that finishes its lane: one round
+        trip less per event. Only where the lanes share the Redis of a broker whose consumers
+        know to skip their own ack then (the bus's)."""
+        if self.lanes is None or not self.lanes.sends_heads or not isinstance(broker, EventBusRedisBroker):
+            return None
+        return DeliveryAck(broker.acks_key(message.queue_name), message.options["redis_message_id"])

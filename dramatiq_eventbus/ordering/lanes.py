@@ -33,7 +33,8 @@ class Finished:
     """What finishing a lane's head led to.
 
     Parameters:
-      status(str): ``next`` (a new head to send), ``idle`` (the lane is empty),
+      status(str): ``next`` (a new head to send), ``sent`` (a new head, already on its
+        broker queue), ``idle`` (the lane is empty),
         ``retrying`` (the head waits for its retry), ``gone`` (the head had already moved
         on) or ``lost`` (the lease had expired and another delivery holds the head).
       next_message(bytes | None): The new head's encoded message, for ``next``.
@@ -87,6 +88,19 @@ class LaneStatus:
     pending: int
 
 
+@dataclass(frozen=True)
+class DeliveryAck:
+    """A broker delivery that finishing its lane's head acknowledges in the same step.
+
+    Parameters:
+      acks_key(str): The ack set of the worker that fetched it (Dramatiq's RedisBroker keys).
+      redis_id(str): Its Redis id.
+    """
+
+    acks_key: str
+    redis_id: str
+
+
 class LaneStore:
     """The lanes of one bus, in one Redis.
 
@@ -95,6 +109,9 @@ class LaneStore:
       prefix(str): The prefix of every key.
       lease_seconds(float): See :data:`DEFAULT_LEASE_SECONDS`.
       stall_seconds(float): See :data:`DEFAULT_STALL_SECONDS`.
+      broker_namespace(str | None): When ``client`` is the Redis of a Dramatiq RedisBroker,
+        that broker's namespace: each new head then goes straight onto its broker queue
+        from the script that makes it the head (see :mod:`~dramatiq_eventbus.ordering.scripts`).
     """
 
     def __init__(
@@ -104,6 +121,7 @@ class LaneStore:
         prefix: str = "eventbus",
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
+        broker_namespace: str | None = None,
     ) -> None:
         # redis-py types every reply as a union of its sync and async forms; the bus uses
         # the sync client only.
@@ -111,21 +129,31 @@ class LaneStore:
         self.prefix = prefix
         self.lease_ms = int(lease_seconds * 1000)
         self.stall_ms = int(stall_seconds * 1000)
+        self.broker_namespace = broker_namespace
         self._append = client.register_script(scripts.APPEND)
         self._enter = client.register_script(scripts.ENTER)
         self._renew = client.register_script(scripts.RENEW)
         self._finish = client.register_script(scripts.FINISH)
         self._sweep = client.register_script(scripts.SWEEP)
 
-    def append(self, entries: Sequence[tuple[str, str, bytes]]) -> list[bool]:
-        """Add ``(lane, message id, encoded message)`` entries in order, in one round trip.
+    @property
+    def sends_heads(self) -> bool:
+        """Whether the scripts put new heads on the broker's queues themselves."""
+        return self.broker_namespace is not None
 
-        Returns, for each, whether it became its lane's head and must be sent now.
+    def append(self, entries: Sequence[tuple[str, str, bytes, str]]) -> list[bool]:
+        """Add ``(lane, message id, encoded message, queue name)`` entries in order, atomically,
+        in one round trip.
+
+        Returns, for each, whether it became its lane's head: then, unless :attr:`sends_heads`
+        (it is on its broker queue already), it must be sent now.
         """
         now = _now_ms()
         pipe = self.client.pipeline(transaction=True)
-        for lane, message_id, body in entries:
-            self._append(args=[self.prefix, lane, message_id, body, now, now + self.stall_ms], client=pipe)
+        for lane, message_id, body, queue_name in entries:
+            args: list[Any] = [self.prefix, lane, message_id, body, now, now + self.stall_ms]
+            args.append(self._broker_queue(queue_name))
+            self._append(args=args, client=pipe)
         return [bool(is_head) for is_head in pipe.execute()]
 
     def enter(self, lane: str, message_id: str, token: str) -> str:
@@ -145,15 +173,39 @@ class LaneStore:
             self._renew(args=[self.prefix, lane, token, until], client=pipe)
         return [bool(renewed) for renewed in pipe.execute()]
 
-    def finish(self, lane: str, message_id: str, token: str, *, retry_at_ms: int | None = None) -> Finished:
-        """The head was handled (or dead-lettered), or, with ``retry_at_ms``, will be retried then."""
+    def finish(
+        self,
+        lane: str,
+        message_id: str,
+        token: str,
+        *,
+        queue_name: str,
+        retry_at_ms: int | None = None,
+        ack: DeliveryAck | None = None,
+    ) -> Finished:
+        """The head was handled (or dead-lettered), or, with ``retry_at_ms``, will be retried then.
+
+        ``queue_name`` is where the lane's next head goes. ``ack`` needs :attr:`sends_heads`.
+        """
         now = _now_ms()
         outcome, deadline = (
             ("done", now + self.stall_ms) if retry_at_ms is None else ("retry", retry_at_ms + self.stall_ms)
         )
-        result = self._finish(args=[self.prefix, lane, message_id, token, outcome, now, deadline])
+        if ack is not None and not self.sends_heads:
+            raise ValueError(
+                "a delivery can be acknowledged with its lane only when the lanes are in the broker's Redis"
+            )
+        acks, redis_id = (ack.acks_key, ack.redis_id) if ack is not None else ("", "")
+        queue = self._broker_queue(queue_name)
+        result = self._finish(
+            args=[self.prefix, lane, message_id, token, outcome, now, deadline, queue, acks, redis_id]
+        )
         status = result[0].decode()
         return Finished(status, result[1] if status == "next" else None)
+
+    def _broker_queue(self, queue_name: str) -> str:
+        """The broker's Redis key of ``queue_name``, or "" when the caller sends the heads."""
+        return "" if self.broker_namespace is None else f"{self.broker_namespace}:{queue_name}"
 
     def sweep(self, limit: int = 100) -> list[Redispatch]:
         """Take the heads of lanes whose time is up, to be sent again."""

@@ -14,6 +14,15 @@ started, a running head whose lease expired, a retry long overdue. The sweeper r
 
 Only a lane's head is ever in the broker's queue, so later events of the lane wait in
 Redis, costing nothing, until the head is handled or dead-lettered.
+
+When the lanes live in the Redis of the broker itself, APPEND and FINISH also write a
+new head straight onto its broker queue (``queue``: ``<namespace>:<queue name>``, as
+Dramatiq's RedisBroker keeps it: the id pushed on that list, the body in the
+``.msgs`` hash, under the head's message id as its Redis id), and FINISH can acknowledge
+the finished delivery as Dramatiq's ``ack`` does. A lane then costs a worker two round
+trips per event (ENTER and FINISH) rather than four, and the head moves into the broker
+in the same atomic step that makes it the head. With ``queue`` empty, the caller sends
+the head itself.
 """
 
 from __future__ import annotations
@@ -24,17 +33,32 @@ local base = prefix .. ":lane:" .. lane
 local ids, msgs, head, lanes = base .. ":ids", base .. ":msgs", base .. ":head", prefix .. ":lanes"
 """
 
-#: ARGV: prefix, lane, message id, body, now, deadline -> 1 if the message is the head (send it now).
+#: Puts the lane's message ``id`` on the broker queue ``queue`` (Dramatiq's keys), if one is given.
+_TO_BROKER = """
+local function to_broker(queue, id, body)
+  if queue == "" then
+    return false
+  end
+  redis.call("hset", queue .. ".msgs", id, body)
+  redis.call("rpush", queue, id)
+  return true
+end
+"""
+
+#: ARGV: prefix, lane, message id, body, now, deadline, queue
+#: -> 1 if the message is the head (put on ``queue``, or to be sent by the caller), else 0.
 APPEND = (
     _LANE
+    + _TO_BROKER
     + """
-local id, body, now, deadline = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local id, body, now, deadline, queue = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local length = redis.call("rpush", ids, id)
 redis.call("hset", msgs, id, body)
 if length == 1 then
   redis.call("del", head)
   redis.call("hset", head, "state", "dispatched", "since", now, "head_since", now, "attempts", 0)
   redis.call("zadd", lanes, deadline, lane)
+  to_broker(queue, id, body)
   return 1
 end
 return 0
@@ -74,12 +98,20 @@ return 1
 """
 )
 
-#: ARGV: prefix, lane, message id, token, outcome ("done" or "retry"), now, deadline
-#: -> {"gone"}, {"lost"}, {"retrying"}, {"idle"} or {"next", body of the new head}.
+#: ARGV: prefix, lane, message id, token, outcome ("done" or "retry"), now, deadline, queue,
+#: acks, redis id -> {"gone"}, {"lost"}, {"retrying"}, {"idle"}, {"sent"} (the new head is on
+#: ``queue``) or {"next", body of the new head}. With ``acks`` (a worker's ack set of ``queue``),
+#: the delivery ``redis id`` is acknowledged first, whatever the lane's state, as Dramatiq's
+#: dispatch.lua "ack" does.
 FINISH = (
     _LANE
+    + _TO_BROKER
     + """
 local id, token, outcome, now, deadline = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local queue, acks, redis_id = ARGV[8], ARGV[9], ARGV[10]
+if acks ~= "" and redis.call("srem", acks, redis_id) > 0 then
+  redis.call("hdel", queue .. ".msgs", redis_id)
+end
 if redis.call("lindex", ids, 0) ~= id then
   return {"gone"}
 end
@@ -103,7 +135,11 @@ end
 redis.call("del", head)
 redis.call("hset", head, "state", "dispatched", "since", now, "head_since", now, "attempts", 0)
 redis.call("zadd", lanes, deadline, lane)
-return {"next", redis.call("hget", msgs, next_id)}
+local body = redis.call("hget", msgs, next_id)
+if to_broker(queue, next_id, body) then
+  return {"sent"}
+end
+return {"next", body}
 """
 )
 

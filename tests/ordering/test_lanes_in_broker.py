@@ -1,0 +1,179 @@
+"""Lanes that share the broker's Redis hand their heads to the broker themselves.
+
+On a real Redis, in-process so that each step can be looked at: publish() puts each
+lane's head on its broker queue in the script that appends it, with the enqueue hooks
+run once per message; finishing a head acknowledges its delivery and puts the next head
+on the queue in one script; and the consumer then skips its own ack. The worker
+subprocess tests in ``test_cluster_order`` run the same path end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import Middleware
+
+from dramatiq_eventbus import EventBus
+from dramatiq_eventbus.brokers import EventBusRedisBroker
+from dramatiq_eventbus.middleware import PartitionOrdering
+from dramatiq_eventbus.ordering import LaneStore
+
+from ..support.broker_queues import RedisQueues
+from ..support.servers import require_rabbitmq, require_redis
+from .handlers import Step
+
+pytestmark = pytest.mark.redis
+
+
+class EnqueueHooks(Middleware):
+    """Records the message id of every enqueue hook, per hook."""
+
+    def __init__(self) -> None:
+        self.before: list[str] = []
+        self.after: list[str] = []
+
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.before.append(message.message_id)
+
+    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        self.after.append(message.message_id)
+
+
+class DispatchCalls:
+    """Wraps the broker's dispatch script to record the command of every call (ack, nack, ...)."""
+
+    def __init__(self, broker: EventBusRedisBroker) -> None:
+        self.commands: list[str] = []
+        self._dispatch = broker.scripts["dispatch"]
+        broker.scripts["dispatch"] = self
+
+    def __call__(self, *, keys: Any, args: Any) -> Any:
+        self.commands.append(str(args[0]))
+        return self._dispatch(keys=keys, args=args)
+
+
+@pytest.fixture
+def bus() -> Iterator[EventBus]:
+    run = uuid.uuid4().hex[:10]
+    queues = (f"inbroker_{run}", f"inbroker_{run}_keyed")
+    bus = EventBus().configure(
+        handlers="tests.ordering.handlers:HANDLERS",
+        broker=require_redis(),
+        queue=queues[0],
+        partitioned_queue=queues[1],
+    )
+    yield bus
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    client: Any = redis.Redis.from_url(require_redis())
+    for key in client.scan_iter(match=f"eventbus:lane:*{run}*", count=1000):
+        client.delete(key)
+    for lane in client.zrange("eventbus:lanes", 0, -1):
+        if run in lane.decode():
+            client.zrem("eventbus:lanes", lane)
+    client.close()
+    probe = RedisQueues(require_redis())
+    probe.delete(queues)
+    probe.forget_brokers([broker.broker_id])
+    probe.close()
+    broker.close()
+
+
+def keyed_queue(bus: EventBus) -> str:
+    return bus.config.queues.partitioned
+
+
+def test_publish_puts_each_lanes_head_on_the_broker_and_runs_the_hooks_once_per_message(bus: EventBus) -> None:
+    hooks = EnqueueHooks()
+    bus.broker.add_middleware(hooks)
+    key = f"k-{keyed_queue(bus)}"
+    bus.publish([Step(key, 0, n) for n in range(3)])
+
+    # Three handlers (three lanes) of three events: only each lane's first event is on the queue.
+    held = RedisQueues(require_redis()).messages(keyed_queue(bus))
+    assert sorted((m["actor_name"].rsplit(".", 1)[-1], m["args"][0]["n"]) for m in held) == [
+        ("OrderingA", 0),
+        ("OrderingB", 0),
+        ("OrderingC", 0),
+    ]
+    # Under its message id as its Redis id, which its body carries, as RedisBroker.enqueue writes it.
+    client: Any = redis.Redis.from_url(require_redis())
+    redis_ids = [rid.decode() for rid in client.lrange(f"dramatiq:{keyed_queue(bus)}", 0, -1)]
+    assert sorted(redis_ids) == sorted(m["message_id"] for m in held)
+    assert all(m["options"]["redis_message_id"] == m["message_id"] for m in held)
+    # Every message, waiting or not, went through the enqueue hooks once, when it was published.
+    assert len(hooks.before) == 9 and sorted(hooks.before) == sorted(hooks.after) and len(set(hooks.before)) == 9
+
+
+def test_finishing_a_head_acks_its_delivery_and_puts_the_next_head_on_the_queue(bus: EventBus) -> None:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    ordering = next(m for m in broker.middleware if isinstance(m, PartitionOrdering))
+    key = f"k-{keyed_queue(bus)}"
+    bus.publish([Step(key, 0, n) for n in range(2)])
+    consumer = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
+    heads = [next(consumer) for _ in range(3)]
+    head = next(proxy for proxy in heads if proxy is not None and proxy.actor_name.endswith("OrderingA"))
+    dispatch = DispatchCalls(broker)
+    client: Any = redis.Redis.from_url(require_redis())
+    acks_key = broker.acks_key(keyed_queue(bus))
+    redis_id = head.options["redis_message_id"]
+    assert client.sismember(acks_key, redis_id)
+
+    ordering.before_process_message(broker, head)  # ENTER: it runs
+    ordering.after_process_message(broker, head)  # handled: FINISH
+
+    # Acknowledged in Redis by FINISH, as Dramatiq's ack would; the next head is on the queue.
+    assert not client.sismember(acks_key, redis_id)
+    assert not client.hexists(f"dramatiq:{keyed_queue(bus)}.msgs", redis_id)
+    queued = [
+        json.loads(client.hget(f"dramatiq:{keyed_queue(bus)}.msgs", rid))
+        for rid in client.lrange(f"dramatiq:{keyed_queue(bus)}", 0, -1)
+    ]
+    assert [(m["actor_name"].rsplit(".", 1)[-1], m["args"][0]["n"]) for m in queued] == [("OrderingA", 1)]
+    # The consumer's own ack then costs no call to Redis; an ordinary delivery's does.
+    consumer.ack(head)
+    assert dispatch.commands == []
+    other = next(p for p in heads if p is not None and p is not head)
+    consumer.ack(other)
+    assert dispatch.commands == ["ack"]
+    consumer.close()
+
+
+def test_a_failed_head_is_left_to_the_consumer_to_dead_letter(bus: EventBus) -> None:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    ordering = next(m for m in broker.middleware if isinstance(m, PartitionOrdering))
+    bus.publish(Step(f"k-{keyed_queue(bus)}", 0, 0))
+    consumer = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
+    head: MessageProxy = next(p for p in (next(consumer) for _ in range(3)) if p is not None)
+    dispatch = DispatchCalls(broker)
+    ordering.before_process_message(broker, head)
+    head.fail()  # what Retries does when a message is out of retries
+    ordering.after_process_message(broker, head, exception=RuntimeError("boom"))
+    assert broker.client.sismember(broker.acks_key(keyed_queue(bus)), head.options["redis_message_id"])
+    consumer.nack(head)
+    assert dispatch.commands == ["nack"]
+    consumer.close()
+
+
+def test_lanes_hand_heads_to_the_broker_only_when_they_share_its_redis() -> None:
+    redis_url = require_redis()
+    other_db = redis_url.rsplit("/", 1)[0] + "/5"
+
+    def lanes(**settings: Any) -> LaneStore:
+        bus = EventBus().configure(handlers="tests.ordering.handlers:HANDLERS", **settings)
+        assert bus.config.lanes is not None
+        bus.broker.close()
+        return bus.config.lanes
+
+    assert lanes(broker=redis_url).sends_heads
+    assert lanes(broker=redis_url, redis_url=redis_url).sends_heads
+    assert not lanes(broker=redis_url, redis_url=other_db).sends_heads
+    assert not lanes(broker=require_rabbitmq(), redis_url=redis_url).sends_heads
