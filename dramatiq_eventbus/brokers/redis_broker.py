@@ -22,8 +22,16 @@ its consumer only:
   consumer (its fetched batch, its delayed retries), and those of a fetch whose reply
   was lost. Dramatiq leaves them there until the worker dies and its heartbeat times out;
 - on shutdown it puts back the messages it had fetched but not yet handed to the worker;
-- it skips the ack of a delivery that was acknowledged already, in Redis, by the script
-  that finished its lane (see :mod:`dramatiq_eventbus.ordering.scripts`).
+- while every message it prefetched is with the workers, it waits half a millisecond,
+  doubling to 20 ms, for their acks, rather than Dramatiq's backoff for an empty queue
+  (5 ms and up, doubling on each miss), which left no-op workers idle most of the time;
+- it sends acks in batches: the worker thread that acks while no send is in flight sends
+  the acks of all the threads until none is left, so under load a round trip carries many
+  (Dramatiq's consumer makes one per ack: most of a worker's CPU time with no-op handlers);
+- with the bus's lanes in this Redis (:attr:`EventBusRedisBroker.lane_gate`), it takes
+  the leases of a fetch's lane heads right after the fetch, and finishes the handled
+  heads with their acks, each in one round trip per batch
+  (see :mod:`dramatiq_eventbus.ordering.gate`).
 """
 
 from __future__ import annotations
@@ -37,10 +45,11 @@ from typing import Any
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff, current_millis
+from dramatiq.common import compute_backoff, current_millis, q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from ..ordering import DeliveryAck, Finished, HandledHead, LaneGate, warn_if_lost
 from .inspection import Refusal, inspect_body, log_dead_lettered
 
 logger = logging.getLogger("dramatiq_eventbus.brokers")
@@ -67,6 +76,21 @@ end
 return {ids, redis.call("hmget", queue .. ".msgs", unpack(ids))}
 """
 
+#: The longest a consumer whose prefetch is all with the workers waits before it looks again.
+#: Its waits start at half a millisecond and double while it stays full.
+FULL_PREFETCH_MAX_WAIT_MS = 40
+
+#: Dramatiq's "ack" (dispatch.lua) for many ids of one queue in one call.
+#: KEYS: the worker's ack set of the queue, the queue's ``.msgs`` hash. ARGV: the Redis ids.
+_ACK_MANY = """
+local acks, msgs = KEYS[1], KEYS[2]
+for i = 1, #ARGV do
+    if redis.call("srem", acks, ARGV[i]) > 0 then
+        redis.call("hdel", msgs, ARGV[i])
+    end
+end
+"""
+
 #: A dispatch command that no branch of dispatch.lua handles: the call only heartbeats
 #: and, with maintenance forced on, recovers dead workers' messages for one queue.
 _TEND = "eventbus_tend"
@@ -80,13 +104,25 @@ def same_redis(a: redis.Redis, b: redis.Redis) -> bool:
 
 
 class _Fetched:
-    """One fetched body, held by the consumer until it becomes a message (or is refused)."""
+    """One fetched body, held by the consumer until the worker takes its message."""
 
-    __slots__ = ("__weakref__", "body", "redis_id")
+    __slots__ = ("__weakref__", "body", "message", "redis_id")
 
     def __init__(self, redis_id: str, body: bytes | None) -> None:
         self.redis_id = redis_id
         self.body = body
+        self.message: Message[Any] | None = None
+
+
+class _Ack:
+    """An ack the worker handed over and the consumer has not sent yet."""
+
+    __slots__ = ("head", "message", "redis_id")
+
+    def __init__(self, redis_id: str, message: MessageProxy, head: HandledHead | None) -> None:
+        self.redis_id = redis_id
+        self.message = message
+        self.head = head
 
 
 class Holdings:
@@ -101,25 +137,12 @@ class Holdings:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._held: dict[str, weakref.ref[Any]] = {}
-        self._acked: set[str] = set()
 
     def hold(self, redis_id: str, holder: object) -> None:
         self._held[redis_id] = weakref.ref(holder)
 
     def release(self, redis_id: str) -> None:
         self._held.pop(redis_id, None)
-
-    def acked_elsewhere(self, redis_id: str) -> None:
-        """The delivery was acknowledged in Redis by other means: its consumer's ack has nothing to do."""
-        self._acked.add(redis_id)
-
-    def take_acked(self, redis_id: str) -> bool:
-        """Whether the delivery was acknowledged elsewhere (asked once, by its consumer's ack)."""
-        try:
-            self._acked.remove(redis_id)
-        except KeyError:
-            return False
-        return True
 
     def holds(self, redis_id: str) -> bool:
         ref = self._held.get(redis_id)
@@ -144,6 +167,9 @@ class EventBusRedisBroker(RedisBroker):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.fetch_with_ids = self.client.register_script(_FETCH_WITH_IDS)
+        self.ack_many = self.client.register_script(_ACK_MANY)
+        #: Set when the bus's lanes live in this broker's Redis: see :mod:`dramatiq_eventbus.ordering.gate`.
+        self.lane_gate: LaneGate | None = None
         self._holdings: dict[str, Holdings] = {}
         self._holdings_lock = threading.Lock()
 
@@ -190,6 +216,13 @@ class _GuardedRedisConsumer(_RedisConsumer):
         self.message_cache: list[_Fetched] = []
         self._holdings = broker.holdings(queue_name)
         self._acks_key = broker.acks_key(queue_name)
+        self._messages_key = f"{broker.namespace}:{queue_name}.msgs"
+        # Acks come from the worker threads; see ack().
+        self._acks_lock = threading.Lock()
+        self._unsent: list[_Ack] = []
+        self._sending = False
+        self._delayed = q_name(queue_name) != queue_name
+        self.full_waits = 0
         self._tended_at = float("-inf")
 
     def __next__(self) -> MessageProxy | None:
@@ -199,15 +232,22 @@ class _GuardedRedisConsumer(_RedisConsumer):
                 if self.message_cache:
                     fetched = self.message_cache.pop(0)
                     self.misses = 0
-                    message = self._admit(fetched)
-                    if message is None:
-                        continue
+                    message = fetched.message
+                    assert message is not None  # _fetch() keeps only the admitted
                     proxy = MessageProxy(message)
                     self._holdings.hold(fetched.redis_id, proxy)
                     self.queued_message_ids.add(message.message_id)
                     return proxy
-                if self.outstanding_message_count < self.prefetch:
-                    self.message_cache = self._fetch(self.prefetch - self.outstanding_message_count)
+                if self.outstanding_message_count >= self.prefetch:
+                    # Every prefetched message is with the workers: their acks come back through
+                    # Dramatiq's loop once this returns, so wait briefly rather than back off.
+                    self.full_waits, wait_ms = compute_backoff(
+                        self.full_waits, factor=1, jitter=False, max_backoff=FULL_PREFETCH_MAX_WAIT_MS
+                    )
+                    time.sleep(wait_ms / 2000)
+                    return None
+                self.full_waits = 0
+                self.message_cache = self._fetch(self.prefetch - self.outstanding_message_count)
                 if not self.message_cache:
                     # As Dramatiq's consumer does: poll less often while the queue stays empty.
                     self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
@@ -217,37 +257,98 @@ class _GuardedRedisConsumer(_RedisConsumer):
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
     def ack(self, message: MessageProxy) -> None:
+        # Dramatiq's worker threads ack as they finish. The first to find no send in flight
+        # sends the acks of all of them until none is left; the others only leave theirs: a
+        # batch per round trip under load, no wait when idle.
         redis_id = message.options["redis_message_id"]
-        if self._holdings.take_acked(redis_id):
-            self.queued_message_ids.discard(message.message_id)
-        else:
-            super().ack(message)  # type: ignore[no-untyped-call]
-        self._holdings.release(redis_id)
+        self.queued_message_ids.discard(message.message_id)
+        gate = self.broker.lane_gate
+        head = gate.take_handled(redis_id) if gate is not None else None
+        with self._acks_lock:
+            # The message rides along, so that its id counts as held until the ack is sent.
+            self._unsent.append(_Ack(redis_id, message, head))
+            if self._sending:
+                return
+            self._sending = True
+        self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        while True:
+            with self._acks_lock:
+                batch, self._unsent = self._unsent, []
+                if not batch:
+                    self._sending = False
+                    return
+            try:
+                self._send(batch)
+            except BaseException as exc:
+                with self._acks_lock:
+                    self._unsent[:0] = batch  # whoever acks next sends them again
+                    self._sending = False
+                if isinstance(exc, redis.ConnectionError):
+                    raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+                raise
+            for ack in batch:
+                self._holdings.release(ack.redis_id)
+
+    def _send(self, batch: list[_Ack]) -> None:
+        """The acks, and the FINISH of every handled lane head among them, in one round trip."""
+        ids = [ack.redis_id for ack in batch if ack.head is None]
+        heads = [ack for ack in batch if ack.head is not None]
+        if not heads:
+            self.broker.ack_many(keys=[self._acks_key, self._messages_key], args=ids)
+            return
+        gate = self.broker.lane_gate
+        assert gate is not None
+        pipe = self.broker.client.pipeline(transaction=False)
+        for ack in heads:
+            assert ack.head is not None
+            gate.lanes.finish_in(pipe, ack.head, ack=DeliveryAck(self._acks_key, ack.redis_id))
+        if ids:
+            self.broker.ack_many(keys=[self._acks_key, self._messages_key], args=ids, client=pipe)
+        for ack, reply in zip(heads, pipe.execute(), strict=False):
+            assert ack.head is not None
+            warn_if_lost(ack.head.lane, ack.head.message_id, Finished.from_reply(reply))
 
     def nack(self, message: MessageProxy) -> None:
         super().nack(message)  # type: ignore[no-untyped-call]
-        self._holdings.take_acked(message.options["redis_message_id"])
         self._holdings.release(message.options["redis_message_id"])
 
     def requeue(self, messages: Any) -> None:
+        # What the worker had not started when it stopped: it goes back, and so do its leases.
         messages = list(messages)
+        ids = [message.options["redis_message_id"] for message in messages]
+        self._release_leases(ids)
         super().requeue(messages)  # type: ignore[no-untyped-call]
-        for message in messages:
-            self._holdings.release(message.options["redis_message_id"])
+        for redis_id in ids:
+            self._holdings.release(redis_id)
 
     def close(self) -> None:
         # Dramatiq leaves the fetched-but-unhanded bodies in the ack set when a consumer stops.
         # Put them back now; if Redis is unreachable, the next consumer's reclaim will.
+        with self._acks_lock:
+            idle, self._sending = not self._sending, True
+        if idle:  # else the thread sending now sends them all
+            try:
+                self._send_unsent()
+            except ConnectionClosed:
+                logger.warning("Could not send %d ack(s) to Redis: those messages will run again.", len(self._unsent))
         cached, self.message_cache = self.message_cache, []
         ids = [fetched.redis_id for fetched in cached]
         if not ids:
             return
         try:
+            self._release_leases(ids)
             self.broker.do_requeue(self.queue_name, *ids)
         except redis.ConnectionError:
             return
         for redis_id in ids:
             self._holdings.release(redis_id)
+
+    def _release_leases(self, redis_ids: list[str]) -> None:
+        gate = self.broker.lane_gate
+        if gate is not None:
+            gate.release(redis_ids, self.queue_name)
 
     def _tend(self) -> None:
         now = time.monotonic()
@@ -284,7 +385,16 @@ class _GuardedRedisConsumer(_RedisConsumer):
             fetched = [_Fetched(redis_id.decode(), body) for redis_id, body in zip(ids, bodies, strict=True)]
             for entry in fetched:
                 self._holdings.hold(entry.redis_id, entry)
-        return fetched
+        admitted = []
+        for entry in fetched:
+            entry.message = self._admit(entry)
+            if entry.message is not None:
+                admitted.append(entry)
+        gate = self.broker.lane_gate
+        if gate is not None and not self._delayed:
+            # Delayed messages wait here for their time, then go to their queue, where they are entered.
+            gate.enter_fetched([entry.message for entry in admitted if entry.message is not None])
+        return admitted
 
     def _admit(self, fetched: _Fetched) -> Message[Any] | None:
         """The message to run, or None once a delivery that cannot run was dealt with."""

@@ -5,13 +5,17 @@ from __future__ import annotations
 from dramatiq.broker import Broker
 from dramatiq.middleware import Retries
 
-from ..ordering import LaneStore
+from ..brokers import EventBusRedisBroker
+from ..ordering import LaneGate, LaneStore
 from .dead_letters import DeadLetterReasons
 from .ordering import LaneUnavailable, PartitionOrdering
 
 
 def install(broker: Broker, *, lanes: LaneStore | None) -> None:
     """Add the bus's middleware to ``broker`` once; configuring again only updates it."""
+    if isinstance(broker, EventBusRedisBroker):
+        # Lanes in the broker's own Redis are entered and finished by its consumers, per batch.
+        broker.lane_gate = LaneGate(lanes) if lanes is not None and lanes.sends_heads else None
     if not any(isinstance(m, DeadLetterReasons) for m in broker.middleware):
         broker.add_middleware(DeadLetterReasons())
     ordering = next((m for m in broker.middleware if isinstance(m, PartitionOrdering)), None)

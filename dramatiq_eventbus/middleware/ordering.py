@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Any
@@ -15,7 +14,7 @@ from dramatiq.worker import Worker
 
 from ..actors import is_handler_actor
 from ..brokers import EventBusRedisBroker
-from ..ordering import DeliveryAck, LaneStore, LocalLanes
+from ..ordering import HandledHead, LaneGate, LaneStore, LocalLanes, new_token, warn_if_lost
 
 logger = logging.getLogger("dramatiq_eventbus.ordering")
 
@@ -40,6 +39,11 @@ class PartitionOrdering(Middleware):
     Redis without running, spending no retries and holding no thread. A background
     thread renews the leases of running heads and sends again the heads of lanes that
     stopped moving (a crashed worker, a lost message).
+
+    When the lanes live in the broker's own Redis, the bus's Redis consumer has already
+    taken the lease when it fetched the message, and finishes the head with its ack (see
+    :mod:`~dramatiq_eventbus.ordering.gate`); this then only uses the verdict and hands
+    the handled head over.
 
     Without one, messages with a partition key take turns per lane within this process.
 
@@ -83,6 +87,9 @@ class PartitionOrdering(Middleware):
             try:
                 with self._lock:
                     leases = list(self._running.values())
+                gate = _gate(broker)
+                if gate is not None:
+                    leases += gate.waiting_leases()
                 for (lane, _), renewed in zip(leases, lanes.renew(leases), strict=True):
                     if not renewed:
                         logger.warning("Lost the lease on lane %s: another delivery may run its head.", lane)
@@ -118,18 +125,31 @@ class PartitionOrdering(Middleware):
                 lane,
             )
             return
-        token = os.urandom(12).hex()
         try:
-            verdict = self.lanes.enter(lane, message.message_id, token)
+            verdict, token = self._enter(broker, message, lane, self.lanes)
         except Exception as exc:
             raise LaneUnavailable(f"cannot reach the lanes' Redis: {exc}") from exc
         if verdict == "run":
             with self._lock:
                 self._running[message.message_id] = (lane, token)
             return
-        # "stale": handled already (a second delivery); "busy": another delivery is running it.
+        # "stale": handled already (a second delivery); "busy": another delivery is running it;
+        # "lost": the lease taken at fetch ran out before it started.
         logger.info("Skipping message %s of lane %s: %s.", message.message_id, lane, verdict)
         raise SkipMessage(verdict)
+
+    def _enter(self, broker: Broker, message: MessageProxy, lane: str, lanes: LaneStore) -> tuple[str, str]:
+        """The verdict on running ``message`` now, and its lease token: the one the consumer took
+        at fetch (see :mod:`~dramatiq_eventbus.ordering.gate`), or one asked for now."""
+        gate = _gate(broker)
+        entered = gate.take_entered(message.options["redis_message_id"]) if gate is not None else None
+        if entered is None or entered.lane != lane:
+            token = new_token()
+            return lanes.enter(lane, message.message_id, token), token
+        if entered.verdict == "run" and time.monotonic() - entered.at > lanes.lease_ms / 3000:
+            # It waited in the prefetch: make sure of the lease before running.
+            return ("run" if lanes.renew([(lane, entered.token)])[0] else "lost"), entered.token
+        return entered.verdict, entered.token
 
     def before_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
         # Retries sends a failed head again with a delay; remember when, so the lane can wait for it.
@@ -145,6 +165,8 @@ class PartitionOrdering(Middleware):
         self._finish(broker, message, retrying=not message.failed)
 
     def _finish(self, broker: Broker, message: MessageProxy, *, retrying: bool) -> None:
+        if message.options.get("partition_key") is None and "lane" not in message.options:
+            return  # most messages: no lock to take
         with self._lock:
             entry = self._running.pop(message.message_id, None)
         retry_at = self._retry_at.pop(message.message_id, None)
@@ -159,27 +181,19 @@ class PartitionOrdering(Middleware):
             logger.warning("Lane %s moves on past dead-lettered message %s.", lane, message.message_id)
         if retrying and retry_at is None:
             retry_at = int(time.time() * 1000)
-        ack = None if retrying or message.failed else self._ack_with_lane(broker, message)
+        gate = _gate(broker)
+        if gate is not None and not retrying and not message.failed:
+            # Finished by the consumer, with the delivery's ack and the other acks of its batch.
+            head = HandledHead(lane, message.message_id, token, message.queue_name)
+            gate.finish_with_ack(message.options["redis_message_id"], head)
+            return
         finished = self.lanes.finish(
-            lane,
-            message.message_id,
-            token,
-            queue_name=message.queue_name,
-            retry_at_ms=retry_at if retrying else None,
-            ack=ack,
+            lane, message.message_id, token, queue_name=message.queue_name, retry_at_ms=retry_at if retrying else None
         )
-        if ack is not None:
-            assert isinstance(broker, EventBusRedisBroker)
-            broker.holdings(message.queue_name).acked_elsewhere(ack.redis_id)
-        if finished.status == "lost":
-            logger.warning("Lane %s: the lease on %s expired while it ran.", lane, message.message_id)
+        warn_if_lost(lane, message.message_id, finished)
         if finished.next_message is not None:
             broker.enqueue(Message.decode(finished.next_message))
 
-    def _ack_with_lane(self, broker: Broker, message: MessageProxy) -> DeliveryAck | None:
-        """The ack of a handled head, to be done by the script that finishes its lane: one round
-        trip less per event. Only where the lanes share the Redis of a broker whose consumers
-        know to skip their own ack then (the bus's)."""
-        if self.lanes is None or not self.lanes.sends_heads or not isinstance(broker, EventBusRedisBroker):
-            return None
-        return DeliveryAck(broker.acks_key(message.queue_name), message.options["redis_message_id"])
+
+def _gate(broker: Broker) -> LaneGate | None:
+    return broker.lane_gate if isinstance(broker, EventBusRedisBroker) else None

@@ -1,14 +1,31 @@
 """Per-(handler, partition key) ordering: cluster-wide lanes in Redis, or one process's order."""
 
-from .lanes import DEFAULT_LEASE_SECONDS, DEFAULT_STALL_SECONDS, DeliveryAck, LaneStatus, LaneStore, lane_name
+from .gate import Entered, LaneGate, new_token
+from .lanes import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_STALL_SECONDS,
+    DeliveryAck,
+    Finished,
+    HandledHead,
+    LaneStatus,
+    LaneStore,
+    lane_name,
+    warn_if_lost,
+)
 from .local import LocalLanes
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_STALL_SECONDS",
     "DeliveryAck",
+    "Entered",
+    "Finished",
+    "HandledHead",
+    "LaneGate",
     "LaneStatus",
     "LaneStore",
     "LocalLanes",
     "lane_name",
+    "new_token",
+    "warn_if_lost",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from typing import Any
 import redis
 
 from . import scripts
+
+logger = logging.getLogger("dramatiq_eventbus.ordering")
 
 #: How long a running head's lease lasts without renewal; a worker renews every third of it.
 DEFAULT_LEASE_SECONDS = 15.0
@@ -42,6 +45,12 @@ class Finished:
 
     status: str
     next_message: bytes | None = None
+
+    @classmethod
+    def from_reply(cls, reply: Sequence[bytes]) -> Finished:
+        """What the FINISH script replied."""
+        status = reply[0].decode()
+        return cls(status, reply[1] if status == "next" else None)
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,29 @@ class LaneStatus:
     age_seconds: float
     attempts: int
     pending: int
+
+
+@dataclass(frozen=True)
+class HandledHead:
+    """A lane's head that was handled, to be finished.
+
+    Parameters:
+      lane(str): Its lane.
+      message_id(str): Its message id.
+      token(str): The owner token of the lease it ran under.
+      queue_name(str): Where the lane's next head goes.
+    """
+
+    lane: str
+    message_id: str
+    token: str
+    queue_name: str
+
+
+def warn_if_lost(lane: str, message_id: str, finished: Finished) -> None:
+    """The one line that says a head ran without its lease to the end."""
+    if finished.status == "lost":
+        logger.warning("Lane %s: the lease on %s expired while it ran.", lane, message_id)
 
 
 @dataclass(frozen=True)
@@ -159,9 +191,15 @@ class LaneStore:
     def enter(self, lane: str, message_id: str, token: str) -> str:
         """Try to start a message: ``run`` (it is the head, now leased to ``token``), ``busy``
         (another delivery of the head is running) or ``stale`` (not the head: handled already)."""
+        return self.enter_many([(lane, message_id, token)])[0]
+
+    def enter_many(self, entries: Sequence[tuple[str, str, str]]) -> list[str]:
+        """:meth:`enter` for each ``(lane, message id, token)``, in one round trip."""
         now = _now_ms()
-        result = self._enter(args=[self.prefix, lane, message_id, token, now, now + self.lease_ms])
-        return result.decode() if isinstance(result, bytes) else str(result)
+        pipe = self.client.pipeline(transaction=False)
+        for lane, message_id, token in entries:
+            self._enter(args=[self.prefix, lane, message_id, token, now, now + self.lease_ms], client=pipe)
+        return [verdict.decode() if isinstance(verdict, bytes) else str(verdict) for verdict in pipe.execute()]
 
     def renew(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
         """Extend ``(lane, token)`` leases; False for each one that was lost."""
@@ -187,6 +225,33 @@ class LaneStore:
 
         ``queue_name`` is where the lane's next head goes. ``ack`` needs :attr:`sends_heads`.
         """
+        args = self._finish_args(lane, message_id, token, queue_name, retry_at_ms, ack)
+        return Finished.from_reply(self._finish(args=args))
+
+    def finish_in(self, pipe: Any, head: HandledHead, *, ack: DeliveryAck) -> None:
+        """Queue :meth:`finish` of a handled head on the pipeline ``pipe`` of this store's Redis;
+        :meth:`Finished.from_reply` reads its reply."""
+        args = self._finish_args(head.lane, head.message_id, head.token, head.queue_name, None, ack)
+        self._finish(args=args, client=pipe)
+
+    def give_back(self, leases: Sequence[tuple[str, str, str]], *, queue_name: str) -> None:
+        """Release ``(lane, message id, token)`` leases of heads that did not run, in one round
+        trip: each head waits for its next delivery, as a head due for a retry does."""
+        now = _now_ms()
+        pipe = self.client.pipeline(transaction=False)
+        for lane, message_id, token in leases:
+            self._finish(args=self._finish_args(lane, message_id, token, queue_name, now, None), client=pipe)
+        pipe.execute()
+
+    def _finish_args(
+        self,
+        lane: str,
+        message_id: str,
+        token: str,
+        queue_name: str,
+        retry_at_ms: int | None,
+        ack: DeliveryAck | None,
+    ) -> list[Any]:
         now = _now_ms()
         outcome, deadline = (
             ("done", now + self.stall_ms) if retry_at_ms is None else ("retry", retry_at_ms + self.stall_ms)
@@ -197,11 +262,7 @@ class LaneStore:
             )
         acks, redis_id = (ack.acks_key, ack.redis_id) if ack is not None else ("", "")
         queue = self._broker_queue(queue_name)
-        result = self._finish(
-            args=[self.prefix, lane, message_id, token, outcome, now, deadline, queue, acks, redis_id]
-        )
-        status = result[0].decode()
-        return Finished(status, result[1] if status == "next" else None)
+        return [self.prefix, lane, message_id, token, outcome, now, deadline, queue, acks, redis_id]
 
     def _broker_queue(self, queue_name: str) -> str:
         """The broker's Redis key of ``queue_name``, or "" when the caller sends the heads."""

@@ -19,10 +19,10 @@ When the lanes live in the Redis of the broker itself, APPEND and FINISH also wr
 new head straight onto its broker queue (``queue``: ``<namespace>:<queue name>``, as
 Dramatiq's RedisBroker keeps it: the id pushed on that list, the body in the
 ``.msgs`` hash, under the head's message id as its Redis id), and FINISH can acknowledge
-the finished delivery as Dramatiq's ``ack`` does. A lane then costs a worker two round
-trips per event (ENTER and FINISH) rather than four, and the head moves into the broker
-in the same atomic step that makes it the head. With ``queue`` empty, the caller sends
-the head itself.
+the finished delivery as Dramatiq's ``ack`` does. The head then moves into the broker in
+the same atomic step that makes it the head, and the bus's Redis consumer can batch
+ENTER and FINISH with its fetches and acks (:mod:`~dramatiq_eventbus.ordering.gate`).
+With ``queue`` empty, the caller sends the head itself.
 """
 
 from __future__ import annotations

@@ -10,12 +10,13 @@ import gc
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
 from dramatiq.broker import MessageProxy
+from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 from dramatiq_eventbus import EventBus
@@ -159,15 +160,64 @@ def test_a_consumer_puts_back_what_a_failed_consumer_had_fetched(redis_bus: Even
     assert broker.client.llen(f"dramatiq:{queue}") == 0
 
 
-def test_a_consumer_puts_back_its_cache_when_it_closes(redis_bus: EventBus) -> None:
+class AckCalls:
+    """Wraps the broker's batched ack script, recording the ids of each call; ``during`` runs
+    inside the first call, as other worker threads would while its round trip is in flight."""
+
+    def __init__(self, broker: EventBusRedisBroker, during: Callable[[], None] = lambda: None) -> None:
+        self.calls: list[list[str]] = []
+        self._script = broker.ack_many
+        self._during = during
+        broker.ack_many = self
+
+    def __call__(self, *, keys: Any, args: list[str]) -> Any:
+        self.calls.append(list(args))
+        if len(self.calls) == 1:
+            self._during()
+        return self._script(keys=keys, args=args)
+
+
+def test_acks_handed_over_while_one_is_being_sent_go_out_together_next(redis_bus: EventBus) -> None:
     broker = _broker(redis_bus)
     queue = redis_bus.config.queues.default
     redis_bus.publish([handlers.Solo(0, n) for n in range(4)])
-    consumer = broker.consume(queue, prefetch=4, timeout=50)
-    running = _next(consumer)
-    consumer.close()
-    assert _acks(redis_bus) == {running.options["redis_message_id"]}
-    assert broker.client.llen(f"dramatiq:{queue}") == 3
+    consumer: Any = broker.consume(queue, prefetch=4, timeout=50)
+    fetched = [_next(consumer) for _ in range(4)]
+    ids = [m.options["redis_message_id"] for m in fetched]
+    put_back: list[int] = []
+
+    def meanwhile() -> None:
+        for message in fetched[1:]:
+            consumer.ack(message)  # another thread's ack: left for the send in flight
+        consumer._reclaim()  # acks not sent yet still count as held: nothing is put back
+        put_back.append(broker.client.llen(f"dramatiq:{queue}"))
+
+    calls = AckCalls(broker, during=meanwhile)
+    consumer.ack(fetched[0])
+    assert calls.calls == [ids[:1], ids[1:]]
+    assert put_back == [0]
+    assert _acks(redis_bus) == set()
+    assert broker.client.hlen(f"dramatiq:{queue}.msgs") == 0
+
+
+def test_acks_that_could_not_be_sent_go_out_with_the_next(redis_bus: EventBus) -> None:
+    broker = _broker(redis_bus)
+    queue = redis_bus.config.queues.default
+    redis_bus.publish([handlers.Solo(0, n) for n in range(2)])
+    consumer = broker.consume(queue, prefetch=2, timeout=50)
+    first, second = _next(consumer), _next(consumer)
+    script = broker.ack_many
+
+    def unreachable(**_: Any) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    broker.ack_many = unreachable
+    with pytest.raises(ConnectionClosed):
+        consumer.ack(first)  # Dramatiq's worker retries the ack after a ConnectionClosed
+    broker.ack_many = script
+    consumer.ack(second)
+    assert _acks(redis_bus) == set()
+    assert broker.client.hlen(f"dramatiq:{queue}.msgs") == 0
 
 
 def test_a_dead_workers_messages_come_back_after_the_heartbeat_timeout(redis_bus: EventBus) -> None:

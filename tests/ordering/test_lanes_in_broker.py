@@ -1,15 +1,17 @@
-"""Lanes that share the broker's Redis hand their heads to the broker themselves.
+"""Lanes that share the broker's Redis: heads handed to the broker by the lane scripts,
+and lane calls batched by the bus's Redis consumer.
 
 On a real Redis, in-process so that each step can be looked at: publish() puts each
 lane's head on its broker queue in the script that appends it, with the enqueue hooks
-run once per message; finishing a head acknowledges its delivery and puts the next head
-on the queue in one script; and the consumer then skips its own ack. The worker
-subprocess tests in ``test_cluster_order`` run the same path end to end.
+run once per message; a fetch takes the leases of its heads in one round trip; a handled
+head is finished along with its ack, which puts the next head on the queue; and a head
+put back unstarted gives its lease back. The worker subprocess tests in
+``test_cluster_order`` run the same path end to end.
 """
 
 from __future__ import annotations
 
-import json
+import gc
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -111,7 +113,33 @@ def test_publish_puts_each_lanes_head_on_the_broker_and_runs_the_hooks_once_per_
     assert len(hooks.before) == 9 and sorted(hooks.before) == sorted(hooks.after) and len(set(hooks.before)) == 9
 
 
-def test_finishing_a_head_acks_its_delivery_and_puts_the_next_head_on_the_queue(bus: EventBus) -> None:
+def test_a_fetch_takes_the_leases_of_its_heads_in_one_round_trip(bus: EventBus) -> None:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker) and broker.lane_gate is not None
+    lanes = broker.lane_gate.lanes
+    ordering = next(m for m in broker.middleware if isinstance(m, PartitionOrdering))
+    key = f"k-{keyed_queue(bus)}"
+    bus.publish(Step(key, 0, 0))
+    entered: list[int] = []
+    enter_many = lanes.enter_many
+
+    def recording_enter_many(entries: Any) -> list[str]:
+        entered.append(len(entries))
+        return enter_many(entries)
+
+    lanes.enter_many = recording_enter_many  # type: ignore[method-assign]
+    consumer = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
+    heads = [next(consumer) for _ in range(3)]
+    assert entered == [3]  # the three lanes' heads, with the fetch
+    assert {lane.state for lane in bus.lanes() if lane.partition_key == key} == {"running"}
+    for head in heads:
+        assert head is not None
+        ordering.before_process_message(broker, head)  # runs on the verdict taken at fetch
+    assert entered == [3]
+    consumer.close()
+
+
+def test_a_handled_head_is_finished_with_its_ack_and_its_lane_moves_on(bus: EventBus) -> None:
     broker = bus.broker
     assert isinstance(broker, EventBusRedisBroker)
     ordering = next(m for m in broker.middleware if isinstance(m, PartitionOrdering))
@@ -120,30 +148,51 @@ def test_finishing_a_head_acks_its_delivery_and_puts_the_next_head_on_the_queue(
     consumer = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
     heads = [next(consumer) for _ in range(3)]
     head = next(proxy for proxy in heads if proxy is not None and proxy.actor_name.endswith("OrderingA"))
-    dispatch = DispatchCalls(broker)
+    other, third = [p for p in heads if p is not None and p is not head]
     client: Any = redis.Redis.from_url(require_redis())
     acks_key = broker.acks_key(keyed_queue(bus))
-    redis_id = head.options["redis_message_id"]
-    assert client.sismember(acks_key, redis_id)
 
-    ordering.before_process_message(broker, head)  # ENTER: it runs
-    ordering.after_process_message(broker, head)  # handled: FINISH
-
-    # Acknowledged in Redis by FINISH, as Dramatiq's ack would; the next head is on the queue.
-    assert not client.sismember(acks_key, redis_id)
-    assert not client.hexists(f"dramatiq:{keyed_queue(bus)}.msgs", redis_id)
-    queued = [
-        json.loads(client.hget(f"dramatiq:{keyed_queue(bus)}.msgs", rid))
-        for rid in client.lrange(f"dramatiq:{keyed_queue(bus)}", 0, -1)
-    ]
-    assert [(m["actor_name"].rsplit(".", 1)[-1], m["args"][0]["n"]) for m in queued] == [("OrderingA", 1)]
-    # The consumer's own ack then costs no call to Redis; an ordinary delivery's does.
-    consumer.ack(head)
-    assert dispatch.commands == []
-    other = next(p for p in heads if p is not None and p is not head)
+    ordering.before_process_message(broker, head)
+    ordering.after_process_message(broker, head)  # handled: its FINISH waits for its ack
+    (lane_a,) = [lane for lane in bus.lanes() if lane.partition_key == key and lane.handler == head.actor_name]
+    assert lane_a.state == "running" and lane_a.pending == 2
+    dispatch = DispatchCalls(broker)
+    consumer.ack(head)  # the FINISH goes with the ack, in one script call
+    assert dispatch.commands == []  # no ack of Dramatiq's own
+    assert not client.sismember(acks_key, head.options["redis_message_id"])
+    assert not client.hexists(f"dramatiq:{keyed_queue(bus)}.msgs", head.options["redis_message_id"])
+    # Lane A's next head is on the queue, and the next fetch gets it.
     consumer.ack(other)
-    assert dispatch.commands == ["ack"]
+    following = next(consumer)
+    assert following is not None and following.actor_name == head.actor_name
+    assert following.args[0]["n"] == 1 and following.message_id != head.message_id
+    assert {rid.decode() for rid in client.smembers(acks_key)} == {
+        third.options["redis_message_id"],
+        following.options["redis_message_id"],
+    }
     consumer.close()
+
+
+def test_a_head_put_back_unstarted_gives_its_lease_back(bus: EventBus) -> None:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    key = f"k-{keyed_queue(bus)}"
+    bus.publish(Step(key, 0, 0))
+    consumer = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
+    first = next(consumer)  # fetches all three heads; hands over one
+    assert first is not None
+    consumer.close()  # the two it still had go back, and their leases with them
+    states = {lane.handler: lane.state for lane in bus.lanes() if lane.partition_key == key}
+    assert states[first.actor_name] == "running"
+    assert sorted(state for handler, state in states.items() if handler != first.actor_name) == ["retrying"] * 2
+    # Whoever fetches them next runs them at once.
+    again = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
+    ordering = next(m for m in broker.middleware if isinstance(m, PartitionOrdering))
+    for _ in range(2):
+        message = next(again)
+        assert message is not None
+        ordering.before_process_message(broker, message)  # SkipMessage if it were "busy"
+    again.close()
 
 
 def test_a_failed_head_is_left_to_the_consumer_to_dead_letter(bus: EventBus) -> None:
@@ -177,3 +226,20 @@ def test_lanes_hand_heads_to_the_broker_only_when_they_share_its_redis() -> None
     assert lanes(broker=redis_url, redis_url=redis_url).sends_heads
     assert not lanes(broker=redis_url, redis_url=other_db).sends_heads
     assert not lanes(broker=require_rabbitmq(), redis_url=redis_url).sends_heads
+
+
+def test_the_leases_of_fetched_messages_are_renewed_while_they_wait_and_forgotten_once_dropped(bus: EventBus) -> None:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker) and broker.lane_gate is not None
+    gate = broker.lane_gate
+    bus.publish(Step(f"k-{keyed_queue(bus)}", 0, 0))
+    consumer = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
+    first = next(consumer)  # fetches the three heads
+    assert first is not None
+    waiting = gate.waiting_leases()
+    assert len(waiting) == 3
+    assert bus.config.lanes is not None and bus.config.lanes.renew(waiting) == [True] * 3
+    # What Dramatiq does after a connection error: drop the consumer and all it had fetched.
+    del consumer, first
+    gc.collect()
+    assert gate.waiting_leases() == []
