@@ -24,6 +24,8 @@ from typing import Any
 from uuid import uuid4
 
 from dramatiq.broker import Broker
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 
@@ -68,14 +70,10 @@ def enqueue_all(broker: Broker, messages: Sequence[Message[Any]]) -> None:
 
 
 def _is_redis(broker: Broker) -> bool:
-    from dramatiq.brokers.redis import RedisBroker
-
     return isinstance(broker, RedisBroker)
 
 
 def _is_confirming_rabbitmq(broker: Broker) -> bool:
-    from dramatiq.brokers.rabbitmq import RabbitmqBroker
-
     return isinstance(broker, RabbitmqBroker) and bool(broker.confirm_delivery)
 
 

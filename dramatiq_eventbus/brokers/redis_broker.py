@@ -49,7 +49,7 @@ from dramatiq.common import compute_backoff, current_millis, q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
-from ..ordering import DeliveryAck, Finished, HandledHead, LaneGate, warn_if_lost
+from ..ordering import HandledHead, LaneGate, warn_if_lost
 from .inspection import Refusal, inspect_body, log_dead_lettered
 
 logger = logging.getLogger("dramatiq_eventbus.brokers")
@@ -294,21 +294,14 @@ class _GuardedRedisConsumer(_RedisConsumer):
     def _send(self, batch: list[_Ack]) -> None:
         """The acks, and the FINISH of every handled lane head among them, in one round trip."""
         ids = [ack.redis_id for ack in batch if ack.head is None]
-        heads = [ack for ack in batch if ack.head is not None]
-        if not heads:
+        heads = [(ack.head, ack.redis_id) for ack in batch if ack.head is not None]
+        gate = self.broker.lane_gate
+        if not heads or gate is None:
             self.broker.ack_many(keys=[self._acks_key, self._messages_key], args=ids)
             return
-        gate = self.broker.lane_gate
-        assert gate is not None
-        pipe = self.broker.client.pipeline(transaction=False)
-        for ack in heads:
-            assert ack.head is not None
-            gate.lanes.finish_in(pipe, ack.head, ack=DeliveryAck(self._acks_key, ack.redis_id))
-        if ids:
-            self.broker.ack_many(keys=[self._acks_key, self._messages_key], args=ids, client=pipe)
-        for ack, reply in zip(heads, pipe.execute(), strict=False):
-            assert ack.head is not None
-            warn_if_lost(ack.head.lane, ack.head.message_id, Finished.from_reply(reply))
+        statuses = gate.lanes.finish_handled(heads, queue_name=self.queue_name, acks_key=self._acks_key, other_acks=ids)
+        for (head, _), status in zip(heads, statuses, strict=True):
+            warn_if_lost(head.lane, head.message_id, status)
 
     def nack(self, message: MessageProxy) -> None:
         super().nack(message)  # type: ignore[no-untyped-call]

@@ -184,13 +184,13 @@ class PartitionOrdering(Middleware):
         gate = _gate(broker)
         if gate is not None and not retrying and not message.failed:
             # Finished by the consumer, with the delivery's ack and the other acks of its batch.
-            head = HandledHead(lane, message.message_id, token, message.queue_name)
+            head = HandledHead(lane, message.message_id, token)
             gate.finish_with_ack(message.options["redis_message_id"], head)
             return
         finished = self.lanes.finish(
             lane, message.message_id, token, queue_name=message.queue_name, retry_at_ms=retry_at if retrying else None
         )
-        warn_if_lost(lane, message.message_id, finished)
+        warn_if_lost(lane, message.message_id, finished.status)
         if finished.next_message is not None:
             broker.enqueue(Message.decode(finished.next_message))
 

@@ -4,7 +4,6 @@ from .gate import Entered, LaneGate, new_token
 from .lanes import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_STALL_SECONDS,
-    DeliveryAck,
     Finished,
     HandledHead,
     LaneStatus,
@@ -17,7 +16,6 @@ from .local import LocalLanes
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_STALL_SECONDS",
-    "DeliveryAck",
     "Entered",
     "Finished",
     "HandledHead",

@@ -99,38 +99,23 @@ class LaneStatus:
 
 @dataclass(frozen=True)
 class HandledHead:
-    """A lane's head that was handled, to be finished.
+    """A lane's head that was handled, to be finished along with its delivery's ack.
 
     Parameters:
       lane(str): Its lane.
       message_id(str): Its message id.
       token(str): The owner token of the lease it ran under.
-      queue_name(str): Where the lane's next head goes.
     """
 
     lane: str
     message_id: str
     token: str
-    queue_name: str
 
 
-def warn_if_lost(lane: str, message_id: str, finished: Finished) -> None:
+def warn_if_lost(lane: str, message_id: str, status: str) -> None:
     """The one line that says a head ran without its lease to the end."""
-    if finished.status == "lost":
+    if status == "lost":
         logger.warning("Lane %s: the lease on %s expired while it ran.", lane, message_id)
-
-
-@dataclass(frozen=True)
-class DeliveryAck:
-    """A broker delivery that finishing its lane's head acknowledges in the same step.
-
-    Parameters:
-      acks_key(str): The ack set of the worker that fetched it (Dramatiq's RedisBroker keys).
-      redis_id(str): Its Redis id.
-    """
-
-    acks_key: str
-    redis_id: str
 
 
 class LaneStore:
@@ -166,6 +151,7 @@ class LaneStore:
         self._enter = client.register_script(scripts.ENTER)
         self._renew = client.register_script(scripts.RENEW)
         self._finish = client.register_script(scripts.FINISH)
+        self._finish_handled = client.register_script(scripts.FINISH_HANDLED)
         self._sweep = client.register_script(scripts.SWEEP)
 
     @property
@@ -181,12 +167,10 @@ class LaneStore:
         (it is on its broker queue already), it must be sent now.
         """
         now = _now_ms()
-        pipe = self.client.pipeline(transaction=True)
+        args: list[Any] = [self.prefix, now, now + self.stall_ms]
         for lane, message_id, body, queue_name in entries:
-            args: list[Any] = [self.prefix, lane, message_id, body, now, now + self.stall_ms]
-            args.append(self._broker_queue(queue_name))
-            self._append(args=args, client=pipe)
-        return [bool(is_head) for is_head in pipe.execute()]
+            args += (lane, message_id, body, self._broker_queue(queue_name))
+        return [bool(is_head) for is_head in self._append(args=args)]
 
     def enter(self, lane: str, message_id: str, token: str) -> str:
         """Try to start a message: ``run`` (it is the head, now leased to ``token``), ``busy``
@@ -196,73 +180,61 @@ class LaneStore:
     def enter_many(self, entries: Sequence[tuple[str, str, str]]) -> list[str]:
         """:meth:`enter` for each ``(lane, message id, token)``, in one round trip."""
         now = _now_ms()
-        pipe = self.client.pipeline(transaction=False)
-        for lane, message_id, token in entries:
-            self._enter(args=[self.prefix, lane, message_id, token, now, now + self.lease_ms], client=pipe)
-        return [verdict.decode() if isinstance(verdict, bytes) else str(verdict) for verdict in pipe.execute()]
+        args: list[Any] = [self.prefix, now, now + self.lease_ms]
+        for entry in entries:
+            args += entry
+        return [verdict.decode() for verdict in self._enter(args=args)]
 
     def renew(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
         """Extend ``(lane, token)`` leases; False for each one that was lost."""
         if not leases:
             return []
-        until = _now_ms() + self.lease_ms
-        pipe = self.client.pipeline(transaction=False)
-        for lane, token in leases:
-            self._renew(args=[self.prefix, lane, token, until], client=pipe)
-        return [bool(renewed) for renewed in pipe.execute()]
+        args: list[Any] = [self.prefix, _now_ms() + self.lease_ms]
+        for lease in leases:
+            args += lease
+        return [bool(renewed) for renewed in self._renew(args=args)]
 
     def finish(
-        self,
-        lane: str,
-        message_id: str,
-        token: str,
-        *,
-        queue_name: str,
-        retry_at_ms: int | None = None,
-        ack: DeliveryAck | None = None,
+        self, lane: str, message_id: str, token: str, *, queue_name: str, retry_at_ms: int | None = None
     ) -> Finished:
         """The head was handled (or dead-lettered), or, with ``retry_at_ms``, will be retried then.
 
-        ``queue_name`` is where the lane's next head goes. ``ack`` needs :attr:`sends_heads`.
+        ``queue_name`` is where the lane's next head goes.
         """
-        args = self._finish_args(lane, message_id, token, queue_name, retry_at_ms, ack)
-        return Finished.from_reply(self._finish(args=args))
-
-    def finish_in(self, pipe: Any, head: HandledHead, *, ack: DeliveryAck) -> None:
-        """Queue :meth:`finish` of a handled head on the pipeline ``pipe`` of this store's Redis;
-        :meth:`Finished.from_reply` reads its reply."""
-        args = self._finish_args(head.lane, head.message_id, head.token, head.queue_name, None, ack)
-        self._finish(args=args, client=pipe)
-
-    def give_back(self, leases: Sequence[tuple[str, str, str]], *, queue_name: str) -> None:
-        """Release ``(lane, message id, token)`` leases of heads that did not run, in one round
-        trip: each head waits for its next delivery, as a head due for a retry does."""
-        now = _now_ms()
-        pipe = self.client.pipeline(transaction=False)
-        for lane, message_id, token in leases:
-            self._finish(args=self._finish_args(lane, message_id, token, queue_name, now, None), client=pipe)
-        pipe.execute()
-
-    def _finish_args(
-        self,
-        lane: str,
-        message_id: str,
-        token: str,
-        queue_name: str,
-        retry_at_ms: int | None,
-        ack: DeliveryAck | None,
-    ) -> list[Any]:
         now = _now_ms()
         outcome, deadline = (
             ("done", now + self.stall_ms) if retry_at_ms is None else ("retry", retry_at_ms + self.stall_ms)
         )
-        if ack is not None and not self.sends_heads:
+        args: list[Any] = [self.prefix, lane, message_id, token, outcome, now, deadline, self._broker_queue(queue_name)]
+        return Finished.from_reply(self._finish(args=args))
+
+    def finish_handled(
+        self, heads: Sequence[tuple[HandledHead, str]], *, queue_name: str, acks_key: str, other_acks: Sequence[str]
+    ) -> list[str]:
+        """Finish handled heads and acknowledge their deliveries, with ``other_acks``, in one
+        round trip; the lanes must be in the broker's Redis (:attr:`sends_heads`).
+
+        ``heads`` are ``(head, its delivery's Redis id)``; ``queue_name`` is the broker queue
+        they came from (where the next heads go), and ``acks_key`` the ack set of the worker
+        that fetched them. Returns, for each head, ``gone``, ``lost``, ``idle`` or ``sent``.
+        """
+        if not self.sends_heads:
             raise ValueError(
                 "a delivery can be acknowledged with its lane only when the lanes are in the broker's Redis"
             )
-        acks, redis_id = (ack.acks_key, ack.redis_id) if ack is not None else ("", "")
-        queue = self._broker_queue(queue_name)
-        return [self.prefix, lane, message_id, token, outcome, now, deadline, queue, acks, redis_id]
+        now = _now_ms()
+        args: list[Any] = [self.prefix, now, now + self.stall_ms, self._broker_queue(queue_name), acks_key, len(heads)]
+        for head, redis_id in heads:
+            args += (head.lane, head.message_id, head.token, redis_id)
+        args += other_acks
+        return [status.decode() for status in self._finish_handled(args=args)]
+
+    def give_back(self, leases: Sequence[tuple[str, str, str]], *, queue_name: str) -> None:
+        """Release ``(lane, message id, token)`` leases of heads that did not run: each head
+        waits for its next delivery, as a head due for a retry does."""
+        now = _now_ms()
+        for lane, message_id, token in leases:
+            self.finish(lane, message_id, token, queue_name=queue_name, retry_at_ms=now)
 
     def _broker_queue(self, queue_name: str) -> str:
         """The broker's Redis key of ``queue_name``, or "" when the caller sends the heads."""

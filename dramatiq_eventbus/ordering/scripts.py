@@ -23,18 +23,21 @@ the finished delivery as Dramatiq's ``ack`` does. The head then moves into the b
 the same atomic step that makes it the head, and the bus's Redis consumer can batch
 ENTER and FINISH with its fetches and acks (:mod:`~dramatiq_eventbus.ordering.gate`).
 With ``queue`` empty, the caller sends the head itself.
+
+Every script but FINISH and SWEEP takes a whole batch, so that a batch costs one command:
+redis-py would precede a pipeline of script calls with a SCRIPT EXISTS round trip.
 """
 
 from __future__ import annotations
 
-_LANE = """
-local prefix, lane = ARGV[1], ARGV[2]
-local base = prefix .. ":lane:" .. lane
-local ids, msgs, head, lanes = base .. ":ids", base .. ":msgs", base .. ":head", prefix .. ":lanes"
-"""
+#: The lane operations, as Lua functions that the scripts below call.
+_FUNCTIONS = """
+local function keys(prefix, lane)
+  local base = prefix .. ":lane:" .. lane
+  return base .. ":ids", base .. ":msgs", base .. ":head", prefix .. ":lanes"
+end
 
-#: Puts the lane's message ``id`` on the broker queue ``queue`` (Dramatiq's keys), if one is given.
-_TO_BROKER = """
+-- Put the lane's message ``id`` on the broker queue ``queue`` (Dramatiq's keys), if one is given.
 local function to_broker(queue, id, body)
   if queue == "" then
     return false
@@ -43,103 +46,155 @@ local function to_broker(queue, id, body)
   redis.call("rpush", queue, id)
   return true
 end
-"""
 
-#: ARGV: prefix, lane, message id, body, now, deadline, queue
-#: -> 1 if the message is the head (put on ``queue``, or to be sent by the caller), else 0.
-APPEND = (
-    _LANE
-    + _TO_BROKER
-    + """
-local id, body, now, deadline, queue = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local length = redis.call("rpush", ids, id)
-redis.call("hset", msgs, id, body)
-if length == 1 then
+-- Dramatiq's "ack" (dispatch.lua) of the delivery ``redis_id`` of ``queue``, fetched by the
+-- worker whose ack set is ``acks``.
+local function ack(queue, acks, redis_id)
+  if redis.call("srem", acks, redis_id) > 0 then
+    redis.call("hdel", queue .. ".msgs", redis_id)
+  end
+end
+
+local function append(prefix, lane, id, body, now, deadline, queue)
+  local ids, msgs, head, lanes = keys(prefix, lane)
+  local length = redis.call("rpush", ids, id)
+  redis.call("hset", msgs, id, body)
+  if length ~= 1 then
+    return 0
+  end
   redis.call("del", head)
   redis.call("hset", head, "state", "dispatched", "since", now, "head_since", now, "attempts", 0)
   redis.call("zadd", lanes, deadline, lane)
   to_broker(queue, id, body)
   return 1
 end
-return 0
-"""
-)
 
-#: ARGV: prefix, lane, message id, token, now, lease_until -> "run", "busy" or "stale".
-ENTER = (
-    _LANE
-    + """
-local id, token, now, lease_until = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
-if redis.call("lindex", ids, 0) ~= id then
-  return "stale"
+local function enter(prefix, lane, id, token, now, lease_until)
+  local ids, _, head, lanes = keys(prefix, lane)
+  if redis.call("lindex", ids, 0) ~= id then
+    return "stale"
+  end
+  local owner = redis.call("hmget", head, "token", "lease_until")
+  if owner[1] and tonumber(owner[2]) > tonumber(now) then
+    return "busy"
+  end
+  redis.call("hset", head, "state", "running", "since", now, "token", token, "lease_until", lease_until)
+  redis.call("hincrby", head, "attempts", 1)
+  redis.call("zadd", lanes, lease_until, lane)
+  return "run"
 end
-local owner = redis.call("hmget", head, "token", "lease_until")
-if owner[1] and tonumber(owner[2]) > now then
-  return "busy"
-end
-redis.call("hset", head, "state", "running", "since", now, "token", token, "lease_until", lease_until)
-redis.call("hincrby", head, "attempts", 1)
-redis.call("zadd", lanes, lease_until, lane)
-return "run"
-"""
-)
 
-#: ARGV: prefix, lane, token, lease_until -> 1 if the lease was still ours and is extended.
-RENEW = (
-    _LANE
-    + """
-local token, lease_until = ARGV[3], ARGV[4]
-if redis.call("hget", head, "token") ~= token then
-  return 0
+local function renew(prefix, lane, token, lease_until)
+  local _, _, head, lanes = keys(prefix, lane)
+  if redis.call("hget", head, "token") ~= token then
+    return 0
+  end
+  redis.call("hset", head, "lease_until", lease_until)
+  redis.call("zadd", lanes, lease_until, lane)
+  return 1
 end
-redis.call("hset", head, "lease_until", lease_until)
-redis.call("zadd", lanes, lease_until, lane)
-return 1
-"""
-)
 
-#: ARGV: prefix, lane, message id, token, outcome ("done" or "retry"), now, deadline, queue,
-#: acks, redis id -> {"gone"}, {"lost"}, {"retrying"}, {"idle"}, {"sent"} (the new head is on
-#: ``queue``) or {"next", body of the new head}. With ``acks`` (a worker's ack set of ``queue``),
-#: the delivery ``redis id`` is acknowledged first, whatever the lane's state, as Dramatiq's
-#: dispatch.lua "ack" does.
-FINISH = (
-    _LANE
-    + _TO_BROKER
-    + """
-local id, token, outcome, now, deadline = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local queue, acks, redis_id = ARGV[8], ARGV[9], ARGV[10]
-if acks ~= "" and redis.call("srem", acks, redis_id) > 0 then
-  redis.call("hdel", queue .. ".msgs", redis_id)
-end
-if redis.call("lindex", ids, 0) ~= id then
-  return {"gone"}
-end
-if redis.call("hget", head, "token") ~= token then
-  return {"lost"}
-end
-if outcome == "retry" then
-  redis.call("hset", head, "state", "retrying", "since", now)
-  redis.call("hdel", head, "token", "lease_until")
+local function finish(prefix, lane, id, token, outcome, now, deadline, queue)
+  local ids, msgs, head, lanes = keys(prefix, lane)
+  if redis.call("lindex", ids, 0) ~= id then
+    return {"gone"}
+  end
+  if redis.call("hget", head, "token") ~= token then
+    return {"lost"}
+  end
+  if outcome == "retry" then
+    redis.call("hset", head, "state", "retrying", "since", now)
+    redis.call("hdel", head, "token", "lease_until")
+    redis.call("zadd", lanes, deadline, lane)
+    return {"retrying"}
+  end
+  redis.call("lpop", ids)
+  redis.call("hdel", msgs, id)
+  local next_id = redis.call("lindex", ids, 0)
+  if not next_id then
+    redis.call("del", ids, msgs, head)
+    redis.call("zrem", lanes, lane)
+    return {"idle"}
+  end
+  redis.call("del", head)
+  redis.call("hset", head, "state", "dispatched", "since", now, "head_since", now, "attempts", 0)
   redis.call("zadd", lanes, deadline, lane)
-  return {"retrying"}
+  local body = redis.call("hget", msgs, next_id)
+  if to_broker(queue, next_id, body) then
+    return {"sent"}
+  end
+  return {"next", body}
 end
-redis.call("lpop", ids)
-redis.call("hdel", msgs, id)
-local next_id = redis.call("lindex", ids, 0)
-if not next_id then
-  redis.call("del", ids, msgs, head)
-  redis.call("zrem", lanes, lane)
-  return {"idle"}
+"""
+
+#: ARGV: prefix, now, deadline, then lane, message id, body, queue for each message, in order
+#: -> for each, 1 if it became its lane's head (put on ``queue``, or for the caller to send), else 0.
+APPEND = (
+    _FUNCTIONS
+    + """
+local out = {}
+for i = 4, #ARGV, 4 do
+  out[#out + 1] = append(ARGV[1], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[2], ARGV[3], ARGV[i + 3])
 end
-redis.call("del", head)
-redis.call("hset", head, "state", "dispatched", "since", now, "head_since", now, "attempts", 0)
-redis.call("zadd", lanes, deadline, lane)
-local body = redis.call("hget", msgs, next_id)
-if to_broker(queue, next_id, body) then
-  return {"sent"}
+return out
+"""
+)
+
+#: ARGV: prefix, now, lease_until, then lane, message id, token for each message
+#: -> for each, "run" (it is the head, now leased to the token), "busy" or "stale".
+ENTER = (
+    _FUNCTIONS
+    + """
+local out = {}
+for i = 4, #ARGV, 3 do
+  out[#out + 1] = enter(ARGV[1], ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[2], ARGV[3])
 end
-return {"next", body}
+return out
+"""
+)
+
+#: ARGV: prefix, lease_until, then lane, token for each lease -> for each, 1 if it was still
+#: that token's and is extended, else 0.
+RENEW = (
+    _FUNCTIONS
+    + """
+local out = {}
+for i = 3, #ARGV, 2 do
+  out[#out + 1] = renew(ARGV[1], ARGV[i], ARGV[i + 1], ARGV[2])
+end
+return out
+"""
+)
+
+#: ARGV: prefix, lane, message id, token, outcome ("done" or "retry"), now, deadline, queue
+#: -> {"gone"}, {"lost"}, {"retrying"}, {"idle"}, {"sent"} (the new head is on ``queue``) or
+#: {"next", body of the new head}.
+FINISH = (
+    _FUNCTIONS
+    + """
+return finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+"""
+)
+
+#: A worker's batch of acks for one broker queue, among them handled lane heads, each
+#: finished and acknowledged together. ARGV: prefix, now, deadline, queue, acks (the
+#: worker's ack set of ``queue``), count of heads, then lane, message id, token, Redis id
+#: for each head, then the Redis ids of the other deliveries to acknowledge
+#: -> for each head, what finishing it did: "gone", "lost", "idle" or "sent".
+FINISH_HANDLED = (
+    _FUNCTIONS
+    + """
+local prefix, now, deadline, queue, acks = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local last_head = 6 + 4 * tonumber(ARGV[6])
+local out = {}
+for i = 7, last_head, 4 do
+  ack(queue, acks, ARGV[i + 3])
+  out[#out + 1] = finish(prefix, ARGV[i], ARGV[i + 1], ARGV[i + 2], "done", now, deadline, queue)[1]
+end
+for i = last_head + 1, #ARGV do
+  ack(queue, acks, ARGV[i])
+end
+return out
 """
 )
 
