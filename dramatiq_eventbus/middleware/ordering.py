@@ -55,7 +55,9 @@ class PartitionOrdering(Middleware):
         self.lanes = lanes
         self.local = LocalLanes()
         self._lock = threading.Lock()
-        self._running: dict[str, tuple[str, str]] = {}  # message id -> (lane, lease token)
+        # Per delivery (two deliveries of one message may meet in one process): the running
+        # heads' lane, lease token and message id.
+        self._running: dict[int, tuple[str, str, str]] = {}
         self._retry_at: dict[str, int] = {}  # message id -> when Retries will send it again (ms)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,7 +88,7 @@ class PartitionOrdering(Middleware):
         while not self._stop.wait(interval):
             try:
                 with self._lock:
-                    leases = list(self._running.values())
+                    leases = [(lane, token) for lane, token, _ in self._running.values()]
                 gate = _gate(broker)
                 if gate is not None:
                     leases += gate.waiting_leases()
@@ -131,7 +133,7 @@ class PartitionOrdering(Middleware):
             raise LaneUnavailable(f"cannot reach the lanes' Redis: {exc}") from exc
         if verdict == "run":
             with self._lock:
-                self._running[message.message_id] = (lane, token)
+                self._running[id(message)] = (lane, token, message.message_id)
             return
         # "stale": handled already (a second delivery); "busy": another delivery is running it;
         # "lost": the lease taken at fetch ran out before it started.
@@ -153,7 +155,11 @@ class PartitionOrdering(Middleware):
 
     def before_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
         # Retries sends a failed head again with a delay; remember when, so the lane can wait for it.
-        if delay and message.message_id in self._running:
+        if not delay:
+            return
+        with self._lock:
+            running = any(message_id == message.message_id for _, _, message_id in self._running.values())
+        if running:
             self._retry_at[message.message_id] = int(time.time() * 1000) + delay
 
     def after_process_message(
@@ -168,15 +174,15 @@ class PartitionOrdering(Middleware):
         if message.options.get("partition_key") is None and "lane" not in message.options:
             return  # most messages: no lock to take
         with self._lock:
-            entry = self._running.pop(message.message_id, None)
-        retry_at = self._retry_at.pop(message.message_id, None)
+            entry = self._running.pop(id(message), None)
         if entry is None:
             key = message.options.get("partition_key")
             if "lane" not in message.options and key is not None:
                 self.local.leave(f"{message.actor_name}:{key}", message.message_id)
             return
         assert self.lanes is not None
-        lane, token = entry
+        lane, token, _ = entry
+        retry_at = self._retry_at.pop(message.message_id, None)
         if message.failed:
             logger.warning("Lane %s moves on past dead-lettered message %s.", lane, message.message_id)
         if retrying and retry_at is None:

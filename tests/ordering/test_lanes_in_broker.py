@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 from dramatiq.broker import MessageProxy
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, SkipMessage
 
 from dramatiq_eventbus import EventBus
 from dramatiq_eventbus.brokers import EventBusRedisBroker
@@ -243,3 +243,25 @@ def test_the_leases_of_fetched_messages_are_renewed_while_they_wait_and_forgotte
     del consumer, first
     gc.collect()
     assert gate.waiting_leases() == []
+
+
+def test_a_second_delivery_of_a_running_head_in_the_same_worker_leaves_the_first_alone(bus: EventBus) -> None:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    ordering = next(m for m in broker.middleware if isinstance(m, PartitionOrdering))
+    key = f"k-{keyed_queue(bus)}"
+    bus.publish(Step(key, 0, 0))
+    consumer = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
+    head = next(p for p in (next(consumer) for _ in range(3)) if p is not None and p.actor_name.endswith("OrderingA"))
+    # The same message delivered again (the sweep sent it again), while the first runs here.
+    again = MessageProxy(head._message.copy(options={"redis_message_id": "another-delivery"}))
+    ordering.before_process_message(broker, head)
+    with pytest.raises(SkipMessage):
+        ordering.before_process_message(broker, again)  # busy
+    ordering.after_skip_message(broker, again)
+    (lane,) = [lane for lane in bus.lanes() if lane.partition_key == key and lane.handler == head.actor_name]
+    assert lane.state == "running"  # still the first delivery's lease
+    ordering.after_process_message(broker, head)
+    consumer.ack(head)  # finishes the lane: it had only this event
+    assert [lane for lane in bus.lanes() if lane.partition_key == key and lane.handler == head.actor_name] == []
+    consumer.close()
