@@ -55,6 +55,7 @@ class Publisher:
     published: int = 0
     first_error_at: float | None = None
     resumed_at: float | None = None
+    stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self._publish, daemon=True)
@@ -64,7 +65,7 @@ class Publisher:
     def _publish(self) -> None:
         for n in range(self.events):
             failed = False
-            while True:
+            while not self.stopped.is_set():
                 try:
                     self.bus.publish(handlers.Tick(self.run, n))
                     break
@@ -77,6 +78,8 @@ class Publisher:
                 except BaseException as exc:
                     self.other_errors.append(exc)
                     return
+            if self.stopped.is_set():
+                return
             if failed and self.resumed_at is None:
                 self.resumed_at = time.monotonic()
             self.published = n + 1
@@ -93,9 +96,13 @@ def run_through_outage(
     while publisher.published < EVENTS // 4:
         assert time.monotonic() < deadline, "the publisher did not get going"
         time.sleep(0.01)
-    break_it()
-    time.sleep(1.5)
-    mend_it()
+    try:
+        break_it()
+        time.sleep(1.5)
+        mend_it()
+    except BaseException:
+        publisher.stopped.set()  # or it retries against a broken broker for the rest of the run
+        raise
     thread.join(timeout=60)
     assert not thread.is_alive(), "the publisher did not finish"
     assert publisher.other_errors == [], "publish() raised something other than PublishError"

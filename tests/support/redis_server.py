@@ -6,6 +6,7 @@ Redis breaks its own.
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -18,11 +19,28 @@ import redis
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A loopback port nothing uses now, below the kernel's range for outgoing connections.
+
+    A server that a test stops and starts again on the same port must not find it taken
+    meanwhile by a client's connection: one picked by binding port 0 comes from that range,
+    where every reconnect attempt of a client takes a port too.
+    """
+    low = _ephemeral_low()
+    for port in random.sample(range(max(1024, low - 12000), low), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port below {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class RedisServer:
