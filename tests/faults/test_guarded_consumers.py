@@ -22,8 +22,8 @@ from dramatiq.message import Message
 from dramatiq_eventbus import EventBus
 from dramatiq_eventbus.brokers import EventBusRedisBroker, Refusal, inspect_body
 from dramatiq_eventbus.handler import handler_name
-from tests.support.broker_queues import RedisQueues
-from tests.support.servers import require_redis
+from tests.support.broker_queues import RabbitmqQueues, RedisQueues
+from tests.support.servers import require_rabbitmq, require_redis
 
 from . import handlers
 
@@ -238,3 +238,33 @@ def test_a_dead_workers_messages_come_back_after_the_heartbeat_timeout(redis_bus
     assert recovered.args[0]["n"] == 7 and recovered.options["redis_message_id"] == redis_id
     assert not client.exists(f"dramatiq:__acks__.{dead}.{queue}")
     consumer.ack(recovered)
+
+
+# -- the RabbitMQ consumer, on a real RabbitMQ ----------------------------------------------------
+
+
+@pytest.fixture
+def rabbitmq_bus() -> Iterator[EventBus]:
+    url = require_rabbitmq()
+    queue = f"faults_consumer_{uuid.uuid4().hex[:10]}"
+    bus = EventBus().configure(handlers=handlers.HANDLERS, broker=url, queue=queue, partitioned_queue=f"{queue}_keyed")
+    yield bus
+    bus.broker.close()
+    RabbitmqQueues(url).delete([queue, f"{queue}_keyed"])
+
+
+@pytest.mark.rabbitmq
+def test_a_rabbitmq_consumer_sends_the_acks_waiting_for_its_loop_with_one_flush(rabbitmq_bus: EventBus) -> None:
+    queue = rabbitmq_bus.config.queues.default
+    rabbitmq_bus.publish([handlers.Solo(0, n) for n in range(4)])
+    consumer: Any = rabbitmq_bus.broker.consume(queue, prefetch=4, timeout=100)
+    fetched = [_next(consumer) for _ in range(4)]
+    sends: list[int] = []
+    send_acks = consumer._send_acks
+    consumer._send_acks = lambda: sends.append(len(consumer._unsent_acks)) or send_acks()
+    for message in fetched:
+        consumer.ack(message)  # as four worker threads would
+    assert next(consumer) is None  # the consumer's loop turns: the acks go out
+    assert sends == [4]
+    consumer.close()  # whatever was not acked would go back to the queue now
+    assert RabbitmqQueues(require_rabbitmq()).count(queue) == 0
