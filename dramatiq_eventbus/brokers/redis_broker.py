@@ -239,8 +239,8 @@ class _GuardedRedisConsumer(_RedisConsumer):
                     self.queued_message_ids.add(message.message_id)
                     return proxy
                 if self.outstanding_message_count >= self.prefetch:
-                    # Every prefetched message is with the workers: their acks come back through
-                    # Dramatiq's loop once this returns, so wait briefly rather than back off.
+                    # Every prefetched message is with the worker threads, which ack as they
+                    # finish: wait briefly for one, rather than back off as for an empty queue.
                     self.full_waits, wait_ms = compute_backoff(
                         self.full_waits, factor=1, jitter=False, max_backoff=FULL_PREFETCH_MAX_WAIT_MS
                     )
