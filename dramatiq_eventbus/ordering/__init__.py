@@ -1,10 +1,9 @@
 """Per-(handler, partition key) ordering: cluster-wide lanes in Redis, or one process's order."""
 
-from .gate import Entered, LaneGate, new_token
+from .gate import LaneGate, new_token
 from .lanes import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_STALL_SECONDS,
-    Finished,
     HandledHead,
     LaneStatus,
     LaneStore,
@@ -16,8 +15,6 @@ from .local import LocalLanes
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_STALL_SECONDS",
-    "Entered",
-    "Finished",
     "HandledHead",
     "LaneGate",
     "LaneStatus",
