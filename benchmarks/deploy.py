@@ -58,12 +58,15 @@ class Deployment:
         return {what: self.ctx.name(f"{self.broker}{self.tag}_{what}") for what in ("events", "keyed", "raw")}
 
     def bus_settings(self) -> dict[str, Any]:
-        return {
+        settings = {
             "handlers": HANDLERS,
             "broker": self.url,
             "queue": self.queues["events"],
             "partitioned_queue": self.queues["keyed"],
         }
+        if self.broker != "redis":
+            settings["redis_url"] = self.ctx.redis_url  # the lanes of partitioned events
+        return settings
 
     def bus_worker(self, *, processes: int = 1, threads: int = 8) -> Worker:
         """``dramatiq dramatiq_eventbus.worker``, configured only by ``EVENTBUS_*`` variables."""
@@ -73,6 +76,8 @@ class Deployment:
             "EVENTBUS_QUEUE": self.queues["events"],
             "EVENTBUS_PARTITIONED_QUEUE": self.queues["keyed"],
         }
+        if self.broker != "redis":
+            env["EVENTBUS_REDIS_URL"] = self.ctx.redis_url
         name = f"bus-{self.broker}{self.tag}-{processes}x{threads}"
         return dramatiq_worker(self.ctx, "dramatiq_eventbus.worker", env, name, processes=processes, threads=threads)
 

@@ -69,9 +69,7 @@ def cpu_note(bus: list[float], baseline: list[float], baseline_name: str, bus_na
 
 def run(ctx: Context) -> list[Result]:
     results = [workers_side_by_side(ctx, broker) for broker in ctx.brokers]
-    if "redis" in ctx.brokers:
-        results.append(partition_keys(ctx))
-    return results
+    return results + [partition_keys(ctx, broker) for broker in ctx.brokers]
 
 
 def workers_side_by_side(ctx: Context, broker: str) -> Result:
@@ -106,14 +104,15 @@ def workers_side_by_side(ctx: Context, broker: str) -> Result:
     )
 
 
-def partition_keys(ctx: Context) -> Result:
-    log("  worker throughput with partition keys on redis")
+def partition_keys(ctx: Context, broker: str) -> Result:
+    log(f"  worker throughput with partition keys on {broker}")
     count, rounds = ctx.sizes.drain, ctx.sizes.drain_rounds
     shared = ctx.shared
-    deployment = shared.deployment("redis", tag="2x8")
-    (worker,) = shared.workers({"bus-redis-2x8": lambda: deployment.bus_worker(processes=2)})
+    deployment = shared.deployment(broker, tag="2x8")
+    (worker,) = shared.workers({f"bus-{broker}-2x8": lambda: deployment.bus_worker(processes=2)})
     rate(shared, worker, publish_fill(deployment, OrderShipped, min(count, WARM_UP)))()
     rate(shared, worker, publish_fill(deployment, OrderPlaced, min(count, WARM_UP)))()
+    lanes_where = "the broker's Redis" if broker == "redis" else "a Redis beside the broker"
     keyed_cpu: list[float] = []
     unkeyed_cpu: list[float] = []
     keyed_rate, unkeyed_rate, ratio, _ = side_by_side(
@@ -124,7 +123,7 @@ def partition_keys(ctx: Context) -> Result:
     return Result(
         "6",
         f"throughput with partition keys ({KEYS} keys), 2 processes x 8 threads",
-        "redis",
+        broker,
         "msg/s",
         keyed_rate,
         unkeyed_rate,
@@ -132,6 +131,6 @@ def partition_keys(ctx: Context) -> Result:
         ratio,
         Target(">=", 0.5),
         rounds,
-        note=f"{count} messages per round; lanes in the broker's Redis; "
+        note=f"{count} messages per round; lanes in {lanes_where}; "
         + cpu_note(keyed_cpu, unkeyed_cpu, "without keys", "with keys"),
     )

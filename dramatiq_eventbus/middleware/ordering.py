@@ -14,7 +14,8 @@ from dramatiq.worker import Worker
 
 from ..actors import is_handler_actor
 from ..brokers import EventBusRedisBroker
-from ..ordering import HandledHead, LaneGate, LaneStore, LocalLanes, new_token, warn_if_lost
+from ..brokers.batch import enqueue_all
+from ..ordering import Finished, GroupCall, HandledHead, LaneGate, LaneStore, LocalLanes, new_token, warn_if_lost
 
 logger = logging.getLogger("dramatiq_eventbus.ordering")
 
@@ -43,7 +44,8 @@ class PartitionOrdering(Middleware):
     When the lanes live in the broker's own Redis, the bus's Redis consumer has already
     taken the lease when it fetched the message, and finishes the head with its ack (see
     :mod:`~dramatiq_eventbus.ordering.gate`); this then only uses the verdict and hands
-    the handled head over.
+    the handled head over. Otherwise the worker threads share their lane calls (see
+    :mod:`~dramatiq_eventbus.ordering.group_call`).
 
     Without one, messages with a partition key take turns per lane within this process.
 
@@ -61,6 +63,15 @@ class PartitionOrdering(Middleware):
         self._retry_at: dict[str, int] = {}  # message id -> when Retries will send it again (ms)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Without a gate, the worker threads share their lane round trips. Only the sends are
+        # not waited for, so only their failures need reporting.
+        self._entering: GroupCall[tuple[str, str, str], str] = GroupCall(
+            lambda batch: self._lanes().enter_many(batch), on_error=_log_lane_failure
+        )
+        self._finishing: GroupCall[tuple[HandledHead, str], Finished] = GroupCall(
+            lambda batch: self._lanes().finish_many(batch), on_error=_log_lane_failure
+        )
+        self._sending: GroupCall[tuple[Broker, bytes], None] = GroupCall(_send_heads, on_error=_log_lane_failure)
 
     # -- worker lifetime -------------------------------------------------------------------
 
@@ -147,7 +158,7 @@ class PartitionOrdering(Middleware):
         entered = gate.take_entered(message.options["redis_message_id"]) if gate is not None else None
         if entered is None or entered.lane != lane:
             token = new_token()
-            return lanes.enter(lane, message.message_id, token), token
+            return self._entering((lane, message.message_id, token)), token
         if entered.verdict == "run" and time.monotonic() - entered.at > lanes.lease_ms / 3000:
             # It waited in the prefetch: make sure of the lease before running.
             return ("run" if lanes.renew([(lane, entered.token)])[0] else "lost"), entered.token
@@ -187,11 +198,20 @@ class PartitionOrdering(Middleware):
             logger.warning("Lane %s moves on past dead-lettered message %s.", lane, message.message_id)
         if retrying and retry_at is None:
             retry_at = int(time.time() * 1000)
-        gate = _gate(broker)
-        if gate is not None and not retrying and not message.failed:
-            # Finished by the consumer, with the delivery's ack and the other acks of its batch.
+        if not retrying and not message.failed:
             head = HandledHead(lane, message.message_id, token)
-            gate.finish_with_ack(message.options["redis_message_id"], head)
+            gate = _gate(broker)
+            if gate is not None:
+                # Finished by the consumer, with the delivery's ack and the other acks of its batch.
+                gate.finish_with_ack(message.options["redis_message_id"], head)
+            else:
+                # Finished before its delivery is acked, or a worker killed in between would leave
+                # the head to run twice; the next head is sent without waiting, since one lost with
+                # a killed worker is only late: the sweep sends it.
+                finished = self._finishing((head, message.queue_name))
+                warn_if_lost(lane, message.message_id, finished.status)
+                if finished.next_message is not None:
+                    self._sending.submit((broker, finished.next_message))
             return
         finished = self.lanes.finish(
             lane, message.message_id, token, queue_name=message.queue_name, retry_at_ms=retry_at if retrying else None
@@ -199,6 +219,24 @@ class PartitionOrdering(Middleware):
         warn_if_lost(lane, message.message_id, finished.status)
         if finished.next_message is not None:
             broker.enqueue(Message.decode(finished.next_message))
+
+    def _lanes(self) -> LaneStore:
+        assert self.lanes is not None, "lane calls are made only with lanes"
+        return self.lanes
+
+
+def _send_heads(batch: list[tuple[Broker, bytes]]) -> list[None]:
+    """Send new lane heads, one batch for all the threads that have some."""
+    enqueue_all(batch[0][0], [Message.decode(body) for _, body in batch])
+    return [None] * len(batch)
+
+
+def _log_lane_failure(exc: BaseException) -> None:
+    logger.warning(
+        "Could not send the next heads of lanes (%s: %s); the lanes' sweep will send them within lane_stall_seconds.",
+        type(exc).__name__,
+        exc,
+    )
 
 
 def _gate(broker: Broker) -> LaneGate | None:

@@ -151,6 +151,7 @@ class LaneStore:
         self._enter = client.register_script(scripts.ENTER)
         self._renew = client.register_script(scripts.RENEW)
         self._finish = client.register_script(scripts.FINISH)
+        self._finish_many = client.register_script(scripts.FINISH_MANY)
         self._finish_handled = client.register_script(scripts.FINISH_HANDLED)
         self._sweep = client.register_script(scripts.SWEEP)
 
@@ -207,6 +208,15 @@ class LaneStore:
         )
         args: list[Any] = [self.prefix, lane, message_id, token, outcome, now, deadline, self._broker_queue(queue_name)]
         return Finished.from_reply(self._finish(args=args))
+
+    def finish_many(self, heads: Sequence[tuple[HandledHead, str]]) -> list[Finished]:
+        """Finish handled heads, each ``(head, the queue its lane's next head goes to)``, in one
+        round trip."""
+        now = _now_ms()
+        args: list[Any] = [self.prefix, now, now + self.stall_ms]
+        for head, queue_name in heads:
+            args += (head.lane, head.message_id, head.token, self._broker_queue(queue_name))
+        return [Finished.from_reply(reply) for reply in self._finish_many(args=args)]
 
     def finish_handled(
         self, heads: Sequence[tuple[HandledHead, str]], *, queue_name: str, acks_key: str, other_acks: Sequence[str]

@@ -176,6 +176,19 @@ return finish(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARG
 """
 )
 
+#: Handled heads, each finished. ARGV: prefix, now, deadline, then lane, message id, token,
+#: queue for each head -> for each, what FINISH replies.
+FINISH_MANY = (
+    _FUNCTIONS
+    + """
+local out = {}
+for i = 4, #ARGV, 4 do
+  out[#out + 1] = finish(ARGV[1], ARGV[i], ARGV[i + 1], ARGV[i + 2], "done", ARGV[2], ARGV[3], ARGV[i + 3])
+end
+return out
+"""
+)
+
 #: A worker's batch of acks for one broker queue, among them handled lane heads, each
 #: finished and acknowledged together. ARGV: prefix, now, deadline, queue, acks (the
 #: worker's ack set of ``queue``), count of heads, then lane, message id, token, Redis id
