@@ -259,7 +259,9 @@ class _GuardedRedisConsumer(_RedisConsumer):
     def ack(self, message: MessageProxy) -> None:
         # Dramatiq's worker threads ack as they finish. The first to find no send in flight
         # sends the acks of all of them until none is left; the others only leave theirs: a
-        # batch per round trip under load, no wait when idle.
+        # batch per round trip under load, no wait when idle. Not a waited GroupCall: threads
+        # that waited for their ack would take no new message meanwhile, and batches shrank
+        # (measured: half the throughput of this).
         redis_id = message.options["redis_message_id"]
         self.queued_message_ids.discard(message.message_id)
         gate = self.broker.lane_gate
