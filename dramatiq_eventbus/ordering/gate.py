@@ -41,7 +41,7 @@ class Entered:
     Parameters:
       lane(str): Its lane.
       message_id(str): Its message id.
-      verdict(str): ``run`` (it holds the lease), ``busy`` or ``stale``; see :meth:`LaneStore.enter`.
+      verdict(str): ``run`` (it holds the lease), ``busy`` or ``stale``; see :meth:`LaneStore.enter_many`.
       token(str): The lease's owner token.
       at(float): When, on :func:`time.monotonic`.
       message(weakref.ref[Message]): The fetched message, alive while it waits here.

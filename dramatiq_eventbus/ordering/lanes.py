@@ -173,13 +173,10 @@ class LaneStore:
             args += (lane, message_id, body, self._broker_queue(queue_name))
         return [bool(is_head) for is_head in self._append(args=args)]
 
-    def enter(self, lane: str, message_id: str, token: str) -> str:
-        """Try to start a message: ``run`` (it is the head, now leased to ``token``), ``busy``
-        (another delivery of the head is running) or ``stale`` (not the head: handled already)."""
-        return self.enter_many([(lane, message_id, token)])[0]
-
     def enter_many(self, entries: Sequence[tuple[str, str, str]]) -> list[str]:
-        """:meth:`enter` for each ``(lane, message id, token)``, in one round trip."""
+        """Try to start messages, each ``(lane, message id, token)``, in one round trip: for
+        each, ``run`` (it is the head, now leased to the token), ``busy`` (another delivery
+        of the head is running) or ``stale`` (not the head: handled already)."""
         now = _now_ms()
         args: list[Any] = [self.prefix, now, now + self.lease_ms]
         for entry in entries:
