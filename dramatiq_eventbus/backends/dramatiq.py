@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dramatiq.broker import Broker
@@ -59,8 +61,28 @@ class DramatiqBackend:
     def deliver(self, deliveries: Sequence[Delivery]) -> None:
         self.send([self.message_for(delivery) for delivery in deliveries])
 
+    def send_again(self, stored: Sequence[Message[Any]], options: Sequence[Mapping[str, Any]]) -> None:
+        """Send messages that :meth:`message_for` built earlier, perhaps in another process (an
+        outbox relay), each under a new message id and with ``options`` added.
+
+        The lane comes from this backend's configuration, not the publisher's: a lane option
+        without lanes here would leave the message waiting for a lane that never moves.
+
+        Raises:
+          PublishError: The broker failed; it names what was sent and what was not.
+        """
+        again = []
+        for message, extra in zip(stored, options, strict=True):
+            renewed = {key: value for key, value in message.options.items() if key != "lane"}
+            renewed.update(extra)
+            key = renewed.get("partition_key")
+            if self.lanes is not None and isinstance(key, str):
+                renewed["lane"] = lane_name(message.actor_name, key)
+            again.append(dataclasses.replace(message, message_id=str(uuid.uuid4()), options=renewed))
+        self.send(again)
+
     def send(self, messages: Sequence[Message[Any]]) -> None:
-        """Send messages built by :meth:`message_for`, now or later (an outbox relay), together.
+        """Send messages built by :meth:`message_for` together.
 
         Raises:
           PublishError: The broker failed; it names what was sent and what was not.
