@@ -11,19 +11,27 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import dramatiq
-import redis
 from dramatiq.broker import Broker
-from dramatiq.brokers.redis import RedisBroker
 
 from .actors import declare_actors
 from .backends import Backend, DramatiqBackend, InlineBackend
-from .brokers import broker_from_url, same_redis
+from .brokers import BrokerSupport, RedisLaneStore, broker_from_url, support_for
 from .brokers.urls import redact as _redacted
 from .codecs import Codec, CustomTypes, make_codec
 from .delivery import Delivery
 from .errors import ConfigurationError
 from .middleware import install as install_middleware
-from .ordering import DEFAULT_LEASE_SECONDS, DEFAULT_STALL_SECONDS, LaneStatus, LaneStore
+from .ordering import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_STALL_SECONDS,
+    GatedCoordinator,
+    LaneCoordinator,
+    LaneGate,
+    LaneStatus,
+    LaneStore,
+    LocalCoordinator,
+    SharedCallsCoordinator,
+)
 from .partition import partition_key
 from .registry import HandlersConfig, Registry
 from .routing import Queues
@@ -149,9 +157,14 @@ class EventBus:
                     pickle_fallback=pickle_fallback,
                 )
             )
-            lanes = _resolve_lanes(resolved_broker, redis_url, lane_lease_seconds, lane_stall_seconds)
-            resolved_backend = _resolve_backend(backend, resolved_broker, resolved_codec, lanes)
-            install_middleware(resolved_broker, lanes=lanes)
+            support = support_for(resolved_broker)
+            lanes = _resolve_lanes(support, redis_url, lane_lease_seconds, lane_stall_seconds)
+            resolved_backend = _resolve_backend(backend, resolved_broker, resolved_codec, lanes, support)
+            install_middleware(
+                resolved_broker,
+                coordinator=_coordinator(support, lanes),
+                keep_dead_letter=support.keep_dead_letter,
+            )
             actors = declare_actors(resolved_broker, registry, resolved_codec, queues)
         except BaseException:
             if owns_broker:
@@ -166,6 +179,15 @@ class EventBus:
             previous.broker.close()
         if self._sets_global_broker:
             dramatiq.set_broker(resolved_broker)
+        if support.lacks:
+            logger.warning(
+                "configure() was given a %s made elsewhere, which works, but without the bus's consumer: %s. "
+                "Ordering, retries and dead letters hold as with the bus's own. Make the broker as %s "
+                "(same arguments) to have these too.",
+                type(resolved_broker).__name__,
+                "; ".join(support.lacks),
+                support.instead,
+            )
         return self
 
     def reconfigure(self, **changes: Any) -> EventBus:
@@ -360,27 +382,40 @@ def _resolve_broker(broker: Broker | str | None, redis_heartbeat_seconds: float 
     )
 
 
-def _resolve_lanes(broker: Broker, redis_url: str | None, lease: float, stall: float) -> LaneStore | None:
+def _resolve_lanes(support: BrokerSupport, redis_url: str | None, lease: float, stall: float) -> RedisLaneStore | None:
     if not (isinstance(lease, int | float) and lease > 0 and isinstance(stall, int | float) and stall > 0):
         raise ConfigurationError(
             f"lane_lease_seconds and lane_stall_seconds must be positive numbers, not {lease!r} and {stall!r}"
         )
     if redis_url is not None:
         try:
-            client = redis.Redis.from_url(redis_url)
+            return RedisLaneStore.from_url(
+                redis_url, lease_seconds=lease, stall_seconds=stall, broker=(support.redis, support.redis_keys)
+            )
         except ValueError as exc:
             raise ConfigurationError(f"redis_url {_redacted(redis_url)!r} is not a Redis URL: {exc}") from None
-    elif isinstance(getattr(broker, "client", None), redis.Redis):
-        client = broker.client  # type: ignore[attr-defined]
-    else:
+    if support.redis is None:
         return None
-    namespace = broker.namespace if isinstance(broker, RedisBroker) and same_redis(client, broker.client) else None
-    return LaneStore(client, lease_seconds=lease, stall_seconds=stall, broker_namespace=namespace)
+    return RedisLaneStore(support.redis, lease_seconds=lease, stall_seconds=stall, broker_keys=support.redis_keys)
 
 
-def _resolve_backend(backend: str | Backend, broker: Broker, codec: Codec, lanes: LaneStore | None) -> Backend:
+def _coordinator(support: BrokerSupport, lanes: RedisLaneStore | None) -> LaneCoordinator:
+    """How the workers keep lanes: per fetch in the consumer where it can, else in the worker threads."""
+    if support.set_fetch_hook is not None:
+        gate = LaneGate(lanes) if lanes is not None and lanes.sends_heads else None
+        support.set_fetch_hook(gate)
+        if gate is not None:
+            return GatedCoordinator(gate, support.send)
+    if lanes is None:
+        return LocalCoordinator()
+    return SharedCallsCoordinator(lanes, support.send)
+
+
+def _resolve_backend(
+    backend: str | Backend, broker: Broker, codec: Codec, lanes: LaneStore | None, support: BrokerSupport
+) -> Backend:
     if backend == "dramatiq":
-        return DramatiqBackend(broker, lanes=lanes)
+        return DramatiqBackend(broker, lanes=lanes, support=support)
     if backend == "inline":
         return InlineBackend(codec)
     if isinstance(backend, Backend) and not isinstance(backend, str):

@@ -11,7 +11,7 @@ from typing import Any
 from dramatiq.broker import Broker
 from dramatiq.message import Message
 
-from ..brokers.batch import BatchFailed, enqueue_all, with_redis_id
+from ..brokers import BatchFailed, BrokerSupport, support_for
 from ..codecs import type_name
 from ..delivery import Delivery
 from ..errors import PublishError
@@ -33,12 +33,15 @@ class DramatiqBackend:
     Parameters:
       broker(Broker): Where to enqueue.
       lanes(LaneStore | None): The lanes that order partitioned events across the cluster.
+      support(BrokerSupport | None): What the bus can do with ``broker``; asked of it if None.
     """
 
-    def __init__(self, broker: Broker, *, lanes: LaneStore | None = None) -> None:
+    def __init__(self, broker: Broker, *, lanes: LaneStore | None = None, support: BrokerSupport | None = None) -> None:
         self.broker = broker
         self.lanes = lanes
-        self._priorities = getattr(broker, "max_priority", None) is not None
+        support = support_for(broker) if support is None else support
+        self._send = support.send
+        self._priorities = support.priorities
 
     def message_for(self, delivery: Delivery) -> Message[Any]:
         options: dict[str, Any] = {
@@ -90,7 +93,7 @@ class DramatiqBackend:
         held = self._add_to_lanes(messages)
         to_send = [m for m in messages if m.message_id not in held]
         try:
-            enqueue_all(self.broker, to_send)
+            self._send(to_send)
         except BatchFailed as failure:
             failed = [m for position, m in enumerate(to_send) if position not in failure.accepted]
             # A lane head is safe in its lane: the workers' sweep sends it within lane_stall_seconds.
@@ -112,9 +115,9 @@ class DramatiqBackend:
             return set()
         try:
             if lanes.sends_heads:
-                # The lanes' script puts each head on its queue, under its message id as its Redis
-                # id, so the enqueue hooks run here, once per message, when it is published.
-                laned = [with_redis_id(m, m.message_id) for m in laned]
+                # The lanes put each head on its queue themselves, so the enqueue hooks run here,
+                # once per message, when it is published.
+                laned = [lanes.as_enqueued(m) for m in laned]
                 for message in laned:
                     self.broker.emit_before("enqueue", message, None)
             heads = lanes.append([(m.options["lane"], m.message_id, m.encode(), m.queue_name) for m in laned])

@@ -1,20 +1,31 @@
-"""Brokers: made from URLs, guarded against messages that cannot run, and sent to in batches."""
+"""Brokers: made from URLs, guarded against messages that cannot run, and sent to in batches.
 
-from .batch import BatchFailed, enqueue_all
+Each broker the bus knows has a package of its own (:mod:`.redis`, :mod:`.rabbitmq`) that
+owns everything it knows of its upstream. The bus's brokers are public under stable
+names, for settings that name a broker class (django_dramatiq, flask-dramatiq):
+``dramatiq_eventbus.brokers.EventBusRedisBroker`` and
+``dramatiq_eventbus.brokers.EventBusRabbitmqBroker``.
+"""
+
 from .inspection import Refusal, inspect_body
-from .rabbitmq_broker import EventBusRabbitmqBroker
-from .redis_broker import EventBusRedisBroker, same_redis
+from .rabbitmq import EventBusRabbitmqBroker
+from .redis import EventBusRedisBroker, RedisLaneStore
+from .sending import BatchFailed, BatchSending, enqueue_each
+from .support import BrokerSupport, support_for
 from .urls import RABBITMQ_SCHEMES, REDIS_SCHEMES, broker_from_url
 
 __all__ = [
     "RABBITMQ_SCHEMES",
     "REDIS_SCHEMES",
     "BatchFailed",
+    "BatchSending",
+    "BrokerSupport",
     "EventBusRabbitmqBroker",
     "EventBusRedisBroker",
+    "RedisLaneStore",
     "Refusal",
     "broker_from_url",
-    "enqueue_all",
+    "enqueue_each",
     "inspect_body",
-    "same_redis",
+    "support_for",
 ]

@@ -9,16 +9,17 @@ first, and dead-letter whatever it refuses, with one log line saying why.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from dramatiq.broker import Broker
 from dramatiq.message import Message, get_encoder
 
-from ..actors import is_handler_actor
-
-logger = logging.getLogger("dramatiq_eventbus.brokers")
+logger = logging.getLogger(__name__)
 
 #: The envelope fields of a Dramatiq message, and the JSON types each must have.
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -50,12 +51,12 @@ class Refusal:
     message_id: str | None = None
 
 
-def inspect_body(broker: Broker, body: bytes | None) -> Message[Any] | Refusal:
+def inspect_body(body: bytes | None, actors: Mapping[str, Any]) -> Message[Any] | Refusal:
     """Decode ``body`` into a message the worker can run, or say why it cannot be.
 
     Refused: a body that is not the global encoder's output, an envelope that lacks a
-    field or has one of the wrong type, an actor this worker does not declare, and a
-    message for one of the bus's handlers that does not carry exactly one argument (the
+    field or has one of the wrong type, an actor not among ``actors`` (the broker's, by
+    name), and arguments that its function cannot take (a bus handler takes one, the
     encoded event). The event itself is not decoded here: a payload the codec cannot
     read is the handler actor's to dead-letter, with the codec's reason.
     """
@@ -72,7 +73,7 @@ def inspect_body(broker: Broker, body: bytes | None) -> Message[Any] | Refusal:
     if problem is not None:
         return Refusal(f"{problem}; it starts {_start(body)}", message_id)
     message: Message[Any] = Message(**{**fields, "args": tuple(fields["args"])})
-    problem = _delivery_problem(broker, message)
+    problem = _delivery_problem(actors, message)
     if problem is not None:
         return Refusal(problem, message.message_id)
     return message
@@ -125,8 +126,9 @@ def _envelope_problem(fields: dict[str, Any]) -> str | None:
     return None
 
 
-def _delivery_problem(broker: Broker, message: Message[Any]) -> str | None:
-    if message.actor_name not in broker.actors:
+def _delivery_problem(actors: Mapping[str, Any], message: Message[Any]) -> str | None:
+    actor = actors.get(message.actor_name)
+    if actor is None:
         return (
             f"no actor named {message.actor_name!r} is declared in this worker "
             f"(is it running an older configuration than the publisher?)"
@@ -138,12 +140,56 @@ def _delivery_problem(broker: Broker, message: Message[Any]) -> str | None:
     throws = message.options.get("throws")
     if throws is not None and not _is_exception_types(throws):
         return f"its option 'throws' is {_a(type(throws).__name__)}, not exception classes"
-    if is_handler_actor(broker, message.actor_name) and (len(message.args) != 1 or message.kwargs):
+    takes = _arguments_check(actor.fn)
+    if takes is not None and not takes(message.args, message.kwargs):
         return (
-            f"a bus handler takes one argument, the encoded event, but this message has "
-            f"{len(message.args)} positional and {len(message.kwargs)} keyword argument(s)"
+            f"its actor {message.actor_name!r} takes {_parameters(actor.fn)}, which does not fit this "
+            f"message's {len(message.args)} positional and {len(message.kwargs)} keyword argument(s)"
         )
     return None
+
+
+#: For each actor function, whether given arguments fit its signature (None: unknown).
+_CHECKS: WeakKeyDictionary[Any, Callable[[tuple[Any, ...], dict[str, Any]], bool] | None] = WeakKeyDictionary()
+
+
+def _arguments_check(fn: Any) -> Callable[[tuple[Any, ...], dict[str, Any]], bool] | None:
+    """Whether arguments fit ``fn``: a worker thread calling it with arguments that do not
+    would fail with a TypeError on every retry."""
+    try:
+        return _CHECKS[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: let the worker find out
+        check = None
+    else:
+        positional = [
+            p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        simple = len(signature.parameters) == len(positional) and all(p.default is p.empty for p in positional)
+        count = len(positional)
+
+        def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+            if simple and not kwargs:
+                return len(args) == count  # the fast path: a bus handler's one argument
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError:
+                return False
+            return True
+
+    with contextlib.suppress(TypeError):  # not weakly referenceable: checked again next time
+        _CHECKS[fn] = check
+    return check
+
+
+def _parameters(fn: Any) -> str:
+    """``fn``'s parameters as written, without their annotations: ``(payload)``."""
+    signature = inspect.signature(fn)
+    bare = [parameter.replace(annotation=parameter.empty) for parameter in signature.parameters.values()]
+    return str(signature.replace(parameters=bare, return_annotation=signature.empty))
 
 
 def _is_exception_types(value: object) -> bool:

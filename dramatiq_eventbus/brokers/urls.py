@@ -8,14 +8,12 @@ from dramatiq.broker import Broker
 from dramatiq.brokers.stub import StubBroker
 
 from ..errors import ConfigurationError
-from .rabbitmq_broker import EventBusRabbitmqBroker
-from .redis_broker import EventBusRedisBroker
+from .rabbitmq import MAX_PRIORITY as RABBITMQ_MAX_PRIORITY
+from .rabbitmq import EventBusRabbitmqBroker
+from .redis import EventBusRedisBroker
 
 #: Below this, a worker that pauses briefly is taken for dead, and its messages run twice.
 MIN_REDIS_HEARTBEAT_SECONDS = 1
-
-#: RabbitMQ serves higher broker priorities first; the bus declares its queues with this maximum.
-RABBITMQ_MAX_PRIORITY = 10
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 RABBITMQ_SCHEMES = ("amqp", "amqps")

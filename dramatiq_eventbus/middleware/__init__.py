@@ -2,31 +2,45 @@
 
 from __future__ import annotations
 
-from dramatiq.broker import Broker
-from dramatiq.middleware import Retries
+from collections.abc import Callable
+from typing import TypeVar
 
-from ..brokers import EventBusRedisBroker
-from ..ordering import LaneGate, LaneStore
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.middleware import Middleware, Retries
+
+from ..ordering import LaneCoordinator, LaneSweeper, PartitionOrdering
 from .dead_letters import DeadLetterReasons
-from .ordering import LaneUnavailable, PartitionOrdering
+
+_M = TypeVar("_M", bound=Middleware)
 
 
-def install(broker: Broker, *, lanes: LaneStore | None) -> None:
-    """Add the bus's middleware to ``broker`` once; configuring again only updates it."""
-    if isinstance(broker, EventBusRedisBroker):
-        # Lanes in the broker's own Redis are entered and finished by its consumers, per batch.
-        broker.lane_gate = LaneGate(lanes) if lanes is not None and lanes.sends_heads else None
-    if not any(isinstance(m, DeadLetterReasons) for m in broker.middleware):
-        broker.add_middleware(DeadLetterReasons())
-    ordering = next((m for m in broker.middleware if isinstance(m, PartitionOrdering)), None)
-    if ordering is not None:
-        ordering.lanes = lanes
-    elif any(isinstance(m, Retries) for m in broker.middleware):
-        # Before Retries, so that its after_process_message runs after Retries has decided
-        # between a retry and a dead letter (Dramatiq runs "after" hooks in reverse order).
-        broker.add_middleware(PartitionOrdering(lanes), before=Retries)
+def install(
+    broker: Broker,
+    *,
+    coordinator: LaneCoordinator,
+    keep_dead_letter: Callable[[MessageProxy], None] | None,
+) -> None:
+    """Add the bus's middleware to ``broker`` once; configuring again only updates it.
+
+    DeadLetterReasons and PartitionOrdering go before Retries, so that their
+    ``after_process_message`` runs after Retries has decided between a retry and a dead
+    letter (Dramatiq runs "after" hooks in reverse order).
+    """
+    _ensure(broker, DeadLetterReasons, lambda: DeadLetterReasons(keep_dead_letter)).keep_dead_letter = keep_dead_letter
+    _ensure(broker, PartitionOrdering, lambda: PartitionOrdering(coordinator)).coordinator = coordinator
+    _ensure(broker, LaneSweeper, lambda: LaneSweeper(coordinator)).coordinator = coordinator
+
+
+def _ensure(broker: Broker, kind: type[_M], make: Callable[[], _M]) -> _M:
+    found = next((m for m in broker.middleware if isinstance(m, kind)), None)
+    if found is not None:
+        return found
+    middleware = make()
+    if any(isinstance(m, Retries) for m in broker.middleware):
+        broker.add_middleware(middleware, before=Retries)
     else:
-        broker.add_middleware(PartitionOrdering(lanes))
+        broker.add_middleware(middleware)
+    return middleware
 
 
-__all__ = ["DeadLetterReasons", "LaneUnavailable", "PartitionOrdering", "install"]
+__all__ = ["DeadLetterReasons", "install"]

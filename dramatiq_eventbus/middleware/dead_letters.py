@@ -3,52 +3,60 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import Middleware
 
 from ..actors import is_handler_actor
 
-logger = logging.getLogger("dramatiq_eventbus.dead_letters")
-
 
 class DeadLetterReasons(Middleware):
-    """Log each dead-lettered bus message once, and keep its last failure in it on Redis.
+    """Log each dead-lettered bus message once, and keep its last failure in it where the broker allows.
 
-    Dramatiq's Retries middleware writes the failure's traceback into the message's
-    options, but on Redis the dead-letter queue keeps the body as it was last enqueued,
-    so the final attempt's reason would be lost (and with ``max_retries=0``, every
-    reason). After the nack, this writes the failed message, options included, over the
-    dead letter's stored body. RabbitMQ dead-letters the delivered body as it is, so
-    there the dead letter carries the reasons of the attempts before the last one, and
-    the log line carries the last.
+    Dramatiq's Retries writes the failure's traceback into the message's options, but on
+    Redis the dead-letter queue keeps the body as it was last enqueued, so the final
+    attempt's reason would be lost (and with ``max_retries=0``, every reason). After the
+    nack, ``keep_dead_letter`` writes the failed message, options included, over the
+    stored dead letter. RabbitMQ dead-letters the delivered body as it is, so there the
+    dead letter carries the reasons of the attempts before the last one, and the log line
+    carries the last.
 
     Only messages for the bus's handler actors are touched.
+
+    Parameters:
+      keep_dead_letter(Callable[[Message], None] | None): Writes a failed message over its
+        stored dead letter; None where the broker keeps none to rewrite.
     """
 
+    def __init__(self, keep_dead_letter: Callable[[MessageProxy], None] | None) -> None:
+        self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
+        self.keep_dead_letter = keep_dead_letter
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        # Installed before Retries, so this runs after Retries has failed the message or not.
+        if message.failed and is_handler_actor(broker, message.actor_name):
+            reason = f"{type(exception).__name__}: {exception}" if exception is not None else "no exception recorded"
+            self._log(message, reason)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        if message.failed and is_handler_actor(broker, message.actor_name):
+            self._log(message, "failed before it started (e.g. past its max_age)")
+
     def after_nack(self, broker: Broker, message: MessageProxy) -> None:
-        if not is_handler_actor(broker, message.actor_name):
-            return
-        event_type = message.options.get("event_type", "an unknown event")
-        exception = message._exception
-        reason = f"{type(exception).__name__}: {exception}" if exception is not None else "no exception recorded"
-        logger.error(
+        if self.keep_dead_letter is not None and is_handler_actor(broker, message.actor_name):
+            self.keep_dead_letter(message)
+
+    def _log(self, message: MessageProxy, reason: str) -> None:
+        self.logger.error(
             "Dead-lettered message %s: %s for %s (partition key %r) after %d attempt(s): %s",
             message.message_id,
             message.actor_name,
-            event_type,
+            message.options.get("event_type", "an unknown event"),
             message.options.get("partition_key"),
             message.options.get("retries", 0) or 1,
             reason,
         )
-        _keep_reason_on_redis(broker, message)
-
-
-def _keep_reason_on_redis(broker: Broker, message: MessageProxy) -> None:
-    client = getattr(broker, "client", None)
-    redis_message_id = message.options.get("redis_message_id")
-    if client is None or redis_message_id is None:
-        return
-    stored = f"{broker.namespace}:{message.queue_name}.XQ.msgs"  # type: ignore[attr-defined]
-    if client.hexists(stored, redis_message_id):
-        client.hset(stored, redis_message_id, message.encode())

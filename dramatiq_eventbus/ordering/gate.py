@@ -1,6 +1,6 @@
 """Lane calls made once per batch by the bus's Redis consumer, instead of once per message.
 
-Asking a lane whether its head may run (ENTER) and finishing the head (FINISH) cost a
+Asking a lane whether its head may run (enter) and finishing the head (finish) cost a
 Redis round trip each. Made by the worker threads, one message at a time, they cost a
 keyed event about four times the worker CPU of an unkeyed one (measured: 485 against
 105 µs). When the lanes live in the
@@ -8,7 +8,7 @@ broker's own Redis, the bus's Redis consumer makes them for a whole batch instea
 
 - right after a fetch, one round trip enters every laned message of it, and the verdicts
   wait here until a worker thread starts the message
-  (:class:`~dramatiq_eventbus.middleware.PartitionOrdering` takes them);
+  (the ordering's coordinator takes them);
 - a handled head's FINISH waits here for its delivery's ack, and goes out with the other
   acks of the batch, in one round trip, acknowledging the delivery in the same script.
 
@@ -31,7 +31,7 @@ from typing import Any
 
 from dramatiq.message import Message
 
-from .lanes import HandledHead, LaneStore
+from .lanes import AckingLaneStore, HandledHead, Verdict, warn_if_lost
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Entered:
     Parameters:
       lane(str): Its lane.
       message_id(str): Its message id.
-      verdict(str): ``run`` (it holds the lease), ``busy`` or ``stale``; see :meth:`LaneStore.enter_many`.
+      verdict(Verdict): RUN (it holds the lease), BUSY or STALE.
       token(str): The lease's owner token.
       at(float): When, on :func:`time.monotonic`.
       message(weakref.ref[Message]): The fetched message, alive while it waits here.
@@ -49,7 +49,7 @@ class Entered:
 
     lane: str
     message_id: str
-    verdict: str
+    verdict: Verdict
     token: str
     at: float
     message: weakref.ref[Message[Any]]
@@ -61,13 +61,16 @@ def new_token() -> str:
 
 
 class LaneGate:
-    """What the bus's Redis consumer and the ordering middleware share about lanes, by Redis id.
+    """What the bus's Redis consumer and the ordering share about lanes, by Redis id.
+
+    The consumer calls it as its ``FetchHook`` (:meth:`fetched`, :meth:`put_back`,
+    :meth:`ack`); the coordinator takes the verdicts and hands over handled heads.
 
     Parameters:
-      lanes(LaneStore): Lanes that live in the broker's Redis (:attr:`LaneStore.sends_heads`).
+      lanes(AckingLaneStore): Lanes that live in the broker's Redis.
     """
 
-    def __init__(self, lanes: LaneStore) -> None:
+    def __init__(self, lanes: AckingLaneStore) -> None:
         self.lanes = lanes
         self._lock = threading.Lock()
         self._entered: dict[str, Entered] = {}
@@ -75,7 +78,7 @@ class LaneGate:
 
     # -- the consumer's side ---------------------------------------------------------------
 
-    def enter_fetched(self, messages: Sequence[Message[Any]]) -> None:
+    def fetched(self, messages: Sequence[Message[Any]]) -> None:
         """Enter every laned message of a fetch, in one round trip; their verdicts wait here."""
         laned = [m for m in messages if "lane" in m.options]
         if not laned:
@@ -92,19 +95,25 @@ class LaneGate:
                 )
                 self._entered[message.options["redis_message_id"]] = entered
 
-    def release(self, redis_ids: Iterable[str], queue_name: str) -> None:
+    def put_back(self, redis_ids: Iterable[str], queue_name: str) -> None:
         """Fetched deliveries put back without running: give up the leases they took, so that
         whichever delivery of the head comes next may run it at once."""
         with self._lock:
             held = [entered for rid in redis_ids if (entered := self._entered.pop(rid, None)) is not None]
-        leased = [entered for entered in held if entered.verdict == "run"]
+        leased = [entered for entered in held if entered.verdict is Verdict.RUN]
         if leased:
             self.lanes.give_back([(e.lane, e.message_id, e.token) for e in leased], queue_name=queue_name)
 
-    def take_handled(self, redis_id: str) -> HandledHead | None:
-        """The head to finish along with this delivery's ack, if it was one that was handled."""
+    def ack(self, redis_ids: Sequence[str], *, queue_name: str, acks_key: str) -> None:
+        """Acknowledge deliveries, finishing the handled heads among them, in one round trip."""
         with self._lock:
-            return self._handled.pop(redis_id, None)
+            handled = [(rid, head) for rid in redis_ids if (head := self._handled.pop(rid, None)) is not None]
+        done = {rid for rid, _ in handled}
+        heads = [(head, rid) for rid, head in handled]
+        others = [rid for rid in redis_ids if rid not in done]
+        statuses = self.lanes.finish_handled(heads, queue_name=queue_name, acks_key=acks_key, other_acks=others)
+        for (head, _), status in zip(heads, statuses, strict=True):
+            warn_if_lost(head.lane, head.message_id, status)
 
     # -- the middleware's side -------------------------------------------------------------
 
@@ -124,4 +133,4 @@ class LaneGate:
         with self._lock:
             for redis_id in [rid for rid, entered in self._entered.items() if entered.message() is None]:
                 del self._entered[redis_id]
-            return [(e.lane, e.token) for e in self._entered.values() if e.verdict == "run"]
+            return [(e.lane, e.token) for e in self._entered.values() if e.verdict is Verdict.RUN]

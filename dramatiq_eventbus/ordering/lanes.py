@@ -1,19 +1,25 @@
-"""Lanes in Redis: per-(handler, partition key) order that holds across a whole cluster."""
+"""Lanes: what per-(handler, partition key) order is made of, and the store that keeps them.
+
+A lane is one (handler, partition key). Its events wait in a :class:`LaneStore` in
+publish order; only its head is ever in the broker. The worker that runs the head holds
+a lease on it, renewed while it runs; when the head is handled or dead-lettered, the
+lane's next event becomes the head and is sent. The store's one implementation keeps
+lanes in Redis (:class:`dramatiq_eventbus.brokers.redis.RedisLaneStore`), so the order
+holds across a whole cluster.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, Protocol
 
-import redis
+from dramatiq.message import Message
 
-from . import scripts
-
-logger = logging.getLogger("dramatiq_eventbus.ordering")
+logger = logging.getLogger(__name__)
 
 #: How long a running head's lease lasts without renewal; a worker renews every third of it.
 DEFAULT_LEASE_SECONDS = 15.0
@@ -27,8 +33,44 @@ def lane_name(actor_name: str, partition_key: str) -> str:
     return f"{actor_name}:{partition_key}"
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
+    """The wall clock in milliseconds, as lanes store their times (shared across machines)."""
     return int(time.time() * 1000)
+
+
+class _Word(str, Enum):
+    """An enum whose members are the words the lane scripts store and reply."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class HeadState(_Word):
+    """What a lane's head is doing."""
+
+    DISPATCHED = "dispatched"  # sent to the broker, not started yet
+    RUNNING = "running"  # a worker holds its lease
+    RETRYING = "retrying"  # failed, waiting for its retry
+
+
+class Verdict(_Word):
+    """Whether a delivery may run now."""
+
+    RUN = "run"  # it is its lane's head, now leased to this delivery
+    BUSY = "busy"  # another delivery of the head holds the lease
+    STALE = "stale"  # not the head: handled already (a second delivery)
+    LOST = "lost"  # its lease, taken at fetch, ran out before it started
+
+
+class FinishStatus(_Word):
+    """What finishing a lane's head led to."""
+
+    NEXT = "next"  # a new head, for the caller to send
+    SENT = "sent"  # a new head, already on its broker queue
+    IDLE = "idle"  # the lane is empty
+    RETRYING = "retrying"  # the head waits for its retry
+    GONE = "gone"  # the head had already moved on
+    LOST = "lost"  # the lease had expired and another delivery holds the head
 
 
 @dataclass(frozen=True)
@@ -36,26 +78,17 @@ class Finished:
     """What finishing a lane's head led to.
 
     Parameters:
-      status(str): ``next`` (a new head to send), ``sent`` (a new head, already on its
-        broker queue), ``idle`` (the lane is empty),
-        ``retrying`` (the head waits for its retry), ``gone`` (the head had already moved
-        on) or ``lost`` (the lease had expired and another delivery holds the head).
-      next_message(bytes | None): The new head's encoded message, for ``next``.
+      status(FinishStatus): See :class:`FinishStatus`.
+      next_message(bytes | None): The new head's encoded message, for ``NEXT``.
     """
 
-    status: str
+    status: FinishStatus
     next_message: bytes | None = None
-
-    @classmethod
-    def from_reply(cls, reply: Sequence[bytes]) -> Finished:
-        """What the FINISH script replied."""
-        status = reply[0].decode()
-        return cls(status, reply[1] if status == "next" else None)
 
 
 @dataclass(frozen=True)
 class Redispatch:
-    """A head the sweeper sends again because its lane stopped moving.
+    """A head the sweep sends again because its lane stopped moving.
 
     Parameters:
       lane(str): The lane.
@@ -99,7 +132,7 @@ class LaneStatus:
 
 @dataclass(frozen=True)
 class HandledHead:
-    """A lane's head that was handled, to be finished along with its delivery's ack.
+    """A lane's head that was handled, to be finished.
 
     Parameters:
       lane(str): Its lane.
@@ -112,187 +145,60 @@ class HandledHead:
     token: str
 
 
-def warn_if_lost(lane: str, message_id: str, status: str) -> None:
+def warn_if_lost(lane: str, message_id: str, status: FinishStatus) -> None:
     """The one line that says a head ran without its lease to the end."""
-    if status == "lost":
+    if status is FinishStatus.LOST:
         logger.warning("Lane %s: the lease on %s expired while it ran.", lane, message_id)
 
 
-class LaneStore:
-    """The lanes of one bus, in one Redis.
+class LaneStore(Protocol):
+    """Where lanes are kept; each call is atomic, and each batch one round trip."""
 
-    Parameters:
-      client(redis.Redis): The Redis that holds the lanes; with a Redis broker, its own.
-      prefix(str): The prefix of every key.
-      lease_seconds(float): See :data:`DEFAULT_LEASE_SECONDS`.
-      stall_seconds(float): See :data:`DEFAULT_STALL_SECONDS`.
-      broker_namespace(str | None): When ``client`` is the Redis of a Dramatiq RedisBroker,
-        that broker's namespace: each new head then goes straight onto its broker queue
-        from the script that makes it the head (see :mod:`~dramatiq_eventbus.ordering.scripts`).
-    """
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        prefix: str = "eventbus",
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        stall_seconds: float = DEFAULT_STALL_SECONDS,
-        broker_namespace: str | None = None,
-    ) -> None:
-        # redis-py types every reply as a union of its sync and async forms; the bus uses
-        # the sync client only.
-        self.client: Any = client
-        self.prefix = prefix
-        self.lease_ms = int(lease_seconds * 1000)
-        self.stall_ms = int(stall_seconds * 1000)
-        self.broker_namespace = broker_namespace
-        self._append = client.register_script(scripts.APPEND)
-        self._enter = client.register_script(scripts.ENTER)
-        self._renew = client.register_script(scripts.RENEW)
-        self._finish = client.register_script(scripts.FINISH)
-        self._finish_many = client.register_script(scripts.FINISH_MANY)
-        self._finish_handled = client.register_script(scripts.FINISH_HANDLED)
-        self._sweep = client.register_script(scripts.SWEEP)
+    #: How long a lease lasts without renewal, and how long a head may stall, in ms.
+    lease_ms: int
+    stall_ms: int
 
     @property
     def sends_heads(self) -> bool:
-        """Whether the scripts put new heads on the broker's queues themselves."""
-        return self.broker_namespace is not None
+        """Whether the store puts new heads on their broker queues itself."""
+
+    def as_enqueued(self, message: Message[Any]) -> Message[Any]:
+        """``message`` as the store puts it on its broker queue, when :attr:`sends_heads`."""
 
     def append(self, entries: Sequence[tuple[str, str, bytes, str]]) -> list[bool]:
-        """Add ``(lane, message id, encoded message, queue name)`` entries in order, atomically,
-        in one round trip.
+        """Add ``(lane, message id, encoded message, queue name)`` entries in order; for each,
+        whether it became its lane's head (to be sent now, unless :attr:`sends_heads`)."""
 
-        Returns, for each, whether it became its lane's head: then, unless :attr:`sends_heads`
-        (it is on its broker queue already), it must be sent now.
-        """
-        now = _now_ms()
-        args: list[Any] = [self.prefix, now, now + self.stall_ms]
-        for lane, message_id, body, queue_name in entries:
-            args += (lane, message_id, body, self._broker_queue(queue_name))
-        return [bool(is_head) for is_head in self._append(args=args)]
-
-    def enter_many(self, entries: Sequence[tuple[str, str, str]]) -> list[str]:
-        """Try to start messages, each ``(lane, message id, token)``, in one round trip: for
-        each, ``run`` (it is the head, now leased to the token), ``busy`` (another delivery
-        of the head is running) or ``stale`` (not the head: handled already)."""
-        now = _now_ms()
-        args: list[Any] = [self.prefix, now, now + self.lease_ms]
-        for entry in entries:
-            args += entry
-        return [verdict.decode() for verdict in self._enter(args=args)]
+    def enter_many(self, entries: Sequence[tuple[str, str, str]]) -> list[Verdict]:
+        """Try to start ``(lane, message id, token)`` deliveries."""
 
     def renew(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
         """Extend ``(lane, token)`` leases; False for each one that was lost."""
-        if not leases:
-            return []
-        args: list[Any] = [self.prefix, _now_ms() + self.lease_ms]
-        for lease in leases:
-            args += lease
-        return [bool(renewed) for renewed in self._renew(args=args)]
 
     def finish(
         self, lane: str, message_id: str, token: str, *, queue_name: str, retry_at_ms: int | None = None
     ) -> Finished:
-        """The head was handled (or dead-lettered), or, with ``retry_at_ms``, will be retried then.
-
-        ``queue_name`` is where the lane's next head goes.
-        """
-        now = _now_ms()
-        outcome, deadline = (
-            ("done", now + self.stall_ms) if retry_at_ms is None else ("retry", retry_at_ms + self.stall_ms)
-        )
-        args: list[Any] = [self.prefix, lane, message_id, token, outcome, now, deadline, self._broker_queue(queue_name)]
-        return Finished.from_reply(self._finish(args=args))
+        """The head was handled (or dead-lettered), or, with ``retry_at_ms``, will be retried then;
+        ``queue_name`` is where the lane's next head goes."""
 
     def finish_many(self, heads: Sequence[tuple[HandledHead, str]]) -> list[Finished]:
-        """Finish handled heads, each ``(head, the queue its lane's next head goes to)``, in one
-        round trip."""
-        now = _now_ms()
-        args: list[Any] = [self.prefix, now, now + self.stall_ms]
-        for head, queue_name in heads:
-            args += (head.lane, head.message_id, head.token, self._broker_queue(queue_name))
-        return [Finished.from_reply(reply) for reply in self._finish_many(args=args)]
-
-    def finish_handled(
-        self, heads: Sequence[tuple[HandledHead, str]], *, queue_name: str, acks_key: str, other_acks: Sequence[str]
-    ) -> list[str]:
-        """Finish handled heads and acknowledge their deliveries, with ``other_acks``, in one
-        round trip; the lanes must be in the broker's Redis (:attr:`sends_heads`).
-
-        ``heads`` are ``(head, its delivery's Redis id)``; ``queue_name`` is the broker queue
-        they came from (where the next heads go), and ``acks_key`` the ack set of the worker
-        that fetched them. Returns, for each head, ``gone``, ``lost``, ``idle`` or ``sent``.
-        """
-        if not self.sends_heads:
-            raise ValueError(
-                "a delivery can be acknowledged with its lane only when the lanes are in the broker's Redis"
-            )
-        now = _now_ms()
-        args: list[Any] = [self.prefix, now, now + self.stall_ms, self._broker_queue(queue_name), acks_key, len(heads)]
-        for head, redis_id in heads:
-            args += (head.lane, head.message_id, head.token, redis_id)
-        args += other_acks
-        return [status.decode() for status in self._finish_handled(args=args)]
+        """Finish handled heads, each ``(head, the queue its lane's next head goes to)``."""
 
     def give_back(self, leases: Sequence[tuple[str, str, str]], *, queue_name: str) -> None:
-        """Release ``(lane, message id, token)`` leases of heads that did not run: each head
-        waits for its next delivery, as a head due for a retry does."""
-        now = _now_ms()
-        for lane, message_id, token in leases:
-            self.finish(lane, message_id, token, queue_name=queue_name, retry_at_ms=now)
-
-    def _broker_queue(self, queue_name: str) -> str:
-        """The broker's Redis key of ``queue_name``, or "" when the caller sends the heads."""
-        return "" if self.broker_namespace is None else f"{self.broker_namespace}:{queue_name}"
+        """Release ``(lane, message id, token)`` leases of heads that did not run."""
 
     def sweep(self, limit: int = 100) -> list[Redispatch]:
         """Take the heads of lanes whose time is up, to be sent again."""
-        now = _now_ms()
-        flat = self._sweep(args=[self.prefix, now, limit, now + self.stall_ms])
-        return [
-            Redispatch(lane.decode(), state.decode(), now - int(since), int(attempts), body)
-            for lane, state, since, attempts, body in zip(*[iter(flat)] * 5, strict=True)
-        ]
 
     def lanes(self, *, older_than_seconds: float = 0.0) -> list[LaneStatus]:
         """Every non-empty lane whose head has waited longer than ``older_than_seconds``, oldest first."""
-        now = _now_ms()
-        found = []
-        for raw in self.client.zrange(f"{self.prefix}:lanes", 0, -1):
-            lane = raw.decode()
-            base = f"{self.prefix}:lane:{lane}"
-            pipe = self.client.pipeline(transaction=True)
-            pipe.lindex(f"{base}:ids", 0)
-            pipe.llen(f"{base}:ids")
-            pipe.hgetall(f"{base}:head")
-            head_id, pending, head = pipe.execute()
-            if head_id is None:
-                continue
-            head = {key.decode(): value.decode() for key, value in head.items()}
-            age = (now - int(head.get("head_since", now))) / 1000
-            if age < older_than_seconds:
-                continue
-            handler, _, key = lane.partition(":")
-            found.append(
-                LaneStatus(
-                    handler=handler,
-                    partition_key=key,
-                    state=head.get("state", "unknown"),
-                    head_message_id=head_id.decode(),
-                    event_type=self._event_type(base, head_id),
-                    age_seconds=age,
-                    attempts=int(head.get("attempts", 0)),
-                    pending=int(pending),
-                )
-            )
-        return sorted(found, key=lambda status: -status.age_seconds)
 
-    def _event_type(self, base: str, message_id: bytes) -> str:
-        body = self.client.hget(f"{base}:msgs", message_id)
-        try:
-            options: dict[str, Any] = json.loads(body or b"{}").get("options", {})
-            return str(options.get("event_type", "unknown"))
-        except ValueError:
-            return "unknown"
+
+class AckingLaneStore(LaneStore, Protocol):
+    """A store in the broker's own Redis, which can finish heads and acknowledge deliveries at once."""
+
+    def finish_handled(
+        self, heads: Sequence[tuple[HandledHead, str]], *, queue_name: str, acks_key: str, other_acks: Sequence[str]
+    ) -> list[FinishStatus]:
+        """Finish ``(head, its delivery's Redis id)`` and acknowledge those deliveries and
+        ``other_acks`` of ``queue_name`` from the ack set ``acks_key``, in one round trip."""

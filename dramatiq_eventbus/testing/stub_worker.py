@@ -12,7 +12,7 @@ import dramatiq
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
-from dramatiq.middleware import Middleware, TimeLimit, default_middleware
+from dramatiq.middleware import Middleware, Retries, TimeLimit, default_middleware
 
 from ..bus import EventBus
 from ..errors import ConfigurationError
@@ -37,10 +37,11 @@ class StubWorker:
         self.worker = worker
         self._mailbox_at_start: EventMailbox | None = active_mailbox()
         self._reported: set[str] = set()
+        self._failures = next(m for m in broker.middleware if isinstance(m, _Failures))
 
     @property
     def dead_letters(self) -> list[MessageProxy]:
-        """Every message dead-lettered so far, with its exception in ``_exception``."""
+        """Every message dead-lettered so far."""
         return self.broker.dead_letters
 
     def drain(self, *, timeout: int = 10_000) -> None:
@@ -74,7 +75,7 @@ class StubWorker:
                 if message.message_id in self._reported:
                     continue
                 self._reported.add(message.message_id)
-                error = message._exception
+                error = self._failures.exceptions.get(message.message_id)
                 if error is None:
                     error = RuntimeError(f"message {message.message_id} to {message.actor_name} was dead-lettered")
                 raise error
@@ -159,6 +160,23 @@ class _ShortBackoff(Middleware):
         message.options["max_backoff"] = self.backoff
 
 
+class _Failures(Middleware):
+    """Keeps the exception of each message that failed for good, for drain() to raise.
+
+    Installed before Retries, so that its ``after_process_message`` runs after Retries has
+    decided (Dramatiq runs "after" hooks in reverse order).
+    """
+
+    def __init__(self) -> None:
+        self.exceptions: dict[str, BaseException] = {}
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        if message.failed and exception is not None:
+            self.exceptions[message.message_id] = exception
+
+
 _time_limit: TimeLimit | None = None
 _time_limit_lock = threading.Lock()
 
@@ -176,4 +194,6 @@ def _shared_time_limit() -> TimeLimit:
 
 def _stub_broker(extra: Iterable[Middleware]) -> StubBroker:
     middleware: list[Any] = [_shared_time_limit() if cls is TimeLimit else cls() for cls in default_middleware]
+    retries = next(index for index, m in enumerate(middleware) if isinstance(m, Retries))
+    middleware.insert(retries, _Failures())
     return StubBroker(middleware=[*middleware, *extra, _ShortBackoff(RETRY_BACKOFF_MS)])

@@ -1,0 +1,8 @@
+"""Everything the bus knows of RabbitMQ: its broker, consumer and batch publisher.
+
+Dramatiq's and pika's private names are reached through :mod:`.upstream` only.
+"""
+
+from .broker import MAX_PRIORITY, EventBusRabbitmqBroker, enqueue_many
+
+__all__ = ["MAX_PRIORITY", "EventBusRabbitmqBroker", "enqueue_many"]

@@ -1,0 +1,170 @@
+"""Publishing a batch to RabbitMQ with one wait for all its confirms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from typing import Any
+
+import pika
+import pika.exceptions
+import pika.spec
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.message import Message
+
+from . import upstream
+
+
+class Outcome:
+    """What RabbitMQ said about one batch, by position in it.
+
+    Parameters:
+      confirmed(list[int]): Acknowledged and routed to a queue.
+      nacked(list[int]): Refused by RabbitMQ (an internal error of the queue).
+      returned(list[int]): Acknowledged but returned unroutable: the queue does not exist.
+    """
+
+    def __init__(self, confirmed: list[int], nacked: list[int], returned: list[int]) -> None:
+        self.confirmed = confirmed
+        self.nacked = nacked
+        self.returned = returned
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.nacked or self.returned)
+
+    def error(self) -> Exception:
+        error: Exception = pika.exceptions.NackError([]) if self.nacked else pika.exceptions.UnroutableError([])
+        return error
+
+
+class ConfirmingChannel:
+    """A channel in publisher-confirm mode that does not wait after each message.
+
+    pika's BlockingChannel waits for the confirm of every basic_publish in confirm mode.
+    This channel turns confirm mode on at the protocol level instead (on the underlying
+    ``pika.channel.Channel``), so that the BlockingChannel publishes without waiting,
+    and counts the confirms itself: a confirm for delivery tag *n* with ``multiple``
+    covers every tag up to *n*. One lives per broker connection, that is, per thread,
+    next to the broker's own channel, and closes with the connection.
+
+    Parameters:
+      connection(pika.BlockingConnection): The broker's connection of this thread.
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.channel = connection.channel()
+        self._last_tag = 0  # the delivery tag of the last message published on this channel
+        self._first_tag = 1  # the delivery tag of the current batch's first message
+        self._acked: set[int] = set()
+        self._nacked: set[int] = set()
+        self._returned: set[bytes] = set()
+        self._bodies: list[bytes] = []  # the last batch's, by position
+        self._done: Callable[[], bool] | None = None
+        self._selected = False
+        # pika's own channel under the BlockingChannel: the only way to confirm asynchronously.
+        self.protocol_channel = upstream.protocol_channel(self.channel)
+        self.protocol_channel.add_on_return_callback(self._on_return)
+        self.protocol_channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_select_ok)
+        self._wait_until(lambda: self._selected)
+
+    @classmethod
+    def of(cls, broker: RabbitmqBroker) -> ConfirmingChannel:
+        """The broker's confirming channel for this thread, made on its connection if needed."""
+        connection = broker.connection
+        state = upstream.thread_state(broker)
+        channel: ConfirmingChannel | None = getattr(state, "eventbus_confirming_channel", None)
+        if channel is None or channel.connection is not connection or not channel.channel.is_open:
+            channel = state.eventbus_confirming_channel = cls(connection)
+        return channel
+
+    def publish(self, messages: Sequence[Message[Any]]) -> Outcome:
+        """Publish ``messages`` as RabbitmqBroker.enqueue would, then wait for all their confirms.
+
+        Raises:
+          pika.exceptions.AMQPError: The connection or the channel failed; :meth:`outcome` then
+            still says which messages RabbitMQ had confirmed.
+        """
+        self._first_tag = self._last_tag + 1
+        self._acked.clear()
+        self._nacked.clear()
+        self._returned.clear()
+        self._bodies = []
+        try:
+            with upstream.one_write(self.protocol_channel.connection):
+                for message in messages:
+                    body = message.encode()
+                    self.protocol_channel.basic_publish(
+                        exchange="",
+                        routing_key=message.queue_name,
+                        body=body,
+                        properties=pika.BasicProperties(
+                            delivery_mode=2, priority=message.options.get("broker_priority")
+                        ),
+                        mandatory=True,
+                    )
+                    self._bodies.append(body)
+                    self._last_tag += 1
+        except BaseException:
+            # The delivery tags counted here no longer match RabbitMQ's: the next batch gets a new channel.
+            self._close()
+            raise
+        self._wait_until(lambda: len(self._acked) + len(self._nacked) >= len(messages))
+        return self.outcome()
+
+    def outcome(self) -> Outcome:
+        """What RabbitMQ said so far about the batch :meth:`publish` sent last, by position in it."""
+        positions = {tag - self._first_tag for tag in self._acked}
+        returned = sorted(position for position in positions if self._bodies[position] in self._returned)
+        return Outcome(
+            confirmed=sorted(positions.difference(returned)),
+            nacked=sorted(tag - self._first_tag for tag in self._nacked),
+            returned=returned,
+        )
+
+    def _close(self) -> None:
+        with suppress(Exception):
+            self.channel.close()
+
+    def _wait_until(self, done: Callable[[], bool]) -> None:
+        """Process the connection's I/O until ``done()``; pika's errors propagate."""
+        self._done = done
+        try:
+            while not done():
+                if not self.channel.is_open:
+                    raise pika.exceptions.ChannelWrongStateError("the confirming channel closed")
+                # Returns as soon as a confirm wakes it (see _wake), else after a second, to look again.
+                self.connection.process_data_events(time_limit=1.0)
+        finally:
+            self._done = None
+
+    # pika calls these from inside process_data_events or basic_publish, in this thread.
+
+    def _on_select_ok(self, _frame: Any) -> None:
+        self._selected = True
+        self._wake()
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        outcome = self._acked if isinstance(method, pika.spec.Basic.Ack) else self._nacked
+        first = self._first_tag if method.multiple else method.delivery_tag
+        outcome.update(
+            tag
+            for tag in range(max(first, self._first_tag), method.delivery_tag + 1)
+            if tag not in self._acked and tag not in self._nacked
+        )
+        self._wake()
+
+    def _on_return(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
+        # RabbitMQ returns an unroutable mandatory message before it acks it.
+        self._returned.add(body)
+
+    def _wake(self) -> None:
+        if self._done is not None and self._done():
+            # A no-op event, so that process_data_events returns at once instead of at its time limit.
+            self.connection.add_callback_threadsafe(_nothing)
+
+
+def _nothing() -> None:
+    pass

@@ -1,0 +1,148 @@
+"""Every private part of Dramatiq's RabbitmqBroker and of pika the bus relies on, and nowhere else.
+
+The bus's RabbitMQ consumer extends Dramatiq's (a private class), and its batch publisher
+drives pika's protocol-level channel under the BlockingChannel to wait for many confirms
+at once. This module names each such dependency once; :func:`contract_problems` says
+which of them no longer holds for the installed Dramatiq and pika.
+``tests/brokers/test_upstream_contract.py`` runs it; ``make test-upstream`` runs it
+against the newest releases.
+
+Tested with Dramatiq 2.2.1 and pika 1.4.4.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+import pika
+import pika.adapters.blocking_connection
+import pika.channel
+import pika.connection
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
+from dramatiq.message import Message
+
+#: Dramatiq's RabbitMQ consumer, which the bus's consumer extends. It sets ``broker``,
+#: ``queue_name``, ``connection``, ``channel``, ``iterator`` and ``known_tags``.
+UpstreamConsumer = _RabbitmqConsumer
+
+#: What the bus's consumer reads of Dramatiq's, once constructed.
+CONSUMER_ATTRIBUTES = ("broker", "queue_name", "connection", "channel", "iterator", "known_tags")
+
+
+def delivery(redelivered: bool, tag: int, message: Message[Any]) -> MessageProxy:
+    """The message the worker runs, carrying its delivery tag as Dramatiq's consumer makes it."""
+    proxy: MessageProxy = _RabbitmqMessage(redelivered, tag, message)  # type: ignore[no-untyped-call]
+    return proxy
+
+
+def delivery_tag(message: MessageProxy) -> int:
+    """The delivery tag of a message made by :func:`delivery`."""
+    return int(message._tag)
+
+
+def reject(consumer: _RabbitmqConsumer, tag: int) -> None:
+    """Reject a delivery without requeueing it, from the consumer's thread: the queue's
+    dead-letter exchange routes it to ``<queue>.XQ``."""
+    consumer._nack(tag)  # type: ignore[no-untyped-call]
+
+
+def ack_unflushed(channel: pika.adapters.blocking_connection.BlockingChannel, tag: int) -> None:
+    """Frame an ack without sending it yet: :func:`flush` sends every framed one in one write."""
+    channel._impl.basic_ack(delivery_tag=tag)
+
+
+def flush(channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
+    """Send what was framed on ``channel``'s connection."""
+    channel._flush_output()
+
+
+def protocol_channel(channel: pika.adapters.blocking_connection.BlockingChannel) -> pika.channel.Channel:
+    """pika's asynchronous channel under a BlockingChannel: the only way to confirm asynchronously."""
+    impl: pika.channel.Channel = channel._impl
+    return impl
+
+
+def thread_state(broker: RabbitmqBroker) -> threading.local:
+    """The broker's per-thread state, where its connection and channel live."""
+    state: threading.local = broker.state
+    return state
+
+
+def queues_to_declare(broker: RabbitmqBroker) -> set[str]:
+    """Queues the broker declares again before its next publish to them."""
+    pending: set[str] = broker.queues_pending
+    return pending
+
+
+@contextmanager
+def one_write(connection: pika.connection.Connection) -> Iterator[None]:
+    """Hand the frames pika emits inside the block to its transport as one buffer, at the end.
+
+    pika writes each frame of each message (method, header, body: three per message) with
+    its own ``send`` system call, and RabbitMQ reads each on its own; a batch of ten costs
+    thirty. Here the frames go out in one write, once every message of the batch was
+    framed (none after an exception: the caller drops the connection, and the batch with
+    it). If pika's connection has no ``_adapter_emit_data`` (another pika), the frames go
+    out as pika sends them.
+    """
+    emit = getattr(connection, "_adapter_emit_data", None)
+    if emit is None:
+        yield
+        return
+    frames: list[bytes] = []
+    connection._adapter_emit_data = frames.append  # this instance only
+    try:
+        yield
+    finally:
+        del connection._adapter_emit_data
+    emit(b"".join(frames))
+
+
+@cache
+def warn_if_broken() -> None:
+    """Log once, at the first broker made, what of the contract the installed Dramatiq and pika break."""
+    problems = contract_problems()
+    if problems:
+        logging.getLogger(__name__).warning(
+            "The installed Dramatiq %s and pika %s are not those dramatiq-eventbus was tested with; the "
+            "bus's RabbitMQ consumer may misbehave: %s. Run `make test-upstream`, or install dramatiq~=2.2.1 "
+            "and pika<1.5.",
+            importlib.metadata.version("dramatiq"),
+            importlib.metadata.version("pika"),
+            "; ".join(problems),
+        )
+
+
+def contract_problems() -> list[str]:
+    """What of this module's assumptions the installed Dramatiq and pika break; empty when all hold."""
+    problems = []
+    init = inspect.signature(_RabbitmqConsumer.__init__)
+    if list(init.parameters)[1:] != ["broker", "queue_name", "prefetch", "timeout"]:
+        problems.append(f"Dramatiq's _RabbitmqConsumer.__init__ is now {init}: RabbitmqConsumer passes it 4 arguments")
+    for name in ("ack", "nack", "requeue", "close", "__next__", "_nack"):
+        if not callable(getattr(_RabbitmqConsumer, name, None)):
+            problems.append(f"Dramatiq's _RabbitmqConsumer has no method {name}()")
+    if list(inspect.signature(_RabbitmqMessage.__init__).parameters)[1:] != ["redelivered", "tag", "message"]:
+        problems.append("Dramatiq's _RabbitmqMessage no longer takes (redelivered, tag, message)")
+    for name in ("basic_ack", "basic_publish", "confirm_delivery", "add_on_return_callback"):
+        if not callable(getattr(pika.channel.Channel, name, None)):
+            problems.append(f"pika's Channel has no method {name}()")
+    blocking = pika.adapters.blocking_connection
+    if not callable(getattr(blocking.BlockingChannel, "_flush_output", None)):
+        problems.append("pika's BlockingChannel has no _flush_output(): acks would not be sent in batches")
+    if "_impl" not in inspect.getsource(blocking.BlockingChannel.__init__):
+        problems.append("pika's BlockingChannel no longer keeps its protocol channel in _impl")
+    if not callable(getattr(pika.connection.Connection, "_adapter_emit_data", None)):
+        problems.append("pika's Connection has no _adapter_emit_data(): batches would go out one frame at a time")
+    for name in ("state", "queues_pending"):
+        if name not in inspect.getsource(RabbitmqBroker.__init__):
+            problems.append(f"Dramatiq's RabbitmqBroker no longer sets {name}")
+    return problems

@@ -1,0 +1,20 @@
+"""Everything the bus knows of Redis: its broker, consumer, key layout, Lua scripts and lanes.
+
+Dramatiq's private names are reached through :mod:`.upstream` only.
+"""
+
+from .broker import EventBusRedisBroker, enqueue_many, keep_dead_letter, with_redis_id
+from .consumer import FetchHook
+from .keys import LaneKeys, RedisKeys
+from .lanes import RedisLaneStore
+
+__all__ = [
+    "EventBusRedisBroker",
+    "FetchHook",
+    "LaneKeys",
+    "RedisKeys",
+    "RedisLaneStore",
+    "enqueue_many",
+    "keep_dead_letter",
+    "with_redis_id",
+]

@@ -1,0 +1,107 @@
+-- The lane operations, as Lua functions that the lane_*.lua scripts call; each of those
+-- scripts is loaded with this file in front of it (see scripts.py).
+--
+-- A lane is one (handler, partition key). Its keys, under <prefix>:lane:<lane> (keys.LaneKeys):
+--   :ids   LIST of message ids in publish order; the first is the lane's head.
+--   :msgs  HASH message id -> encoded Dramatiq message, the durable copy until handled.
+--   :head  HASH about the head: state (dispatched, running, retrying), since (ms, when it
+--          entered that state), head_since (ms, when it became the head), attempts, and while
+--          running the owner token and lease_until.
+-- <prefix>:lanes is a ZSET of every non-empty lane, scored by the time (ms) at which the lane
+-- needs looking at if nothing happens first; the sweep reads it.
+--
+-- ``queue`` arguments name a broker queue's key (keys.RedisKeys.queue), or "" when the caller
+-- sends new heads itself; its messages hash is that key .. ".msgs", as in Dramatiq's dispatch.lua.
+local function keys(prefix, lane)
+  local base = prefix .. ":lane:" .. lane
+  return base .. ":ids", base .. ":msgs", base .. ":head", prefix .. ":lanes"
+end
+
+-- Put the lane's message ``id`` on the broker queue ``queue`` (Dramatiq's keys), if one is given.
+local function to_broker(queue, id, body)
+  if queue == "" then
+    return false
+  end
+  redis.call("hset", queue .. ".msgs", id, body)
+  redis.call("rpush", queue, id)
+  return true
+end
+
+-- Dramatiq's "ack" (dispatch.lua) of the delivery ``redis_id`` of ``queue``, fetched by the
+-- worker whose ack set is ``acks``.
+local function ack(queue, acks, redis_id)
+  if redis.call("srem", acks, redis_id) > 0 then
+    redis.call("hdel", queue .. ".msgs", redis_id)
+  end
+end
+
+local function append(prefix, lane, id, body, now, deadline, queue)
+  local ids, msgs, head, lanes = keys(prefix, lane)
+  local length = redis.call("rpush", ids, id)
+  redis.call("hset", msgs, id, body)
+  if length ~= 1 then
+    return 0
+  end
+  redis.call("del", head)
+  redis.call("hset", head, "state", "dispatched", "since", now, "head_since", now, "attempts", 0)
+  redis.call("zadd", lanes, deadline, lane)
+  to_broker(queue, id, body)
+  return 1
+end
+
+local function enter(prefix, lane, id, token, now, lease_until)
+  local ids, _, head, lanes = keys(prefix, lane)
+  if redis.call("lindex", ids, 0) ~= id then
+    return "stale"
+  end
+  local owner = redis.call("hmget", head, "token", "lease_until")
+  if owner[1] and tonumber(owner[2]) > tonumber(now) then
+    return "busy"
+  end
+  redis.call("hset", head, "state", "running", "since", now, "token", token, "lease_until", lease_until)
+  redis.call("hincrby", head, "attempts", 1)
+  redis.call("zadd", lanes, lease_until, lane)
+  return "run"
+end
+
+local function renew(prefix, lane, token, lease_until)
+  local _, _, head, lanes = keys(prefix, lane)
+  if redis.call("hget", head, "token") ~= token then
+    return 0
+  end
+  redis.call("hset", head, "lease_until", lease_until)
+  redis.call("zadd", lanes, lease_until, lane)
+  return 1
+end
+
+local function finish(prefix, lane, id, token, outcome, now, deadline, queue)
+  local ids, msgs, head, lanes = keys(prefix, lane)
+  if redis.call("lindex", ids, 0) ~= id then
+    return {"gone"}
+  end
+  if redis.call("hget", head, "token") ~= token then
+    return {"lost"}
+  end
+  if outcome == "retry" then
+    redis.call("hset", head, "state", "retrying", "since", now)
+    redis.call("hdel", head, "token", "lease_until")
+    redis.call("zadd", lanes, deadline, lane)
+    return {"retrying"}
+  end
+  redis.call("lpop", ids)
+  redis.call("hdel", msgs, id)
+  local next_id = redis.call("lindex", ids, 0)
+  if not next_id then
+    redis.call("del", ids, msgs, head)
+    redis.call("zrem", lanes, lane)
+    return {"idle"}
+  end
+  redis.call("del", head)
+  redis.call("hset", head, "state", "dispatched", "since", now, "head_since", now, "attempts", 0)
+  redis.call("zadd", lanes, deadline, lane)
+  local body = redis.call("hget", msgs, next_id)
+  if to_broker(queue, next_id, body) then
+    return {"sent"}
+  end
+  return {"next", body}
+end

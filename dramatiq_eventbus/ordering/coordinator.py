@@ -1,0 +1,244 @@
+"""Lane coordinators: how a worker runs each lane's events one at a time, in publish order.
+
+:class:`LaneCoordinator` is the one interface the ordering middleware talks to. Three
+implementations, chosen by configure() from what the bus has:
+
+- :class:`LocalCoordinator`: no Redis for lanes; order holds within each process only
+  (the reference's OSS mode);
+- :class:`SharedCallsCoordinator`: lanes in a Redis the consumer does not batch for (a
+  RabbitMQ broker, lanes in a Redis of their own, a Redis broker made elsewhere); the
+  worker threads share their lane round trips (:mod:`.group_call`);
+- :class:`GatedCoordinator`: lanes in the broker's own Redis with the bus's consumer,
+  which takes the leases of a whole fetch at once and finishes handled heads with their
+  acks (:mod:`.gate`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from dramatiq.broker import Broker, MessageProxy
+from dramatiq.message import Message
+from dramatiq.middleware import MiddlewareError, SkipMessage
+
+from .gate import LaneGate, new_token
+from .group_call import GroupCall
+from .lanes import Finished, HandledHead, LaneStore, Verdict, now_ms, warn_if_lost
+
+logger = logging.getLogger(__name__)
+
+#: Sends a batch of messages to the broker (the broker's ``enqueue_many``, or one by one).
+Send = Callable[[Sequence[Message[Any]]], None]
+
+
+class LaneUnavailable(MiddlewareError):
+    """The lane store could not be asked whether a message may run.
+
+    A MiddlewareError, so that Dramatiq fails the message (and retries it) instead of
+    running it outside its lane's order.
+    """
+
+
+class LaneCoordinator(Protocol):
+    """Starts and finishes the messages of one worker process that carry a lane."""
+
+    @property
+    def store(self) -> LaneStore | None:
+        """The store of cluster-wide lanes, or None when order holds within this process only."""
+
+    def worker_booted(self) -> None:
+        """The worker started: say what order it keeps, where that is worth saying."""
+
+    def start(self, broker: Broker, message: MessageProxy, lane: str) -> None:
+        """Let ``message`` of ``lane`` run now, or wait until it may.
+
+        Raises:
+          SkipMessage: It must not run now (handled already, or another delivery runs it).
+          LaneUnavailable: The lanes cannot be reached; Dramatiq retries the message.
+        """
+
+    def retry_scheduled(self, message_id: str, delay_ms: int) -> None:
+        """Retries will send the running ``message_id`` again after ``delay_ms``."""
+
+    def finish(self, broker: Broker, message: MessageProxy, lane: str, *, retrying: bool) -> None:
+        """``message`` was handled, dead-lettered (``message.failed``), or will be retried."""
+
+    def leases(self) -> list[tuple[str, str]]:
+        """The ``(lane, token)`` leases this process holds, to renew."""
+
+
+class LocalCoordinator:
+    """No cluster-wide lanes: order holds within each worker process only.
+
+    Publishers without lanes send partitioned messages without a lane, and those take
+    turns per lane in each process (:class:`.local.LocalLanes`, in the middleware). A
+    message that does carry a lane was published by a bus with lanes: it runs unordered,
+    with an error that says to configure the worker like the publisher.
+    """
+
+    store: LaneStore | None = None
+
+    def worker_booted(self) -> None:
+        logger.warning(
+            "Partitioned events are ordered only within each worker process: give the bus a Redis "
+            "(a Redis broker, configure(redis_url=...) or EVENTBUS_REDIS_URL) for order across the cluster."
+        )
+
+    def start(self, broker: Broker, message: MessageProxy, lane: str) -> None:
+        logger.error(
+            "Message %s belongs to lane %s, but this worker has no Redis for lanes; running it "
+            "unordered, and the lane will not move on. Configure the worker like the publisher.",
+            message.message_id,
+            lane,
+        )
+
+    def retry_scheduled(self, message_id: str, delay_ms: int) -> None:
+        pass  # a retry goes to the back of the queue, as in the reference
+
+    def finish(self, broker: Broker, message: MessageProxy, lane: str, *, retrying: bool) -> None:
+        pass
+
+    def leases(self) -> list[tuple[str, str]]:
+        return []
+
+
+class SharedCallsCoordinator:
+    """Cluster-wide lanes, entered and finished by the worker threads, who share the round trips.
+
+    Only a lane's head is ever in the broker: this runs it under a lease, and when it is
+    handled or dead-lettered, sends the lane's next event. A retry keeps the head, so the
+    later events wait in the store without running, spending no retries and holding no
+    thread.
+
+    Parameters:
+      store(LaneStore): The lanes.
+      send(Send): Sends new heads to the broker, in batches.
+    """
+
+    def __init__(self, store: LaneStore, send: Send) -> None:
+        self.store = store
+        self._send = send
+        self._lock = threading.Lock()
+        # Per delivery (two deliveries of one message may meet in one process): the running
+        # heads' lane, lease token and message id.
+        self._running: dict[int, tuple[str, str, str]] = {}
+        self._retry_at: dict[str, int] = {}  # message id -> when Retries will send it again (ms)
+        # Only the sends are not waited for, so only their failures need reporting.
+        self._entering: GroupCall[tuple[str, str, str], Verdict] = GroupCall(
+            store.enter_many, on_error=_log_lane_failure
+        )
+        self._finishing: GroupCall[tuple[HandledHead, str], Finished] = GroupCall(
+            store.finish_many, on_error=_log_lane_failure
+        )
+        self._sending: GroupCall[bytes, None] = GroupCall(self._send_heads, on_error=_log_lane_failure)
+
+    def worker_booted(self) -> None:
+        pass
+
+    def start(self, broker: Broker, message: MessageProxy, lane: str) -> None:
+        try:
+            verdict, token = self._enter(message, lane)
+        except Exception as exc:
+            raise LaneUnavailable(f"cannot reach the lanes' Redis: {exc}") from exc
+        if verdict is Verdict.RUN:
+            with self._lock:
+                self._running[id(message)] = (lane, token, message.message_id)
+            return
+        logger.info("Skipping message %s of lane %s: %s.", message.message_id, lane, verdict)
+        raise SkipMessage(str(verdict))
+
+    def _enter(self, message: MessageProxy, lane: str) -> tuple[Verdict, str]:
+        """The verdict on running ``message`` now, and its lease token."""
+        token = new_token()
+        return self._entering((lane, message.message_id, token)), token
+
+    def retry_scheduled(self, message_id: str, delay_ms: int) -> None:
+        with self._lock:
+            running = any(running_id == message_id for _, _, running_id in self._running.values())
+        if running:
+            self._retry_at[message_id] = now_ms() + delay_ms
+
+    def finish(self, broker: Broker, message: MessageProxy, lane: str, *, retrying: bool) -> None:
+        with self._lock:
+            entry = self._running.pop(id(message), None)
+        if entry is None:
+            return
+        _, token, _ = entry
+        retry_at = self._retry_at.pop(message.message_id, None)
+        if message.failed:
+            logger.warning("Lane %s moves on past dead-lettered message %s.", lane, message.message_id)
+        elif not retrying:
+            self._finish_handled(message, HandledHead(lane, message.message_id, token))
+            return
+        if retrying and retry_at is None:
+            retry_at = now_ms()
+        finished = self.store.finish(
+            lane, message.message_id, token, queue_name=message.queue_name, retry_at_ms=retry_at if retrying else None
+        )
+        warn_if_lost(lane, message.message_id, finished.status)
+        if finished.next_message is not None:
+            broker.enqueue(Message.decode(finished.next_message))
+
+    def _finish_handled(self, message: MessageProxy, head: HandledHead) -> None:
+        # Finished before its delivery is acked, or a worker killed in between would leave the
+        # head to run twice; the next head is sent without waiting, since one lost with a
+        # killed worker is only late: the sweep sends it.
+        finished = self._finishing((head, message.queue_name))
+        warn_if_lost(head.lane, head.message_id, finished.status)
+        if finished.next_message is not None:
+            self._sending.submit(finished.next_message)
+
+    def _send_heads(self, bodies: list[bytes]) -> list[None]:
+        """Send new lane heads, one batch for all the threads that have some."""
+        self._send([Message.decode(body) for body in bodies])
+        return [None] * len(bodies)
+
+    def leases(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(lane, token) for lane, token, _ in self._running.values()]
+
+
+class GatedCoordinator(SharedCallsCoordinator):
+    """Cluster-wide lanes in the broker's own Redis, entered and finished by its consumer per batch.
+
+    The consumer took the lease when it fetched the message, and finishes the head with
+    its ack; this uses the verdict and hands the handled head over. A delivery the
+    consumer did not enter (fetched before the gate was set) is entered as by
+    :class:`SharedCallsCoordinator`.
+
+    Parameters:
+      gate(LaneGate): The consumer's hook, holding verdicts and handled heads.
+      send(Send): Sends new heads to the broker, in batches.
+    """
+
+    def __init__(self, gate: LaneGate, send: Send) -> None:
+        super().__init__(gate.lanes, send)
+        self.gate = gate
+
+    def _enter(self, message: MessageProxy, lane: str) -> tuple[Verdict, str]:
+        entered = self.gate.take_entered(message.options["redis_message_id"])
+        if entered is None or entered.lane != lane:
+            return super()._enter(message, lane)
+        if entered.verdict is Verdict.RUN and time.monotonic() - entered.at > self.store.lease_ms / 3000:
+            # It waited in the prefetch: make sure of the lease before running.
+            return (Verdict.RUN if self.store.renew([(lane, entered.token)])[0] else Verdict.LOST), entered.token
+        return entered.verdict, entered.token
+
+    def _finish_handled(self, message: MessageProxy, head: HandledHead) -> None:
+        # Finished by the consumer, with the delivery's ack and the other acks of its batch.
+        self.gate.finish_with_ack(message.options["redis_message_id"], head)
+
+    def leases(self) -> list[tuple[str, str]]:
+        return super().leases() + self.gate.waiting_leases()
+
+
+def _log_lane_failure(exc: BaseException) -> None:
+    logger.warning(
+        "Could not send the next heads of lanes (%s: %s); the lanes' sweep will send them within lane_stall_seconds.",
+        type(exc).__name__,
+        exc,
+    )
