@@ -1,4 +1,4 @@
-"""enqueue_all on a real Redis and a real RabbitMQ: a batch in one round trip, hooks per message,
+"""Batch sends (enqueue_many) on a real Redis and a real RabbitMQ: a batch in one round trip, hooks per message,
 and failures that name exactly what the broker accepted."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 
-from dramatiq_eventbus.brokers import batch
-from dramatiq_eventbus.brokers.batch import BatchFailed, enqueue_all
+from dramatiq_eventbus.brokers import BatchFailed, support_for
+from dramatiq_eventbus.brokers.rabbitmq import broker as rabbitmq_module
+from dramatiq_eventbus.brokers.rabbitmq import confirms
 from tests.support.broker_queues import RabbitmqQueues, RedisQueues
 from tests.support.servers import require_rabbitmq, require_redis
 
@@ -37,6 +38,11 @@ class Hooks(Middleware):
 
     def of(self, hook: str) -> list[str]:
         return [message_id for name, message_id in self.calls if name == hook]
+
+
+def enqueue_all(broker: Any, batch: list[Message[Any]]) -> None:
+    """What the bus does with a batch on ``broker``: its batch send."""
+    support_for(broker).send(batch)
 
 
 def messages(queues: list[str], count: int) -> list[Message[Any]]:
@@ -211,9 +217,11 @@ def test_messages_rabbitmq_keeps_refusing_are_named_apart_from_those_it_confirme
     def nack_the_middle_one(self: Any, sent: list[Message[Any]]) -> Any:
         attempts.append([m.message_id for m in sent])
         refused = [i for i, m in enumerate(sent) if m is batch_[1]]
-        return batch._Outcome(confirmed=[i for i in range(len(sent)) if i not in refused], nacked=refused, returned=[])
+        return confirms.Outcome(
+            confirmed=[i for i in range(len(sent)) if i not in refused], nacked=refused, returned=[]
+        )
 
-    monkeypatch.setattr(batch._ConfirmingChannel, "publish", nack_the_middle_one)
+    monkeypatch.setattr(confirms.ConfirmingChannel, "publish", nack_the_middle_one)
     with pytest.raises(BatchFailed) as raised:
         enqueue_all(broker, batch_)
 
@@ -221,7 +229,7 @@ def test_messages_rabbitmq_keeps_refusing_are_named_apart_from_those_it_confirme
     assert failure.sent == 1 and failure.accepted == frozenset({0, 2})
     assert isinstance(failure.cause, ConnectionClosed)
     # The first attempt sends all three; every later one only the refused message.
-    assert attempts == [[m.message_id for m in batch_]] + [[batch_[1].message_id]] * (batch.RABBITMQ_ATTEMPTS - 1)
+    assert attempts == [[m.message_id for m in batch_]] + [[batch_[1].message_id]] * (rabbitmq_module.ATTEMPTS - 1)
     assert hooks.of("after") == [batch_[0].message_id, batch_[2].message_id]
 
 
@@ -230,7 +238,7 @@ def test_what_rabbitmq_confirmed_before_the_connection_failed_is_not_sent_again(
     rabbitmq_broker: tuple[RabbitmqBroker, Hooks], queues: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broker, hooks = rabbitmq_broker
-    wait_until = batch._ConfirmingChannel._wait_until
+    wait_until = confirms.ConfirmingChannel._wait_until
     failures: list[int] = []
 
     def confirmed_then_cut(self: Any, done: Any) -> None:
@@ -239,7 +247,7 @@ def test_what_rabbitmq_confirmed_before_the_connection_failed_is_not_sent_again(
             failures.append(1)
             raise pika.exceptions.StreamLostError("cut after the confirms")  # ...then the connection drops
 
-    monkeypatch.setattr(batch._ConfirmingChannel, "_wait_until", confirmed_then_cut)
+    monkeypatch.setattr(confirms.ConfirmingChannel, "_wait_until", confirmed_then_cut)
     batch_ = messages(queues[:1], 3)
     enqueue_all(broker, batch_)
 

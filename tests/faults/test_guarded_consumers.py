@@ -66,27 +66,28 @@ def envelope(**changes: Any) -> bytes:
         (envelope(options={"retries": "3"}), "its option 'retries' is a str, not a number"),
         (envelope(options={"eta": [1]}), "its option 'eta' is a list, not a number"),
         (envelope(options={"throws": "ValueError"}), "its option 'throws' is a str, not exception classes"),
-        (envelope(args=[]), "a bus handler takes one argument, the encoded event, but this message has 0 positional"),
-        (envelope(kwargs={"payload": 1}), "this message has 1 positional and 1 keyword argument(s)"),
+        (envelope(args=[]), "takes (payload), which does not fit this message's 0 positional and 0 keyword"),
+        (envelope(kwargs={"payload": 1}), "which does not fit this message's 1 positional and 1 keyword argument(s)"),
+        (envelope(args=[1, 2]), "which does not fit this message's 2 positional and 0 keyword argument(s)"),
     ],
 )
 def test_inspection_refuses_what_a_worker_cannot_run(stub_bus: EventBus, body: bytes | None, reason: str) -> None:
-    refusal = inspect_body(stub_bus.broker, body)
+    refusal = inspect_body(body, stub_bus.broker.actors)
     assert isinstance(refusal, Refusal)
     assert reason in refusal.reason
 
 
 def test_inspection_passes_a_bus_message_through(stub_bus: EventBus) -> None:
     body = envelope(options={"event_type": "tests.faults.handlers:Tick", "retries": 2, "eta": None})
-    message = inspect_body(stub_bus.broker, body)
+    message = inspect_body(body, stub_bus.broker.actors)
     assert isinstance(message, Message)
     assert message.asdict() == {**json.loads(body), "args": tuple(json.loads(body)["args"])}
 
 
 def test_inspection_names_the_message_when_it_can(stub_bus: EventBus) -> None:
-    refusal = inspect_body(stub_bus.broker, envelope(message_id="m-1", options={"retries": "x"}))
+    refusal = inspect_body(envelope(message_id="m-1", options={"retries": "x"}), stub_bus.broker.actors)
     assert isinstance(refusal, Refusal) and refusal.message_id == "m-1"
-    refusal = inspect_body(stub_bus.broker, envelope(message_id="m-2", kwargs=[]))
+    refusal = inspect_body(envelope(message_id="m-2", kwargs=[]), stub_bus.broker.actors)
     assert isinstance(refusal, Refusal) and refusal.message_id == "m-2"
     assert "it starts b'" in refusal.reason  # where the envelope itself is wrong, its start is shown
 

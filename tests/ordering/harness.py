@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from dramatiq.brokers.redis import RedisBroker
 
 from dramatiq_eventbus import EventBus
 
@@ -32,12 +33,15 @@ class Cluster:
       redis_url(str): The Redis that holds the lanes and the handlers' log.
       tmp(Path): Where worker logs go.
       extra_env(dict[str, str]): More variables for the workers.
+      plain_broker(bool): Publishers and workers get a plain ``dramatiq.brokers.redis.RedisBroker``
+        made outside the bus (as django_dramatiq would make it), not a broker URL.
     """
 
     broker_url: str
     redis_url: str
     tmp: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    plain_broker: bool = False
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     workers: list[WorkerProcess] = field(default_factory=list)
 
@@ -49,7 +53,7 @@ class Cluster:
     def settings(self) -> dict[str, Any]:
         return {
             "handlers": "tests.ordering.handlers:HANDLERS",
-            "broker": self.broker_url,
+            "broker": RedisBroker(url=self.broker_url) if self.plain_broker else self.broker_url,
             "queue": self.queues[0],
             "partitioned_queue": self.queues[1],
             "redis_url": self.redis_url,
@@ -74,7 +78,7 @@ class Cluster:
 
     def start_worker(self, threads: int = 8) -> WorkerProcess:
         worker = WorkerProcess(
-            "dramatiq_eventbus.worker",
+            "tests.ordering.plain_broker_worker" if self.plain_broker else "dramatiq_eventbus.worker",
             queues=self.queues,
             env=self.env(),
             log_path=self.tmp / f"worker-{len(self.workers)}.log",
@@ -143,8 +147,10 @@ def _identity(entry: dict[str, Any]) -> tuple[Any, ...]:
 
 
 @contextmanager
-def cluster(broker_url: str, redis_url: str, tmp: Path, **extra_env: str) -> Iterator[Cluster]:
-    running = Cluster(broker_url, redis_url, tmp, dict(extra_env))
+def cluster(
+    broker_url: str, redis_url: str, tmp: Path, *, plain_broker: bool = False, **extra_env: str
+) -> Iterator[Cluster]:
+    running = Cluster(broker_url, redis_url, tmp, dict(extra_env), plain_broker=plain_broker)
     try:
         yield running
     finally:

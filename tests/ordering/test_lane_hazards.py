@@ -11,8 +11,8 @@ from dramatiq.message import Message
 
 from dramatiq_eventbus import EventBus
 from dramatiq_eventbus.backends import DramatiqBackend
+from dramatiq_eventbus.brokers import RedisLaneStore
 from dramatiq_eventbus.delivery import Delivery
-from dramatiq_eventbus.ordering import LaneStore
 
 from ..support.broker_queues import RedisQueues
 from ..support.servers import require_redis
@@ -37,13 +37,13 @@ def test_a_head_that_was_never_sent_is_sent_by_the_sweep(tmp_path: Path) -> None
         worker = running.start_worker(threads=2)
         bus = EventBus().configure(**running.settings)
         lanes = bus.config.lanes
-        assert isinstance(lanes, LaneStore)
+        assert isinstance(lanes, RedisLaneStore)
         key = f"orphan-{running.run}"
         # A publisher that died after adding the event to its lane, before sending it (lanes
         # that do not send their heads themselves, as with a RabbitMQ broker).
         message = laned_message(bus, Step(key, 0, 0)).copy(queue_name=running.queues[1])
         assert lanes.sends_heads  # the bus's own lanes share the broker's Redis: nothing is left unsent
-        lanes = LaneStore(lanes.client, stall_seconds=lanes.stall_ms / 1000)
+        lanes = RedisLaneStore(lanes.client, stall_seconds=lanes.stall_ms / 1000)
         assert lanes.append([(message.options["lane"], message.message_id, message.encode(), message.queue_name)]) == [
             True
         ]

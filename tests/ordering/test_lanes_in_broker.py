@@ -22,9 +22,8 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware, SkipMessage
 
 from dramatiq_eventbus import EventBus
-from dramatiq_eventbus.brokers import EventBusRedisBroker
-from dramatiq_eventbus.middleware import PartitionOrdering
-from dramatiq_eventbus.ordering import LaneStore
+from dramatiq_eventbus.brokers import EventBusRedisBroker, RedisLaneStore
+from dramatiq_eventbus.ordering import LaneGate, PartitionOrdering
 
 from ..support.broker_queues import RedisQueues
 from ..support.servers import require_rabbitmq, require_redis
@@ -115,8 +114,8 @@ def test_publish_puts_each_lanes_head_on_the_broker_and_runs_the_hooks_once_per_
 
 def test_a_fetch_takes_the_leases_of_its_heads_in_one_round_trip(bus: EventBus) -> None:
     broker = bus.broker
-    assert isinstance(broker, EventBusRedisBroker) and broker.lane_gate is not None
-    lanes = broker.lane_gate.lanes
+    assert isinstance(broker, EventBusRedisBroker) and isinstance(broker.fetch_hook, LaneGate)
+    lanes = broker.fetch_hook.lanes
     ordering = next(m for m in broker.middleware if isinstance(m, PartitionOrdering))
     key = f"k-{keyed_queue(bus)}"
     bus.publish(Step(key, 0, 0))
@@ -216,7 +215,7 @@ def test_lanes_hand_heads_to_the_broker_only_when_they_share_its_redis() -> None
     redis_url = require_redis()
     other_db = redis_url.rsplit("/", 1)[0] + "/5"
 
-    def lanes(**settings: Any) -> LaneStore:
+    def lanes(**settings: Any) -> RedisLaneStore:
         bus = EventBus().configure(handlers="tests.ordering.handlers:HANDLERS", **settings)
         assert bus.config.lanes is not None
         bus.broker.close()
@@ -230,8 +229,8 @@ def test_lanes_hand_heads_to_the_broker_only_when_they_share_its_redis() -> None
 
 def test_the_leases_of_fetched_messages_are_renewed_while_they_wait_and_forgotten_once_dropped(bus: EventBus) -> None:
     broker = bus.broker
-    assert isinstance(broker, EventBusRedisBroker) and broker.lane_gate is not None
-    gate = broker.lane_gate
+    assert isinstance(broker, EventBusRedisBroker) and isinstance(broker.fetch_hook, LaneGate)
+    gate = broker.fetch_hook
     bus.publish(Step(f"k-{keyed_queue(bus)}", 0, 0))
     consumer = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
     first = next(consumer)  # fetches the three heads

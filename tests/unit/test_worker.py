@@ -24,6 +24,8 @@ from .handlers import (
     Raising,
 )
 
+DEAD_LETTERS_LOGGER = "dramatiq_eventbus.middleware.dead_letters.DeadLetterReasons"
+
 
 @pytest.fixture(autouse=True)
 def clean_journal() -> None:
@@ -59,7 +61,7 @@ def test_an_error_result_is_retried_then_dead_lettered_with_its_reason(
     failures = [r for r in caplog.records if r.getMessage() == "FailingWithError.handle_event failed: ledger locked"]
     assert len(failures) == 3  # one line per attempt, no traceback into the bus's internals
     assert all(r.exc_info is None for r in failures)
-    (dead_line,) = [r.getMessage() for r in caplog.records if r.name == "dramatiq_eventbus.dead_letters"]
+    (dead_line,) = [r.getMessage() for r in caplog.records if r.name == DEAD_LETTERS_LOGGER]
     assert dead_line == (
         f"Dead-lettered message {dead.message_id}: tests.unit.handlers.FailingWithError for "
         "tests.unit.handlers:OrderShipped (partition key '1') after 3 attempt(s): "
@@ -119,7 +121,7 @@ def test_an_undecodable_event_is_dead_lettered_at_once_with_one_clear_line(
     (dead,) = bus.broker.dead_letters
     assert dead.message_id == bad.message_id
     assert "retries" not in dead.options  # no retry was spent on it
-    about_messages = ("dramatiq_eventbus.actors", "dramatiq_eventbus.dead_letters")
+    about_messages = ("dramatiq_eventbus.actors", DEAD_LETTERS_LOGGER)
     lines = [r.getMessage() for r in caplog.records if r.name in about_messages and r.levelno >= logging.WARNING]
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"Dead-lettered message {bad.message_id}: {actor_name} for an unknown event")

@@ -1,0 +1,113 @@
+"""The contract with Dramatiq, pika and redis-py: every private name the bus uses is fenced in
+one module per broker, and a change upstream fails here with a message that says what broke.
+
+``make test-upstream`` runs these (and the broker tests) against the newest releases.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pika.adapters.blocking_connection
+import pytest
+
+from dramatiq_eventbus.brokers import EventBusRedisBroker
+from dramatiq_eventbus.brokers.rabbitmq import upstream as rabbitmq_upstream
+from dramatiq_eventbus.brokers.redis import upstream as redis_upstream
+from tests.support.servers import require_redis
+
+PACKAGE = Path(__file__).resolve().parents[2] / "dramatiq_eventbus"
+
+#: Private names of Dramatiq, pika and redis-py that the bus uses; each may appear only in its fence.
+PRIVATE_NAMES = re.compile(
+    r"_RedisConsumer|_RabbitmqConsumer|_RabbitmqMessage|_max_unpack_size|\._tag\b|\._nack\b|\._impl\b"
+    r"|_flush_output|_adapter_emit_data|\bdo_(ack|nack|requeue|fetch|enqueue)\b|scripts\[\"dispatch\"\]"
+    r"|broker\.state\b|queues_pending|_exception\b"
+)
+#: Redis keys: Dramatiq's layout and the bus's lanes. They may appear only under brokers/redis/.
+REDIS_KEYS = re.compile(r"__acks__|__heartbeats__|\.msgs\b|:lane:|:lanes\b")
+#: pika's attributes past its public API.
+PIKA_PRIVATE = re.compile(r"\bchannel\._|\bconnection\._")
+
+
+def sources(*, outside: str) -> dict[str, str]:
+    """Every Python and Lua file of the package, by path, except those under ``outside``."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*")):
+        relative = path.relative_to(PACKAGE.parent).as_posix()
+        if path.suffix in (".py", ".lua") and not relative.startswith(outside):
+            found[relative] = path.read_text()
+    return found
+
+
+def offending(pattern: re.Pattern[str], files: dict[str, str]) -> list[str]:
+    return [
+        f"{path}:{number}: {line.strip()}"
+        for path, text in files.items()
+        for number, line in enumerate(text.splitlines(), 1)
+        if pattern.search(line)
+    ]
+
+
+def test_private_upstream_names_appear_only_in_the_fence_of_their_broker() -> None:
+    fences = {"dramatiq_eventbus/brokers/redis/upstream.py", "dramatiq_eventbus/brokers/rabbitmq/upstream.py"}
+    files = {path: text for path, text in sources(outside="-").items() if path not in fences}
+    assert offending(PRIVATE_NAMES, files) == []
+    assert offending(PIKA_PRIVATE, files) == []
+
+
+def test_redis_keys_are_named_only_in_the_redis_package() -> None:
+    assert offending(REDIS_KEYS, sources(outside="dramatiq_eventbus/brokers/redis/")) == []
+
+
+def test_the_fence_checks_see_something_outside_it() -> None:
+    # The checks above would pass on an empty tree: make sure they read the real package.
+    everything = sources(outside="-")
+    assert offending(PRIVATE_NAMES, everything), "the fences name no private name: the pattern is broken"
+    assert offending(REDIS_KEYS, everything), "no file names a Redis key: the pattern is broken"
+
+
+def test_the_installed_dramatiq_keeps_the_redis_contract() -> None:
+    assert redis_upstream.contract_problems() == []
+
+
+def test_an_altered_dispatch_lua_breaks_the_redis_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = redis_upstream.dispatch_lua_path().read_bytes()
+    # Upstream swaps two arguments: the bus would heartbeat under the wrong worker id.
+    altered = original.replace(b"local worker_id = ARGV[4]", b"local worker_id = ARGV[5]").replace(
+        b"local heartbeat_timeout = ARGV[5]", b"local heartbeat_timeout = ARGV[4]"
+    )
+    assert altered != original
+    copy = tmp_path / "dispatch.lua"
+    copy.write_bytes(altered)
+    monkeypatch.setattr(redis_upstream, "dispatch_lua_path", lambda: copy)
+    problems = redis_upstream.contract_problems()
+    assert len(problems) == 2
+    assert "dispatch.lua changed (sha256" in problems[0] and "update DISPATCH_LUA_SHA256" in problems[0]
+    assert (
+        "reads its arguments as ['command', 'timestamp', 'queue_name', 'heartbeat_timeout', 'worker_id'"
+        in (problems[1])
+    )
+    # A change to a comment alone still changes the file the bus mirrors: it is to be read.
+    copy.write_bytes(original + b"\n-- a new comment\n")
+    assert [p[:30] for p in redis_upstream.contract_problems()] == ["Dramatiq's dispatch.lua change"]
+
+
+@pytest.mark.redis
+def test_a_live_redis_broker_has_what_the_fence_reads() -> None:
+    broker = EventBusRedisBroker(url=require_redis())
+    assert redis_upstream.check_broker(broker) == []
+    assert redis_upstream.max_unpack_size(broker) > 0
+    redis_upstream.heartbeat_and_recover(broker, "contract_probe")  # dispatch.lua runs with these arguments
+    broker.close()
+
+
+def test_the_installed_dramatiq_and_pika_keep_the_rabbitmq_contract() -> None:
+    assert rabbitmq_upstream.contract_problems() == []
+
+
+def test_a_pika_without_its_flush_breaks_the_rabbitmq_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(pika.adapters.blocking_connection.BlockingChannel, "_flush_output")
+    (problem,) = rabbitmq_upstream.contract_problems()
+    assert "BlockingChannel has no _flush_output()" in problem
