@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench test-upstream clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,5 +31,19 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# The contract and broker tests against the newest dramatiq, pika and redis-py, past the pins, in
+# a scratch venv: whether an upgrade keeps what dramatiq_eventbus/brokers/*/upstream.py relies on.
+UPSTREAM := .venv-upstream
+UPSTREAM_TESTS := tests/brokers tests/integration tests/faults/test_guarded_consumers.py \
+	tests/ordering/test_lanes_in_broker.py tests/ordering/test_plain_broker.py
+test-upstream:
+	rm -rf $(UPSTREAM)
+	$(PYTHON) -m venv $(UPSTREAM)
+	$(UPSTREAM)/bin/python -m pip install --quiet --upgrade pip
+	$(UPSTREAM)/bin/python -m pip install --quiet -e '.[dev]'
+	$(UPSTREAM)/bin/python -m pip install --quiet --upgrade --no-deps dramatiq pika redis
+	$(UPSTREAM)/bin/python -m pip list 2>/dev/null | grep -iE '^(dramatiq|pika|redis) '
+	$(UPSTREAM)/bin/pytest -m "not slow" $(UPSTREAM_TESTS) $(PYTEST_ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(UPSTREAM) .mypy_cache .pytest_cache .ruff_cache
