@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from ..backends import MessageBackend
 from ..delivery import Delivery
 from ..errors import ConfigurationError
 
@@ -113,16 +114,13 @@ class Outbox:
 
         The messages are built by the bus's ``"dramatiq"`` backend, so a row holds exactly
         what a direct publish() would have sent.
+
+        Raises:
+          ConfigurationError: From :func:`message_backend`.
         """
         if not deliveries:
             return
-        from ..backends import DramatiqBackend
-
-        backend = bus.config.backend
-        if not isinstance(backend, DramatiqBackend):
-            raise ConfigurationError(
-                f"the outbox stores Dramatiq messages: the bus's backend must be 'dramatiq', not {backend!r}"
-            )
+        backend = message_backend(bus)
         rows: list[dict[str, Any]] = []
         for delivery in deliveries:
             message = backend.message_for(delivery)
@@ -142,6 +140,21 @@ class Outbox:
     def _notify_function(self) -> str:
         prefix = f'"{self.schema}".' if self.schema else ""
         return f'{prefix}"{self.name}_notify"'
+
+
+def message_backend(bus: EventBus) -> MessageBackend:
+    """The bus's backend, as the seam through which the outbox stores messages and its relay sends them.
+
+    Raises:
+      ConfigurationError: The backend builds no Dramatiq messages (``"inline"``, or one of your own).
+    """
+    backend = bus.config.backend
+    if not isinstance(backend, MessageBackend):
+        raise ConfigurationError(
+            "the outbox stores Dramatiq messages, and its relay sends through the 'dramatiq' backend; this bus's "
+            f"backend is {backend!r}: configure the bus with backend='dramatiq' (the default)"
+        )
+    return backend
 
 
 def _define_table(metadata: MetaData, name: str, schema: str | None) -> Table:

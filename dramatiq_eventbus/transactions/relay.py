@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -20,11 +18,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..environment import positive_seconds
 from ..errors import ConfigurationError
-from ..ordering import lane_name
-from .outbox import DEFAULT_TABLE, Outbox
+from .outbox import DEFAULT_TABLE, Outbox, message_backend
 
 if TYPE_CHECKING:
-    from ..backends import DramatiqBackend
     from ..bus import EventBus
 
 logger = logging.getLogger("dramatiq_eventbus.outbox")
@@ -140,7 +136,7 @@ class OutboxRelay:
           PublishError: The broker failed; nothing of the batch is marked sent.
           sqlalchemy.exc.SQLAlchemyError: The database failed.
         """
-        backend = self._backend()
+        backend = message_backend(self.bus)
         table = self.outbox.table
         with self._transaction() as connection:
             rows = connection.execute(
@@ -157,7 +153,9 @@ class OutboxRelay:
                 row for row in rows if row.partition_key is None or (row.actor_name, row.partition_key) not in held
             ]
             if to_send:
-                backend.send([self._message(row, backend) for row in to_send])
+                backend.send_again(
+                    [Message.decode(row.message) for row in to_send], [{"outbox_id": row.id} for row in to_send]
+                )
                 self._mark_sent(connection, [row.id for row in to_send])
         return Batch(len(to_send), len(rows) - len(to_send))
 
@@ -213,30 +211,9 @@ class OutboxRelay:
         ).all()
         return {(actor, key) for actor, key in found}
 
-    def _message(self, row: Any, backend: DramatiqBackend) -> Message[Any]:
-        message: Message[Any] = Message.decode(row.message)
-        options = {key: value for key, value in message.options.items() if key != "lane"}
-        options["outbox_id"] = row.id
-        key = options.get("partition_key")
-        # The lane comes from this relay's configuration, not the publisher's: a lane option
-        # without lanes here would leave the message waiting for a lane that never moves.
-        if backend.lanes is not None and key is not None:
-            options["lane"] = lane_name(message.actor_name, key)
-        return dataclasses.replace(message, message_id=str(uuid.uuid4()), options=options)
-
     def _mark_sent(self, connection: Connection, ids: Sequence[int]) -> None:
         table = self.outbox.table
         connection.execute(update(table).where(table.c.id.in_(ids)).values(sent_at=_now()))
-
-    def _backend(self) -> DramatiqBackend:
-        from ..backends import DramatiqBackend
-
-        backend = self.bus.config.backend
-        if not isinstance(backend, DramatiqBackend):
-            raise ConfigurationError(
-                f"the outbox relay sends through the 'dramatiq' backend; this bus's backend is {backend!r}"
-            )
-        return backend
 
     # -- running -------------------------------------------------------------------------------
 
@@ -246,7 +223,7 @@ class OutboxRelay:
         Raises:
           ConfigurationError: Naming what is missing.
         """
-        self._backend()
+        message_backend(self.bus)
         if not self.outbox.exists(self.engine):
             raise ConfigurationError(
                 f"the outbox table {self.outbox.qualified_name!r} does not exist in "
