@@ -107,6 +107,15 @@ class Outbox:
     def exists(self, bind: Engine | Connection) -> bool:
         return inspect(bind).has_table(self.name, schema=self.schema)
 
+    def has_notify_trigger(self, bind: Engine | Connection) -> bool:
+        """Whether the table has the NOTIFY trigger that :meth:`create` installs on PostgreSQL."""
+        with _connection(bind) as connection:
+            found = connection.execute(
+                text("SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(:table) AND tgname = :name"),
+                {"table": self._quoted_name(), "name": f"{self.name}_notify"},
+            ).first()
+        return found is not None
+
     # -- writing -------------------------------------------------------------------------------
 
     def write(self, session: Session, bus: EventBus, deliveries: Sequence[Delivery]) -> None:
@@ -140,6 +149,9 @@ class Outbox:
     def _notify_function(self) -> str:
         prefix = f'"{self.schema}".' if self.schema else ""
         return f'{prefix}"{self.name}_notify"'
+
+    def _quoted_name(self) -> str:
+        return f'"{self.schema}"."{self.name}"' if self.schema else f'"{self.name}"'
 
 
 def message_backend(bus: EventBus) -> MessageBackend:
@@ -181,7 +193,7 @@ def _define_table(metadata: MetaData, name: str, schema: str | None) -> Table:
 
 
 def _notify_trigger(outbox: Outbox) -> DDL:
-    table = f'"{outbox.schema}"."{outbox.name}"' if outbox.schema else f'"{outbox.name}"'
+    table = outbox._quoted_name()
     function = outbox._notify_function()
     channel = outbox.channel.replace("'", "''")
     # One NOTIFY per statement, delivered by PostgreSQL only if the transaction commits, and

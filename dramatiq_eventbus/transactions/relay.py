@@ -10,15 +10,16 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from dramatiq.message import Message
-from sqlalchemy import create_engine, delete, select, text, update
+from sqlalchemy import create_engine, delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from ..environment import positive_seconds
 from ..errors import ConfigurationError
 from .outbox import DEFAULT_TABLE, Outbox, message_backend
+from .runner import HELD_BACK_PAUSE_SECONDS, RelayRunner
 
 if TYPE_CHECKING:
     from ..bus import EventBus
@@ -31,10 +32,6 @@ DEFAULT_POLL_SECONDS = 1.0
 DEFAULT_PRUNE_AFTER_SECONDS = 86_400.0
 DEFAULT_PRUNE_EVERY_SECONDS = 60.0
 DEFAULT_MAX_BACKOFF_SECONDS = 5.0
-#: How often a waiting relay looks at its stop flag, at the most.
-_STOP_CHECK_SECONDS = 0.2
-#: The wait before looking again at rows held back because another relay had earlier rows of their lane.
-_HELD_BACK_PAUSE_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -121,13 +118,10 @@ class OutboxRelay:
         self.prune_after_seconds = prune_after_seconds
         self.prune_every_seconds = float(prune_every_seconds)
         self.max_backoff_seconds = float(max_backoff_seconds)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = RelayRunner(self)
 
     def __repr__(self) -> str:
         return f"<OutboxRelay {self.outbox.qualified_name} on {self.engine.url.render_as_string(hide_password=True)}>"
-
-    # -- one pass ------------------------------------------------------------------------------
 
     def relay_once(self) -> Batch:
         """Send one batch of committed, unsent rows and mark them sent, in one database transaction.
@@ -168,7 +162,7 @@ class OutboxRelay:
             if batch.sent == 0 and batch.held_back == 0:
                 return total
             if batch.sent == 0:
-                time.sleep(_HELD_BACK_PAUSE_SECONDS)
+                time.sleep(HELD_BACK_PAUSE_SECONDS)
 
     def prune(self) -> int:
         """Delete rows sent more than ``prune_after_seconds`` ago; return how many."""
@@ -215,8 +209,6 @@ class OutboxRelay:
         table = self.outbox.table
         connection.execute(update(table).where(table.c.id.in_(ids)).values(sent_at=_now()))
 
-    # -- running -------------------------------------------------------------------------------
-
     def check(self) -> None:
         """Fail early on a missing table or a bus that cannot send; warn when PostgreSQL has no NOTIFY trigger.
 
@@ -229,7 +221,7 @@ class OutboxRelay:
                 f"the outbox table {self.outbox.qualified_name!r} does not exist in "
                 f"{self.engine.url.render_as_string(hide_password=True)}: create it with Outbox(...).create(engine)"
             )
-        if self.engine.dialect.name == "postgresql" and not self._has_notify_trigger():
+        if self.engine.dialect.name == "postgresql" and not self.outbox.has_notify_trigger(self.engine):
             logger.warning(
                 "The outbox table %s has no NOTIFY trigger: the relay polls every %.1f s. "
                 "Outbox(...).create(engine) installs it.",
@@ -237,13 +229,7 @@ class OutboxRelay:
                 self.poll_seconds,
             )
 
-    def _has_notify_trigger(self) -> bool:
-        with self.engine.connect() as connection:
-            found = connection.execute(
-                text("SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(:table) AND tgname = :name"),
-                {"table": _quoted(self.outbox), "name": f"{self.outbox.name}_notify"},
-            ).first()
-        return found is not None
+    # -- running: see runner.py ----------------------------------------------------------------
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Relay until ``stop`` (or :meth:`stop`) is set: pass after pass, waiting between them.
@@ -254,50 +240,7 @@ class OutboxRelay:
         Raises:
           ConfigurationError: From :meth:`check`, before anything starts.
         """
-        stop = stop or self._stop
-        self.check()
-        waker = _waker_for(self.engine, self.outbox.channel)
-        logger.info("Outbox relay started on %s (%s).", self.outbox.qualified_name, waker.describe(self.poll_seconds))
-        failures = 0
-        next_prune = time.monotonic()
-        try:
-            while not stop.is_set():
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + self.prune_every_seconds
-                    try:
-                        self.prune()
-                    except Exception as exc:
-                        logger.warning(
-                            "Pruning the outbox failed (%s: %s); trying again later.", type(exc).__name__, exc
-                        )
-                try:
-                    batch = self.relay_once()
-                except ConfigurationError:
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    delay = min(self.max_backoff_seconds, 0.1 * 2 ** min(failures - 1, 16))
-                    logger.warning(
-                        "Outbox relay pass failed (%s: %s); its rows stay unsent. Trying again in %.1f s.",
-                        type(exc).__name__,
-                        exc,
-                        delay,
-                        exc_info=failures == 1,
-                    )
-                    stop.wait(delay)
-                    continue
-                if failures:
-                    logger.info("Outbox relay recovered after %d failed pass(es).", failures)
-                    failures = 0
-                if batch.sent + batch.held_back >= self.batch_size:
-                    continue
-                if batch.held_back:
-                    stop.wait(_HELD_BACK_PAUSE_SECONDS)
-                    continue
-                waker.wait(self.poll_seconds, stop)
-        finally:
-            waker.close()
-            logger.info("Outbox relay stopped on %s.", self.outbox.qualified_name)
+        self._runner.run(stop)
 
     def start(self) -> threading.Thread:
         """Run the relay in a daemon thread; :meth:`stop` ends it.
@@ -305,26 +248,11 @@ class OutboxRelay:
         Raises:
           ConfigurationError: From :meth:`check`, in the caller.
         """
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError(f"{self!r} is already running")
-        self.check()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run_in_thread, name="eventbus-outbox-relay", daemon=True)
-        self._thread.start()
-        return self._thread
-
-    def _run_in_thread(self) -> None:
-        try:
-            self.run()
-        except Exception:
-            logger.exception("The outbox relay thread stopped on an error.")
+        return self._runner.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the relay to stop, and wait up to ``timeout`` seconds for its thread."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
+        self._runner.stop(timeout)
 
     @classmethod
     def from_settings(cls, settings: RelaySettings, *, bus: EventBus | None = None) -> OutboxRelay:
@@ -419,98 +347,6 @@ def _keep_seconds(name: str, value: str) -> float | None:
     if value.strip() == "0":
         return None
     return positive_seconds(name, value)
-
-
-# -- waiting between passes --------------------------------------------------------------------
-
-
-class _Waker(Protocol):
-    def wait(self, seconds: float, stop: threading.Event) -> None: ...
-
-    def close(self) -> None: ...
-
-    def describe(self, poll_seconds: float) -> str: ...
-
-
-class _Poll:
-    """Sleeps: the wake-up of every database but PostgreSQL with psycopg 3."""
-
-    def wait(self, seconds: float, stop: threading.Event) -> None:
-        stop.wait(seconds)
-
-    def close(self) -> None:
-        pass
-
-    def describe(self, poll_seconds: float) -> str:
-        return f"polling every {poll_seconds:g} s"
-
-
-class _Listen:
-    """LISTENs on the outbox's channel on a connection of its own, outside the engine's pool."""
-
-    def __init__(self, engine: Engine, channel: str) -> None:
-        self.engine = engine
-        self.channel = channel
-        self._connection: Any = None
-
-    def describe(self, poll_seconds: float) -> str:
-        return f"woken by NOTIFY on {self.channel!r}, or every {poll_seconds:g} s"
-
-    def _connect(self) -> Any:
-        from psycopg import sql
-
-        pooled = self.engine.raw_connection()
-        connection: Any = pooled.driver_connection  # a psycopg.Connection: _waker_for() checked the driver
-        pooled.detach()  # closing it closes the socket, instead of returning a LISTENing connection to the pool
-        connection.rollback()
-        connection.autocommit = True
-        connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-        self._connection = connection
-        return connection
-
-    def wait(self, seconds: float, stop: threading.Event) -> None:
-        deadline = time.monotonic() + seconds
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            try:
-                connection = self._connection or self._connect()
-                woken = False
-                for _ in connection.notifies(timeout=min(remaining, _STOP_CHECK_SECONDS), stop_after=1):
-                    woken = True
-                if woken:
-                    # Later notifications are for rows the coming pass will take as well.
-                    for _ in connection.notifies(timeout=0):
-                        pass
-                    return
-            except Exception as exc:
-                logger.warning(
-                    "Outbox relay lost its LISTEN connection (%s: %s); polling until it is back.",
-                    type(exc).__name__,
-                    exc,
-                )
-                self.close()
-                stop.wait(min(max(remaining, 0.0), 1.0))
-                return
-
-    def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):  # a broken connection may fail to close; it is gone either way
-                connection.close()
-
-
-def _waker_for(engine: Engine, channel: str) -> _Waker:
-    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        return _Listen(engine, channel)
-    if engine.dialect.name == "postgresql":
-        logger.info("LISTEN needs the psycopg 3 driver (postgresql+psycopg://); the relay polls instead.")
-    return _Poll()
-
-
-def _quoted(outbox: Outbox) -> str:
-    return f'"{outbox.schema}"."{outbox.name}"' if outbox.schema else f'"{outbox.name}"'
 
 
 def _now() -> datetime:
