@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -16,13 +15,13 @@ from dramatiq.message import Message
 from sqlalchemy import create_engine, delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from ..environment import positive_seconds
 from ..errors import ConfigurationError
-from .outbox import DEFAULT_TABLE, Outbox, message_backend
+from .outbox import Outbox, message_backend
 from .runner import HELD_BACK_PAUSE_SECONDS, RelayRunner
 
 if TYPE_CHECKING:
     from ..bus import EventBus
+    from .settings import RelaySettings
 
 logger = logging.getLogger("dramatiq_eventbus.outbox")
 
@@ -265,88 +264,6 @@ class OutboxRelay:
             poll_seconds=settings.poll_seconds,
             prune_after_seconds=settings.prune_after_seconds,
         )
-
-
-# -- settings from the environment -------------------------------------------------------------
-
-#: The relay's variables, with one line of help each.
-RELAY_VARIABLES: tuple[tuple[str, str], ...] = (
-    ("EVENTBUS_OUTBOX_URL", "SQLAlchemy URL of the database holding the outbox; a worker relays when it is set."),
-    ("EVENTBUS_OUTBOX_TABLE", f"The outbox table, optionally 'schema.table'. Default '{DEFAULT_TABLE}'."),
-    ("EVENTBUS_OUTBOX_BATCH_SIZE", f"Rows per relay pass. Default {DEFAULT_BATCH_SIZE}."),
-    (
-        "EVENTBUS_OUTBOX_POLL_SECONDS",
-        f"Longest wait between passes without a NOTIFY. Default {DEFAULT_POLL_SECONDS:g}.",
-    ),
-    (
-        "EVENTBUS_OUTBOX_PRUNE_AFTER_SECONDS",
-        f"Age at which sent rows are deleted; 0 keeps them. Default {DEFAULT_PRUNE_AFTER_SECONDS:g}.",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class RelaySettings:
-    """Where the outbox is and how to relay it: from the ``EVENTBUS_OUTBOX_*`` variables or the CLI.
-
-    Parameters:
-      url(str): The SQLAlchemy database URL.
-      table(str): The table, optionally ``"schema.table"``.
-      batch_size(int): Rows per pass.
-      poll_seconds(float): The longest wait between passes.
-      prune_after_seconds(float | None): How long sent rows are kept; None keeps them.
-    """
-
-    url: str
-    table: str = DEFAULT_TABLE
-    batch_size: int = DEFAULT_BATCH_SIZE
-    poll_seconds: float = DEFAULT_POLL_SECONDS
-    prune_after_seconds: float | None = DEFAULT_PRUNE_AFTER_SECONDS
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> RelaySettings:
-        """Read the variables; keyword ``overrides`` that are not None win.
-
-        Raises:
-          ConfigurationError: No URL, or a value that does not parse.
-        """
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, field, parse in (
-            ("EVENTBUS_OUTBOX_URL", "url", _text),
-            ("EVENTBUS_OUTBOX_TABLE", "table", _text),
-            ("EVENTBUS_OUTBOX_BATCH_SIZE", "batch_size", _positive_int),
-            ("EVENTBUS_OUTBOX_POLL_SECONDS", "poll_seconds", positive_seconds),
-            ("EVENTBUS_OUTBOX_PRUNE_AFTER_SECONDS", "prune_after_seconds", _keep_seconds),
-        ):
-            if environ.get(name, "").strip():
-                values[field] = parse(name, environ[name])
-        values.update({key: value for key, value in overrides.items() if value is not None})
-        if "url" not in values:
-            raise ConfigurationError(
-                "the outbox relay needs the database: set EVENTBUS_OUTBOX_URL (or --url) to its SQLAlchemy URL"
-            )
-        return cls(**values)
-
-
-def _text(name: str, value: str) -> str:
-    return value.strip()
-
-
-def _positive_int(name: str, value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, not {value!r}") from None
-    if number <= 0:
-        raise ConfigurationError(f"{name} must be more than 0, not {value!r}")
-    return number
-
-
-def _keep_seconds(name: str, value: str) -> float | None:
-    if value.strip() == "0":
-        return None
-    return positive_seconds(name, value)
 
 
 def _now() -> datetime:
