@@ -20,7 +20,7 @@ from .backends import Backend, DramatiqBackend, InlineBackend
 from .brokers import broker_from_url, same_redis
 from .brokers.urls import redact as _redacted
 from .codecs import Codec, CustomTypes, make_codec
-from .delivery import Delivery
+from .delivery import Delivery, PublishBuffer
 from .errors import ConfigurationError
 from .middleware import install as install_middleware
 from .ordering import DEFAULT_LEASE_SECONDS, DEFAULT_STALL_SECONDS, LaneStatus, LaneStore
@@ -318,7 +318,7 @@ class EventBus:
                 self._recorder = previous
 
 
-class _Deferral:
+class _Deferral(PublishBuffer):
     """The publish() calls of one ``deferred()`` block, to be handed on together.
 
     Parameters:
@@ -327,13 +327,8 @@ class _Deferral:
     """
 
     def __init__(self, outer: PublishRecorder | None) -> None:
+        super().__init__()
         self.outer = () if outer is None else (outer,)
-        self.events: list[object] = []
-        self.deliveries: list[Delivery] = []
-
-    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
-        self.events.extend(events)
-        self.deliveries.extend(deliveries)
 
 
 class PublishRecorder(Protocol):

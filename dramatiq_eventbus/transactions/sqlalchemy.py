@@ -18,7 +18,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionmaker
 
-from ..delivery import Delivery
+from ..delivery import Delivery, PublishBuffer
 from ..errors import ConfigurationError
 from .outbox import message_backend
 
@@ -36,19 +36,14 @@ _LISTENERS = (
 )
 
 
-class _Pending:
+class _Pending(PublishBuffer):
     """The publish() calls kept by one transaction or savepoint until it ends."""
 
-    __slots__ = ("committed", "deliveries", "events")
+    __slots__ = ("committed",)
 
     def __init__(self) -> None:
-        self.events: list[object] = []
-        self.deliveries: list[Delivery] = []
+        super().__init__()
         self.committed = False
-
-    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
-        self.events.extend(events)
-        self.deliveries.extend(deliveries)
 
 
 class SessionBinding:
