@@ -1,4 +1,7 @@
-"""The outbox relay: moves committed outbox rows to the broker, in order, and marks them sent."""
+"""The outbox relay's pass: moves committed outbox rows to the broker, in order, and marks them sent.
+
+runner.py runs pass after pass; wakers.py waits between them.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ class Batch:
 
 
 class OutboxRelay:
-    """Moves committed outbox rows to the broker through the bus's ``"dramatiq"`` backend.
+    """Moves committed outbox rows to the broker through the bus's message backend (``"dramatiq"``).
 
     Each pass takes up to ``batch_size`` unsent rows in ``id`` order, locking them with
     ``FOR UPDATE SKIP LOCKED`` (on PostgreSQL, MySQL, Oracle), sends their messages
