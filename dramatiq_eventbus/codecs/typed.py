@@ -280,20 +280,6 @@ class TypedCodec:
             raise EventDecodeError(f"the payload holds a {type(event).__qualname__}, which is not an event class")
         return event
 
-    def encode_value(self, value: object) -> JSONValue:
-        """Any value this codec can represent, event or not, as a JSON value."""
-        try:
-            return self._encode_any(value)
-        except CodecFailure as failure:
-            raise EventEncodeError(failure.render(type(value).__qualname__)) from None
-
-    def decode_value(self, payload: JSONValue) -> Any:
-        """The inverse of :meth:`encode_value`."""
-        try:
-            return decode_any(payload, self._tags)
-        except CodecFailure as failure:
-            raise EventDecodeError(failure.render("value")) from None
-
     def wire_name(self, cls: type) -> str:
         """The name ``cls`` goes by in this codec's payloads."""
         return self.catalog.name_of(cls)
