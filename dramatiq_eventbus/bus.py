@@ -18,7 +18,7 @@ from .backends import Backend, DramatiqBackend, InlineBackend
 from .brokers import BrokerSupport, RedisLaneStore, broker_from_url, support_for
 from .brokers.urls import redact as _redacted
 from .codecs import Codec, CustomTypes, make_codec
-from .delivery import Delivery
+from .delivery import Delivery, PublishBuffer
 from .errors import ConfigurationError
 from .middleware import install as install_middleware
 from .ordering import (
@@ -340,7 +340,7 @@ class EventBus:
                 self._recorder = previous
 
 
-class _Deferral:
+class _Deferral(PublishBuffer):
     """The publish() calls of one ``deferred()`` block, to be handed on together.
 
     Parameters:
@@ -349,13 +349,8 @@ class _Deferral:
     """
 
     def __init__(self, outer: PublishRecorder | None) -> None:
+        super().__init__()
         self.outer = () if outer is None else (outer,)
-        self.events: list[object] = []
-        self.deliveries: list[Delivery] = []
-
-    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
-        self.events.extend(events)
-        self.deliveries.extend(deliveries)
 
 
 class PublishRecorder(Protocol):

@@ -1,7 +1,8 @@
-"""A delivery: one event routed to one handler, ready for a backend."""
+"""A delivery: one event routed to one handler, ready for a backend; and a buffer of publish() calls."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .codecs import JSONValue
@@ -25,3 +26,20 @@ class Delivery:
     payload: JSONValue
     partition_key: str | None
     queue_name: str
+
+
+class PublishBuffer:
+    """publish() calls kept to be handed on together later: their events in order, and their deliveries.
+
+    A recorder in the bus's sense (it has ``published()``), so a publish() can be handed to it.
+    """
+
+    __slots__ = ("deliveries", "events")
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self.deliveries: list[Delivery] = []
+
+    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+        self.events.extend(events)
+        self.deliveries.extend(deliveries)

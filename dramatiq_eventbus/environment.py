@@ -65,6 +65,23 @@ def positive_seconds(name: str, value: str) -> float:
     return seconds
 
 
+def _positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {value!r}") from None
+    if number <= 0:
+        raise ConfigurationError(f"{name} must be more than 0, not {value!r}")
+    return number
+
+
+def _seconds_or_never(name: str, value: str) -> float | None:
+    """A positive number of seconds, or None for ``0``: never."""
+    if value.strip() == "0":
+        return None
+    return positive_seconds(name, value)
+
+
 VARIABLES: tuple[Variable, ...] = (
     Variable(
         "EVENTBUS_HANDLERS",
@@ -116,6 +133,36 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("EVENTBUS_CODEC", "codec", _text, "'typed' (default) or 'pickle'."),
     Variable("EVENTBUS_SECRET_KEY", "secret_key", _text, "HMAC key that signs pickled payloads."),
     Variable("EVENTBUS_PICKLE_FALLBACK", "pickle_fallback", _boolean, "'true': pickle what typed cannot encode."),
+)
+
+#: The outbox relay's variables. Not configure() arguments: each ``argument`` is a field of
+#: ``dramatiq_eventbus.transactions.RelaySettings``, and a blank one counts as unset.
+OUTBOX_VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "EVENTBUS_OUTBOX_URL",
+        "url",
+        _text,
+        "SQLAlchemy URL of the database holding the outbox; a worker relays when it is set.",
+    ),
+    Variable(
+        "EVENTBUS_OUTBOX_TABLE",
+        "table",
+        _text,
+        "The outbox table, optionally 'schema.table'. Default 'eventbus_outbox'.",
+    ),
+    Variable("EVENTBUS_OUTBOX_BATCH_SIZE", "batch_size", _positive_int, "Rows per relay pass. Default 500."),
+    Variable(
+        "EVENTBUS_OUTBOX_POLL_SECONDS",
+        "poll_seconds",
+        positive_seconds,
+        "Longest wait between passes without a NOTIFY. Default 1.",
+    ),
+    Variable(
+        "EVENTBUS_OUTBOX_PRUNE_AFTER_SECONDS",
+        "prune_after_seconds",
+        _seconds_or_never,
+        "Age at which sent rows are deleted; 0 keeps them. Default 86400.",
+    ),
 )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigurationError
 from .custom import CustomType, CustomTypes
-from .names import class_aliases, is_unstable, type_name
+from .names import class_aliases, is_unstable, qualified_name, type_name
 from .shapes import classes_in
 from .structs import ENUM, EnumPlan, RecordPlan, enum_plan, kind_of, record_plan
 
@@ -98,13 +98,10 @@ class Catalog:
             other = self.by_name.setdefault(label, entry)
             if other.cls is not cls:
                 raise ConfigurationError(
-                    f"two classes go by the wire name {label!r}: {_where(other.cls)} and {_where(cls)}; "
+                    f"two classes go by the wire name {label!r}: {qualified_name(other.cls)} and "
+                    f"{qualified_name(cls)}; "
                     f"give one of them another name with register_type(..., name=...) or __eventbus_name__"
                 )
 
     def name_of(self, cls: type) -> str:
         return self.by_class[cls].name
-
-
-def _where(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"

@@ -34,6 +34,15 @@ def type_name(cls: type) -> str:
     return f"{module}:{cls.__qualname__}"
 
 
+def qualified_name(cls: type) -> str:
+    """Where a class is defined, ``package.module.QualName``, for messages people read.
+
+    Unlike :func:`type_name` it is never a wire name: it ignores ``__eventbus_name__``
+    and keeps ``__main__``, so that it shows where a class really comes from.
+    """
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def class_aliases(cls: type) -> tuple[str, ...]:
     """The old names a class declares in its own ``__eventbus_aliases__``."""
     aliases = cls.__dict__.get(ALIASES_ATTRIBUTE, ())

@@ -119,11 +119,6 @@ class PickleCodec:
         return raw
 
 
-def is_pickled(payload: Any) -> bool:
-    """Whether a payload is a pickle-mode object (signed or not)."""
-    return type(payload) is dict and TAG in payload
-
-
 def _sketch(payload: Any) -> str:
     if type(payload) is dict:
         return "an object with keys " + ", ".join(repr(key) for key in list(payload)[:5])

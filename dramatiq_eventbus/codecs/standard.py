@@ -31,7 +31,6 @@ TagDecoder = Callable[[dict[str, Any]], Any]
 #: decimal digits by default (CVE-2020-10735), and hex has no such limit.
 BIG_INT = 1 << 4096
 _HEX_INT = re.compile(r"-?0x[0-9a-f]+")
-_INT_TEXT = re.compile(r"-?(?:[0-9]{1,1300}|0x[0-9a-f]+)")
 _FRACTION = re.compile(r"(-?(?:[0-9]{1,1300}|0x[0-9a-f]+))/((?:[0-9]{1,1300}|0x[0-9a-f]+))")
 _TIMEDELTA = re.compile(r"(?:(-?[0-9]{1,9}) days?, )?([0-9]{1,2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{6}))?")
 _ZONE_KEY = re.compile(r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*")

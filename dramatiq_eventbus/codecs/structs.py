@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .shapes import Check, Shape, compile_check, shape_of
+from .shapes import Shape, shape_of
 
 DATACLASS = "dataclass"
 NAMEDTUPLE = "namedtuple"
@@ -63,10 +63,6 @@ class FieldPlan:
     required: bool
     hint: Any
     shape: Shape | None
-
-    @property
-    def check(self) -> Check | None:
-        return compile_check(self.shape)
 
 
 @dataclass(frozen=True)

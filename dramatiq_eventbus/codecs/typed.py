@@ -65,6 +65,114 @@ def _misfit(shape: Shape | None, value: object) -> CodecFailure:
     return failure.at(step) if step else failure
 
 
+# -- decoding JSON's containers -----------------------------------------------------------------
+#
+# One function per shape a decoded value can have: any JSON value, an object (tagged or
+# plain), a list, a $map, and the members of a $tuple, $set or $frozenset. Each takes the
+# codec's tag table and hands it down, so a value at any depth is decoded by the same
+# table; the record, Enum and custom decoders in it call back into these for what they hold.
+# The loops test an item's type inline and keep scalars as they are: most items are
+# scalars, and a call per item would cost more than the decoding.
+
+Tags = dict[str, TagDecoder]
+
+
+def decode_any(raw: Any, tags: Tags) -> Any:
+    """Any JSON value, as :func:`json.loads` makes them."""
+    kind = type(raw)
+    if kind is dict:
+        return decode_object(raw, tags)
+    if kind is list:
+        return decode_list(raw, tags)
+    if kind in _SCALARS:
+        return raw
+    raise CodecFailure(f"not a JSON value: {kind.__name__}")
+
+
+def decode_object(raw: dict[str, Any], tags: Tags) -> Any:
+    """A JSON object: the value its tag describes when its first key is one, else a dict.
+
+    Parameters:
+      raw(dict[str, Any]): The object.
+      tags(Tags): The codec's decoders by tag, the containers' among them.
+
+    Raises:
+      CodecFailure: An unknown tag, or a tagged object its decoder refused.
+    """
+    for key in raw:  # only the first key: a tag comes first in everything the codec writes
+        decoder = tags.get(key)
+        if decoder is None:
+            if key[:1] == "$":
+                raise CodecFailure(f"unknown type tag {key!r}")
+            return decode_plain(raw, tags)
+        # A decoder meets payloads nobody has checked: anything else it raises (a TypeError
+        # on a malformed value, say) still means a bad payload, and must say where it is.
+        try:
+            return decoder(raw)
+        except (CodecFailure, RecursionError):
+            raise
+        except Exception as exc:
+            raise CodecFailure(f"bad {key} object: {type(exc).__name__}: {exc}") from None
+    return {}
+
+
+def decode_plain(raw: dict[str, Any], tags: Tags) -> Any:
+    """A JSON object whose first key is no tag: a dict of its decoded values."""
+    tag = next((key for key in raw if key[:1] == "$"), None)
+    if tag is not None:
+        # A tag after other keys: something on the way reordered the object. Put it first
+        # again; the other keys keep their order, so errors name the same key they would have.
+        return decode_object({tag: raw[tag], **raw}, tags)
+    out: dict[str, Any] = {}
+    key = ""
+    try:
+        for key, item in raw.items():
+            kind = type(item)
+            out[key] = decode_object(item, tags) if kind is dict else decode_list(item, tags) if kind is list else item
+    except CodecFailure as failure:
+        raise failure.at(f"[{key!r}]") from None
+    return out
+
+
+def decode_list(raw: list[Any], tags: Tags) -> list[Any]:
+    """A JSON list, item by item; a CodecFailure if ``raw`` is no list."""
+    if type(raw) is not list:
+        raise CodecFailure(f"expected a JSON list, got {type(raw).__name__}")
+    out: list[Any] = []
+    append = out.append
+    try:
+        for item in raw:
+            kind = type(item)
+            append(decode_object(item, tags) if kind is dict else decode_list(item, tags) if kind is list else item)
+    except CodecFailure as failure:
+        raise failure.at(f"[{len(out)}]") from None
+    return out
+
+
+def decode_members(tag: str, raw: dict[str, Any], tags: Tags) -> list[Any]:
+    """The decoded list a ``$tuple``, ``$set`` or ``$frozenset`` object (``tag``) holds."""
+    return decode_list(only(tag, raw), tags)
+
+
+def decode_map(raw: dict[str, Any], tags: Tags) -> dict[Any, Any]:
+    """A ``$map`` object: a dict whose keys JSON could not hold, from its [key, value] pairs."""
+    pairs = only("$map", raw)
+    if type(pairs) is not list:
+        raise CodecFailure("$map must hold a list of [key, value] pairs")
+    out: dict[Any, Any] = {}
+    for index, pair in enumerate(pairs):
+        if type(pair) is not list or len(pair) != 2:
+            raise CodecFailure(f"$map item {index} is not a [key, value] pair")
+        try:
+            key = decode_any(pair[0], tags)
+            out[key] = decode_any(pair[1], tags)
+        except CodecFailure as failure:
+            raise failure.at(f"<pair {index}>") from None
+        except TypeError:
+            raise CodecFailure(f"$map key {index} is a {type(key).__name__}, which cannot be a key") from None
+    return out
+
+
 class TypedCodec:
     """Readable, type-preserving JSON: the default codec.
 
@@ -103,11 +211,12 @@ class TypedCodec:
         self._warned: set[type] = set()
         self._warned_lock = threading.Lock()
         self._encoders: dict[type, Encoder] = {str: _same, bool: _same, type(None): _same, **LEAF_ENCODERS}
-        self._tags: dict[str, TagDecoder] = dict(LEAF_DECODERS)
+        self._tags: Tags = dict(LEAF_DECODERS)
         self._records: dict[str, TagDecoder] = {}
         self._enums: dict[str, EnumPlan] = {}
         self._customs: dict[str, tuple[type, Any]] = {}
-        self._install_containers()
+        self._install_container_encoders()
+        self._install_container_decoders()
         for entry in self.catalog.by_class.values():
             self._install(entry, [name for name, named in self.catalog.by_name.items() if named is entry])
 
@@ -162,7 +271,7 @@ class TypedCodec:
         entry = self.catalog.by_name.get(name) if type(name) is str else None
         root = entry.cls.__qualname__ if entry is not None else "event"
         try:
-            event = self._decode_object(payload)
+            event = decode_object(payload, self._tags)
         except CodecFailure as failure:
             raise EventDecodeError(failure.render(root)) from None
         except RecursionError:
@@ -170,20 +279,6 @@ class TypedCodec:
         if type(event) not in self._events:
             raise EventDecodeError(f"the payload holds a {type(event).__qualname__}, which is not an event class")
         return event
-
-    def encode_value(self, value: object) -> JSONValue:
-        """Any value this codec can represent, event or not, as a JSON value."""
-        try:
-            return self._encode_any(value)
-        except CodecFailure as failure:
-            raise EventEncodeError(failure.render(type(value).__qualname__)) from None
-
-    def decode_value(self, payload: JSONValue) -> Any:
-        """The inverse of :meth:`encode_value`."""
-        try:
-            return self._decode_any(payload)
-        except CodecFailure as failure:
-            raise EventDecodeError(failure.render("value")) from None
 
     def wire_name(self, cls: type) -> str:
         """The name ``cls`` goes by in this codec's payloads."""
@@ -203,11 +298,10 @@ class TypedCodec:
 
     # -- the generic machinery ----------------------------------------------------------------
 
-    def _install_containers(self) -> None:
+    def _install_container_encoders(self) -> None:
+        """Put JSON's containers, and sets and tuples, in the encoder table."""
         encoders = self._encoders
         get_encoder = encoders.get
-        tags = self._tags
-        get_tag = tags.get
 
         def encode_any(value: Any) -> JSONValue:
             encoder = get_encoder(type(value))
@@ -273,101 +367,21 @@ class TypedCodec:
         encoders[tuple] = lambda value: {"$tuple": encode_list(value)}
         encoders[set] = lambda value: {"$set": encode_members(value)}
         encoders[frozenset] = lambda value: {"$frozenset": encode_members(value)}
+        self._encode_any = encode_any
 
-        def decode_any(raw: Any) -> Any:
-            kind = type(raw)
-            if kind is dict:
-                return decode_object(raw)
-            if kind is list:
-                return decode_list(raw)
-            if kind in _SCALARS:
-                return raw
-            raise CodecFailure(f"not a JSON value: {kind.__name__}")
+    def _install_container_decoders(self) -> None:
+        """Put the containers' tags, and the three that lead to the catalog's classes, in the tag table.
 
-        def decode_object(raw: dict[str, Any]) -> Any:
-            for key in raw:
-                decoder = get_tag(key)
-                if decoder is None:
-                    if key[:1] == "$":
-                        raise CodecFailure(f"unknown type tag {key!r}")
-                    return decode_plain(raw)
-                try:
-                    return decoder(raw)
-                except (CodecFailure, RecursionError):
-                    raise
-                except Exception as exc:
-                    raise CodecFailure(f"bad {key} object: {type(exc).__name__}: {exc}") from None
-            return {}
-
-        def call(decoder: TagDecoder, key: str, raw: dict[str, Any]) -> Any:
-            try:
-                return decoder(raw)
-            except (CodecFailure, RecursionError):
-                raise
-            except Exception as exc:
-                raise CodecFailure(f"bad {key} object: {type(exc).__name__}: {exc}") from None
-
-        def decode_plain(raw: dict[str, Any]) -> Any:
-            tag = next((key for key in raw if key[:1] == "$"), None)
-            if tag is not None:
-                # A tag after other keys: something on the way reordered the object.
-                decoder = get_tag(tag)
-                if decoder is None:
-                    raise CodecFailure(f"unknown type tag {tag!r}")
-                return call(decoder, tag, raw)
-            out: dict[str, Any] = {}
-            key = ""
-            try:
-                for key, item in raw.items():
-                    kind = type(item)
-                    out[key] = decode_object(item) if kind is dict else decode_list(item) if kind is list else item
-            except CodecFailure as failure:
-                raise failure.at(f"[{key!r}]") from None
-            return out
-
-        def decode_list(raw: list[Any]) -> list[Any]:
-            if type(raw) is not list:
-                raise CodecFailure(f"expected a JSON list, got {type(raw).__name__}")
-            out: list[Any] = []
-            append = out.append
-            try:
-                for item in raw:
-                    kind = type(item)
-                    append(decode_object(item) if kind is dict else decode_list(item) if kind is list else item)
-            except CodecFailure as failure:
-                raise failure.at(f"[{len(out)}]") from None
-            return out
-
-        def decode_map(raw: dict[str, Any]) -> dict[Any, Any]:
-            pairs = only("$map", raw)
-            if type(pairs) is not list:
-                raise CodecFailure("$map must hold a list of [key, value] pairs")
-            out: dict[Any, Any] = {}
-            for index, pair in enumerate(pairs):
-                if type(pair) is not list or len(pair) != 2:
-                    raise CodecFailure(f"$map item {index} is not a [key, value] pair")
-                try:
-                    key = decode_any(pair[0])
-                    out[key] = decode_any(pair[1])
-                except CodecFailure as failure:
-                    raise failure.at(f"<pair {index}>") from None
-                except TypeError:
-                    raise CodecFailure(f"$map key {index} is a {type(key).__name__}, which cannot be a key") from None
-            return out
-
-        def members(tag: str, raw: dict[str, Any]) -> list[Any]:
-            return decode_list(only(tag, raw))
-
-        tags["$tuple"] = lambda raw: tuple(members("$tuple", raw))
-        tags["$set"] = lambda raw: set(members("$set", raw))
-        tags["$frozenset"] = lambda raw: frozenset(members("$frozenset", raw))
-        tags["$map"] = decode_map
+        The containers' entries are this module's decoders, bound to this codec's table.
+        """
+        tags = self._tags
+        tags["$tuple"] = lambda raw: tuple(decode_members("$tuple", raw, tags))
+        tags["$set"] = lambda raw: set(decode_members("$set", raw, tags))
+        tags["$frozenset"] = lambda raw: frozenset(decode_members("$frozenset", raw, tags))
+        tags["$map"] = lambda raw: decode_map(raw, tags)
         tags[TYPE] = self._decode_record
         tags["$enum"] = self._decode_enum
         tags["$custom"] = self._decode_custom
-        self._encode_any = encode_any
-        self._decode_any = decode_any
-        self._decode_object = decode_object
 
     # -- the catalog's classes ----------------------------------------------------------------
 
@@ -426,8 +440,7 @@ class TypedCodec:
         return encode
 
     def _record_decoder(self, plan: RecordPlan) -> TagDecoder:
-        decode_object = self._decode_object
-        decode_any = self._decode_any
+        tags = self._tags
         qualname = plan.cls.__qualname__
         fields = {
             field.name: (
@@ -454,14 +467,16 @@ class TypedCodec:
                         if key == TYPE:
                             continue
                         if extra_allowed and key[:1] != "$":
-                            values[key] = decode_any(item)
+                            values[key] = decode_any(item, tags)
                             continue
                         failure = CodecFailure(f"{qualname} has no field {key}")
                         key = ""
                         raise failure
                     init, check, shape, exact = spec
                     kind = type(item)
-                    value = decode_object(item) if kind is dict else decode_any(item) if kind is list else item
+                    value = (
+                        decode_object(item, tags) if kind is dict else decode_any(item, tags) if kind is list else item
+                    )
                     if check is not None and type(value) is not exact and not check(value):
                         raise _misfit(shape, value)
                     if init is not None:
@@ -523,7 +538,7 @@ class TypedCodec:
         if "value" not in raw:
             raise CodecFailure("an $enum object needs a name or a value")
         only("$enum", raw, "value")
-        value = self._decode_any(raw["value"])
+        value = decode_any(raw["value"], self._tags)
         try:
             return plan.cls(value)
         except ValueError:
@@ -553,7 +568,7 @@ class TypedCodec:
             raise CodecFailure("a $custom object needs a value")
         only("$custom", raw, "value")
         cls, from_value = known
-        value = self._decode_any(raw["value"])
+        value = decode_any(raw["value"], self._tags)
         try:
             obj = from_value(value)
         except Exception as exc:

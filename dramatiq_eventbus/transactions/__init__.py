@@ -20,7 +20,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 from .outbox import Outbox
-from .relay import OutboxRelay, RelaySettings
+from .relay import OutboxRelay
+from .settings import RelaySettings
 from .sqlalchemy import SessionBinding, bind_session
 
 __all__ = ["Outbox", "OutboxRelay", "RelaySettings", "SessionBinding", "bind_session"]

@@ -10,8 +10,9 @@ import threading
 from typing import Any
 
 from ..bus import EventBus
-from ..environment import arguments_from_env
-from .relay import RELAY_VARIABLES, OutboxRelay, RelaySettings
+from ..environment import OUTBOX_VARIABLES, arguments_from_env
+from .relay import OutboxRelay
+from .settings import RelaySettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="delete rows sent longer ago; 0 keeps them (default: EVENTBUS_OUTBOX_PRUNE_AFTER_SECONDS, 86400)",
     )
     parser.add_argument("--once", action="store_true", help="relay what is committed now, then exit")
-    parser.epilog = "Variables:\n" + "\n".join(f"  {name}: {text}" for name, text in RELAY_VARIABLES)
+    parser.epilog = "Variables:\n" + "\n".join(f"  {v.name}: {v.help}" for v in OUTBOX_VARIABLES)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from ..backends import MessageBackend
 from ..delivery import Delivery
 from ..errors import ConfigurationError
 
@@ -106,6 +107,15 @@ class Outbox:
     def exists(self, bind: Engine | Connection) -> bool:
         return inspect(bind).has_table(self.name, schema=self.schema)
 
+    def has_notify_trigger(self, bind: Engine | Connection) -> bool:
+        """Whether the table has the NOTIFY trigger that :meth:`create` installs on PostgreSQL."""
+        with _connection(bind) as connection:
+            found = connection.execute(
+                text("SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(:table) AND tgname = :name"),
+                {"table": self._quoted_name(), "name": f"{self.name}_notify"},
+            ).first()
+        return found is not None
+
     # -- writing -------------------------------------------------------------------------------
 
     def write(self, session: Session, bus: EventBus, deliveries: Sequence[Delivery]) -> None:
@@ -113,16 +123,13 @@ class Outbox:
 
         The messages are built by the bus's ``"dramatiq"`` backend, so a row holds exactly
         what a direct publish() would have sent.
+
+        Raises:
+          ConfigurationError: From :func:`message_backend`.
         """
         if not deliveries:
             return
-        from ..backends import DramatiqBackend
-
-        backend = bus.config.backend
-        if not isinstance(backend, DramatiqBackend):
-            raise ConfigurationError(
-                f"the outbox stores Dramatiq messages: the bus's backend must be 'dramatiq', not {backend!r}"
-            )
+        backend = message_backend(bus)
         rows: list[dict[str, Any]] = []
         for delivery in deliveries:
             message = backend.message_for(delivery)
@@ -142,6 +149,24 @@ class Outbox:
     def _notify_function(self) -> str:
         prefix = f'"{self.schema}".' if self.schema else ""
         return f'{prefix}"{self.name}_notify"'
+
+    def _quoted_name(self) -> str:
+        return f'"{self.schema}"."{self.name}"' if self.schema else f'"{self.name}"'
+
+
+def message_backend(bus: EventBus) -> MessageBackend:
+    """The bus's backend, as the seam through which the outbox stores messages and its relay sends them.
+
+    Raises:
+      ConfigurationError: The backend builds no Dramatiq messages (``"inline"``, or one of your own).
+    """
+    backend = bus.config.backend
+    if not isinstance(backend, MessageBackend):
+        raise ConfigurationError(
+            "the outbox stores Dramatiq messages, and its relay sends through the 'dramatiq' backend; this bus's "
+            f"backend is {backend!r}: configure the bus with backend='dramatiq' (the default)"
+        )
+    return backend
 
 
 def _define_table(metadata: MetaData, name: str, schema: str | None) -> Table:
@@ -168,7 +193,7 @@ def _define_table(metadata: MetaData, name: str, schema: str | None) -> Table:
 
 
 def _notify_trigger(outbox: Outbox) -> DDL:
-    table = f'"{outbox.schema}"."{outbox.name}"' if outbox.schema else f'"{outbox.name}"'
+    table = outbox._quoted_name()
     function = outbox._notify_function()
     channel = outbox.channel.replace("'", "''")
     # One NOTIFY per statement, delivered by PostgreSQL only if the transaction commits, and

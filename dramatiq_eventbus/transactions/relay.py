@@ -1,31 +1,30 @@
-"""The outbox relay: moves committed outbox rows to the broker, in order, and marks them sent."""
+"""The outbox relay's pass: moves committed outbox rows to the broker, in order, and marks them sent.
+
+runner.py runs pass after pass; wakers.py waits between them.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import os
 import threading
 import time
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from dramatiq.message import Message
-from sqlalchemy import create_engine, delete, select, text, update
+from sqlalchemy import create_engine, delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from ..environment import positive_seconds
 from ..errors import ConfigurationError
-from ..ordering import lane_name
-from .outbox import DEFAULT_TABLE, Outbox
+from .outbox import Outbox, message_backend
+from .runner import HELD_BACK_PAUSE_SECONDS, RelayRunner
 
 if TYPE_CHECKING:
-    from ..backends import DramatiqBackend
     from ..bus import EventBus
+    from .settings import RelaySettings
 
 logger = logging.getLogger("dramatiq_eventbus.outbox")
 
@@ -35,10 +34,6 @@ DEFAULT_POLL_SECONDS = 1.0
 DEFAULT_PRUNE_AFTER_SECONDS = 86_400.0
 DEFAULT_PRUNE_EVERY_SECONDS = 60.0
 DEFAULT_MAX_BACKOFF_SECONDS = 5.0
-#: How often a waiting relay looks at its stop flag, at the most.
-_STOP_CHECK_SECONDS = 0.2
-#: The wait before looking again at rows held back because another relay had earlier rows of their lane.
-_HELD_BACK_PAUSE_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -56,7 +51,7 @@ class Batch:
 
 
 class OutboxRelay:
-    """Moves committed outbox rows to the broker through the bus's ``"dramatiq"`` backend.
+    """Moves committed outbox rows to the broker through the bus's message backend (``"dramatiq"``).
 
     Each pass takes up to ``batch_size`` unsent rows in ``id`` order, locking them with
     ``FOR UPDATE SKIP LOCKED`` (on PostgreSQL, MySQL, Oracle), sends their messages
@@ -125,13 +120,10 @@ class OutboxRelay:
         self.prune_after_seconds = prune_after_seconds
         self.prune_every_seconds = float(prune_every_seconds)
         self.max_backoff_seconds = float(max_backoff_seconds)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._runner = RelayRunner(self)
 
     def __repr__(self) -> str:
         return f"<OutboxRelay {self.outbox.qualified_name} on {self.engine.url.render_as_string(hide_password=True)}>"
-
-    # -- one pass ------------------------------------------------------------------------------
 
     def relay_once(self) -> Batch:
         """Send one batch of committed, unsent rows and mark them sent, in one database transaction.
@@ -140,7 +132,7 @@ class OutboxRelay:
           PublishError: The broker failed; nothing of the batch is marked sent.
           sqlalchemy.exc.SQLAlchemyError: The database failed.
         """
-        backend = self._backend()
+        backend = message_backend(self.bus)
         table = self.outbox.table
         with self._transaction() as connection:
             rows = connection.execute(
@@ -157,7 +149,9 @@ class OutboxRelay:
                 row for row in rows if row.partition_key is None or (row.actor_name, row.partition_key) not in held
             ]
             if to_send:
-                backend.send([self._message(row, backend) for row in to_send])
+                backend.send_again(
+                    [Message.decode(row.message) for row in to_send], [{"outbox_id": row.id} for row in to_send]
+                )
                 self._mark_sent(connection, [row.id for row in to_send])
         return Batch(len(to_send), len(rows) - len(to_send))
 
@@ -170,7 +164,7 @@ class OutboxRelay:
             if batch.sent == 0 and batch.held_back == 0:
                 return total
             if batch.sent == 0:
-                time.sleep(_HELD_BACK_PAUSE_SECONDS)
+                time.sleep(HELD_BACK_PAUSE_SECONDS)
 
     def prune(self) -> int:
         """Delete rows sent more than ``prune_after_seconds`` ago; return how many."""
@@ -213,32 +207,9 @@ class OutboxRelay:
         ).all()
         return {(actor, key) for actor, key in found}
 
-    def _message(self, row: Any, backend: DramatiqBackend) -> Message[Any]:
-        message: Message[Any] = Message.decode(row.message)
-        options = {key: value for key, value in message.options.items() if key != "lane"}
-        options["outbox_id"] = row.id
-        key = options.get("partition_key")
-        # The lane comes from this relay's configuration, not the publisher's: a lane option
-        # without lanes here would leave the message waiting for a lane that never moves.
-        if backend.lanes is not None and key is not None:
-            options["lane"] = lane_name(message.actor_name, key)
-        return dataclasses.replace(message, message_id=str(uuid.uuid4()), options=options)
-
     def _mark_sent(self, connection: Connection, ids: Sequence[int]) -> None:
         table = self.outbox.table
         connection.execute(update(table).where(table.c.id.in_(ids)).values(sent_at=_now()))
-
-    def _backend(self) -> DramatiqBackend:
-        from ..backends import DramatiqBackend
-
-        backend = self.bus.config.backend
-        if not isinstance(backend, DramatiqBackend):
-            raise ConfigurationError(
-                f"the outbox relay sends through the 'dramatiq' backend; this bus's backend is {backend!r}"
-            )
-        return backend
-
-    # -- running -------------------------------------------------------------------------------
 
     def check(self) -> None:
         """Fail early on a missing table or a bus that cannot send; warn when PostgreSQL has no NOTIFY trigger.
@@ -246,13 +217,13 @@ class OutboxRelay:
         Raises:
           ConfigurationError: Naming what is missing.
         """
-        self._backend()
+        message_backend(self.bus)
         if not self.outbox.exists(self.engine):
             raise ConfigurationError(
                 f"the outbox table {self.outbox.qualified_name!r} does not exist in "
                 f"{self.engine.url.render_as_string(hide_password=True)}: create it with Outbox(...).create(engine)"
             )
-        if self.engine.dialect.name == "postgresql" and not self._has_notify_trigger():
+        if self.engine.dialect.name == "postgresql" and not self.outbox.has_notify_trigger(self.engine):
             logger.warning(
                 "The outbox table %s has no NOTIFY trigger: the relay polls every %.1f s. "
                 "Outbox(...).create(engine) installs it.",
@@ -260,13 +231,7 @@ class OutboxRelay:
                 self.poll_seconds,
             )
 
-    def _has_notify_trigger(self) -> bool:
-        with self.engine.connect() as connection:
-            found = connection.execute(
-                text("SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(:table) AND tgname = :name"),
-                {"table": _quoted(self.outbox), "name": f"{self.outbox.name}_notify"},
-            ).first()
-        return found is not None
+    # -- running: see runner.py ----------------------------------------------------------------
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Relay until ``stop`` (or :meth:`stop`) is set: pass after pass, waiting between them.
@@ -277,50 +242,7 @@ class OutboxRelay:
         Raises:
           ConfigurationError: From :meth:`check`, before anything starts.
         """
-        stop = stop or self._stop
-        self.check()
-        waker = _waker_for(self.engine, self.outbox.channel)
-        logger.info("Outbox relay started on %s (%s).", self.outbox.qualified_name, waker.describe(self.poll_seconds))
-        failures = 0
-        next_prune = time.monotonic()
-        try:
-            while not stop.is_set():
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + self.prune_every_seconds
-                    try:
-                        self.prune()
-                    except Exception as exc:
-                        logger.warning(
-                            "Pruning the outbox failed (%s: %s); trying again later.", type(exc).__name__, exc
-                        )
-                try:
-                    batch = self.relay_once()
-                except ConfigurationError:
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    delay = min(self.max_backoff_seconds, 0.1 * 2 ** min(failures - 1, 16))
-                    logger.warning(
-                        "Outbox relay pass failed (%s: %s); its rows stay unsent. Trying again in %.1f s.",
-                        type(exc).__name__,
-                        exc,
-                        delay,
-                        exc_info=failures == 1,
-                    )
-                    stop.wait(delay)
-                    continue
-                if failures:
-                    logger.info("Outbox relay recovered after %d failed pass(es).", failures)
-                    failures = 0
-                if batch.sent + batch.held_back >= self.batch_size:
-                    continue
-                if batch.held_back:
-                    stop.wait(_HELD_BACK_PAUSE_SECONDS)
-                    continue
-                waker.wait(self.poll_seconds, stop)
-        finally:
-            waker.close()
-            logger.info("Outbox relay stopped on %s.", self.outbox.qualified_name)
+        self._runner.run(stop)
 
     def start(self) -> threading.Thread:
         """Run the relay in a daemon thread; :meth:`stop` ends it.
@@ -328,26 +250,11 @@ class OutboxRelay:
         Raises:
           ConfigurationError: From :meth:`check`, in the caller.
         """
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError(f"{self!r} is already running")
-        self.check()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run_in_thread, name="eventbus-outbox-relay", daemon=True)
-        self._thread.start()
-        return self._thread
-
-    def _run_in_thread(self) -> None:
-        try:
-            self.run()
-        except Exception:
-            logger.exception("The outbox relay thread stopped on an error.")
+        return self._runner.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the relay to stop, and wait up to ``timeout`` seconds for its thread."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
+        self._runner.stop(timeout)
 
     @classmethod
     def from_settings(cls, settings: RelaySettings, *, bus: EventBus | None = None) -> OutboxRelay:
@@ -360,180 +267,6 @@ class OutboxRelay:
             poll_seconds=settings.poll_seconds,
             prune_after_seconds=settings.prune_after_seconds,
         )
-
-
-# -- settings from the environment -------------------------------------------------------------
-
-#: The relay's variables, with one line of help each.
-RELAY_VARIABLES: tuple[tuple[str, str], ...] = (
-    ("EVENTBUS_OUTBOX_URL", "SQLAlchemy URL of the database holding the outbox; a worker relays when it is set."),
-    ("EVENTBUS_OUTBOX_TABLE", f"The outbox table, optionally 'schema.table'. Default '{DEFAULT_TABLE}'."),
-    ("EVENTBUS_OUTBOX_BATCH_SIZE", f"Rows per relay pass. Default {DEFAULT_BATCH_SIZE}."),
-    (
-        "EVENTBUS_OUTBOX_POLL_SECONDS",
-        f"Longest wait between passes without a NOTIFY. Default {DEFAULT_POLL_SECONDS:g}.",
-    ),
-    (
-        "EVENTBUS_OUTBOX_PRUNE_AFTER_SECONDS",
-        f"Age at which sent rows are deleted; 0 keeps them. Default {DEFAULT_PRUNE_AFTER_SECONDS:g}.",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class RelaySettings:
-    """Where the outbox is and how to relay it: from the ``EVENTBUS_OUTBOX_*`` variables or the CLI.
-
-    Parameters:
-      url(str): The SQLAlchemy database URL.
-      table(str): The table, optionally ``"schema.table"``.
-      batch_size(int): Rows per pass.
-      poll_seconds(float): The longest wait between passes.
-      prune_after_seconds(float | None): How long sent rows are kept; None keeps them.
-    """
-
-    url: str
-    table: str = DEFAULT_TABLE
-    batch_size: int = DEFAULT_BATCH_SIZE
-    poll_seconds: float = DEFAULT_POLL_SECONDS
-    prune_after_seconds: float | None = DEFAULT_PRUNE_AFTER_SECONDS
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> RelaySettings:
-        """Read the variables; keyword ``overrides`` that are not None win.
-
-        Raises:
-          ConfigurationError: No URL, or a value that does not parse.
-        """
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, field, parse in (
-            ("EVENTBUS_OUTBOX_URL", "url", _text),
-            ("EVENTBUS_OUTBOX_TABLE", "table", _text),
-            ("EVENTBUS_OUTBOX_BATCH_SIZE", "batch_size", _positive_int),
-            ("EVENTBUS_OUTBOX_POLL_SECONDS", "poll_seconds", positive_seconds),
-            ("EVENTBUS_OUTBOX_PRUNE_AFTER_SECONDS", "prune_after_seconds", _keep_seconds),
-        ):
-            if environ.get(name, "").strip():
-                values[field] = parse(name, environ[name])
-        values.update({key: value for key, value in overrides.items() if value is not None})
-        if "url" not in values:
-            raise ConfigurationError(
-                "the outbox relay needs the database: set EVENTBUS_OUTBOX_URL (or --url) to its SQLAlchemy URL"
-            )
-        return cls(**values)
-
-
-def _text(name: str, value: str) -> str:
-    return value.strip()
-
-
-def _positive_int(name: str, value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, not {value!r}") from None
-    if number <= 0:
-        raise ConfigurationError(f"{name} must be more than 0, not {value!r}")
-    return number
-
-
-def _keep_seconds(name: str, value: str) -> float | None:
-    if value.strip() == "0":
-        return None
-    return positive_seconds(name, value)
-
-
-# -- waiting between passes --------------------------------------------------------------------
-
-
-class _Waker(Protocol):
-    def wait(self, seconds: float, stop: threading.Event) -> None: ...
-
-    def close(self) -> None: ...
-
-    def describe(self, poll_seconds: float) -> str: ...
-
-
-class _Poll:
-    """Sleeps: the wake-up of every database but PostgreSQL with psycopg 3."""
-
-    def wait(self, seconds: float, stop: threading.Event) -> None:
-        stop.wait(seconds)
-
-    def close(self) -> None:
-        pass
-
-    def describe(self, poll_seconds: float) -> str:
-        return f"polling every {poll_seconds:g} s"
-
-
-class _Listen:
-    """LISTENs on the outbox's channel on a connection of its own, outside the engine's pool."""
-
-    def __init__(self, engine: Engine, channel: str) -> None:
-        self.engine = engine
-        self.channel = channel
-        self._connection: Any = None
-
-    def describe(self, poll_seconds: float) -> str:
-        return f"woken by NOTIFY on {self.channel!r}, or every {poll_seconds:g} s"
-
-    def _connect(self) -> Any:
-        from psycopg import sql
-
-        pooled = self.engine.raw_connection()
-        connection: Any = pooled.driver_connection  # a psycopg.Connection: _waker_for() checked the driver
-        pooled.detach()  # closing it closes the socket, instead of returning a LISTENing connection to the pool
-        connection.rollback()
-        connection.autocommit = True
-        connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-        self._connection = connection
-        return connection
-
-    def wait(self, seconds: float, stop: threading.Event) -> None:
-        deadline = time.monotonic() + seconds
-        while not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            try:
-                connection = self._connection or self._connect()
-                woken = False
-                for _ in connection.notifies(timeout=min(remaining, _STOP_CHECK_SECONDS), stop_after=1):
-                    woken = True
-                if woken:
-                    # Later notifications are for rows the coming pass will take as well.
-                    for _ in connection.notifies(timeout=0):
-                        pass
-                    return
-            except Exception as exc:
-                logger.warning(
-                    "Outbox relay lost its LISTEN connection (%s: %s); polling until it is back.",
-                    type(exc).__name__,
-                    exc,
-                )
-                self.close()
-                stop.wait(min(max(remaining, 0.0), 1.0))
-                return
-
-    def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):  # a broken connection may fail to close; it is gone either way
-                connection.close()
-
-
-def _waker_for(engine: Engine, channel: str) -> _Waker:
-    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        return _Listen(engine, channel)
-    if engine.dialect.name == "postgresql":
-        logger.info("LISTEN needs the psycopg 3 driver (postgresql+psycopg://); the relay polls instead.")
-    return _Poll()
-
-
-def _quoted(outbox: Outbox) -> str:
-    return f'"{outbox.schema}"."{outbox.name}"' if outbox.schema else f'"{outbox.name}"'
 
 
 def _now() -> datetime:

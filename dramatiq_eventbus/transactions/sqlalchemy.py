@@ -18,9 +18,9 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionmaker
 
-from ..backends import DramatiqBackend
-from ..delivery import Delivery
+from ..delivery import Delivery, PublishBuffer
 from ..errors import ConfigurationError
+from .outbox import message_backend
 
 if TYPE_CHECKING:
     from ..bus import EventBus
@@ -36,19 +36,14 @@ _LISTENERS = (
 )
 
 
-class _Pending:
+class _Pending(PublishBuffer):
     """The publish() calls kept by one transaction or savepoint until it ends."""
 
-    __slots__ = ("committed", "deliveries", "events")
+    __slots__ = ("committed",)
 
     def __init__(self) -> None:
-        self.events: list[object] = []
-        self.deliveries: list[Delivery] = []
+        super().__init__()
         self.committed = False
-
-    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
-        self.events.extend(events)
-        self.deliveries.extend(deliveries)
 
 
 class SessionBinding:
@@ -151,14 +146,14 @@ class SessionBinding:
 
     def writes_rows(self) -> bool:
         """Whether a publish() in a transaction writes outbox rows now, rather than waiting for the commit."""
-        if self.outbox is None:
-            return False
-        config = self.bus.config
         # The test mailbox receives what the backend would: it must see events at commit, like a handler.
-        recording = self.bus.is_recording
-        return (
-            not recording and isinstance(config.backend, DramatiqBackend) and not isinstance(config.broker, StubBroker)
-        )
+        if self.outbox is None or self.bus.is_recording or isinstance(self.bus.config.broker, StubBroker):
+            return False
+        try:
+            message_backend(self.bus)
+        except ConfigurationError:
+            return False  # a backend that builds no messages (inline, your own) gets the deliveries at commit
+        return True
 
     def keep(self, session: Session, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
         """Keep one publish() call with the innermost transaction or savepoint of ``session``."""

@@ -20,6 +20,7 @@ import pytest
 
 from dramatiq_eventbus import ConfigurationError, EventBus, EventDecodeError, EventEncodeError, Handler
 from dramatiq_eventbus.codecs import CustomTypes, PickleCodec, TypedCodec, make_codec, type_name
+from dramatiq_eventbus.codecs.names import qualified_name
 from examples.shop.orders.events import OrderCreated, OrderLine
 
 from .model import Perm, Point, Status, Tier, assert_same
@@ -365,6 +366,8 @@ def test_a_class_names_itself_and_its_old_names() -> None:
     assert codec.encode(Renamed("1")) == {"$type": "shop:Renamed", "order_id": "1"}
     assert codec.decode({"$type": "shop.events:OrderSent", "order_id": "1"}) == Renamed("1")
     assert type_name(Renamed) == "shop:Renamed"  # what the message's event_type option says too
+    # Where it is defined, for people: a dotted path, whatever name it goes by on the wire.
+    assert qualified_name(Renamed) == "tests.codec.test_typed.Renamed"
 
 
 def test_an_event_class_gets_aliases_from_register_type() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dramatiq_eventbus import ConfigurationError, EventBus
+from dramatiq_eventbus.environment import OUTBOX_VARIABLES
 from dramatiq_eventbus.middleware.outbox_relay import OutboxRelayMiddleware, install_from_env
 from dramatiq_eventbus.transactions import RelaySettings
 
@@ -46,6 +49,16 @@ def test_settings_come_from_the_variables_and_arguments_win() -> None:
 def test_wrong_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         RelaySettings.from_env(environ)
+
+
+def test_every_outbox_variable_fills_a_setting_is_documented_and_states_its_default() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert [v.name for v in OUTBOX_VARIABLES if f"`{v.name}`" not in readme] == []
+    settings = RelaySettings(URL)
+    for variable in OUTBOX_VARIABLES[1:]:  # the URL has no default
+        default = getattr(settings, variable.argument)
+        shown = repr(default) if isinstance(default, str) else f"{default:g}"
+        assert f"Default {shown}." in variable.help
 
 
 def test_the_worker_gets_a_relay_only_when_the_outbox_url_is_set() -> None:
