@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .bus import EventBus
+from .codecs.names import qualified_name
 from .environment import VARIABLES, arguments_from_env
 from .errors import EventBusError
 
@@ -84,7 +85,7 @@ def _routes(handlers: str | None) -> int:
     arguments.update(broker="stub", backend="dramatiq")
     config = EventBus().configure(**arguments).config
     for event_class in config.registry.event_classes:
-        print(f"{event_class.__module__}.{event_class.__qualname__}")
+        print(qualified_name(event_class))
         for spec in config.registry.handlers_for(event_class):
             options = ", ".join(f"{k}={v!r}" for k, v in sorted(spec.actor_options.items()))
             print(f"  -> {spec.name}  priority={spec.priority}  {options}")

@@ -82,6 +82,7 @@ def _seconds_or_never(name: str, value: str) -> float | None:
     return positive_seconds(name, value)
 
 
+#: A table: its entries look alike by design.
 VARIABLES: tuple[Variable, ...] = (
     Variable(
         "EVENTBUS_HANDLERS",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .codecs.names import qualified_name
 from .errors import ConfigurationError
 from .handler import handler_name
 
@@ -112,20 +113,20 @@ class Registry:
         for raw_event, raw_handlers in handlers.items():
             event_class = _resolve_class(raw_event, what="event")
             if event_class in routes:
-                raise ConfigurationError(f"event class {_qualname(event_class)} is configured twice")
+                raise ConfigurationError(f"event class {qualified_name(event_class)} is configured twice")
             if isinstance(raw_handlers, str | bytes) or not isinstance(raw_handlers, Sequence):
                 raise ConfigurationError(
-                    f"handlers for {_qualname(event_class)} must be a list of handler classes, "
+                    f"handlers for {qualified_name(event_class)} must be a list of handler classes, "
                     f"not {type(raw_handlers).__qualname__}"
                 )
             resolved: list[HandlerSpec] = []
             for raw_handler in raw_handlers:
-                handler_class = _resolve_class(raw_handler, what=f"handler of {_qualname(event_class)}")
+                handler_class = _resolve_class(raw_handler, what=f"handler of {qualified_name(event_class)}")
                 if handler_class not in specs:
                     specs[handler_class] = _make_spec(handler_class, allowed, defaults)
                 spec = specs[handler_class]
                 if spec in resolved:
-                    raise ConfigurationError(f"handler {spec.name} is listed twice for {_qualname(event_class)}")
+                    raise ConfigurationError(f"handler {spec.name} is listed twice for {qualified_name(event_class)}")
                 resolved.append(spec)
             routes[event_class] = tuple(resolved)
         _check_unique_names(specs.values())
@@ -228,7 +229,3 @@ def _check_unique_names(specs: Any) -> None:
         other = by_name.setdefault(spec.name, spec.handler_class)
         if other is not spec.handler_class:
             raise ConfigurationError(f"two different handler classes share the actor name {spec.name}")
-
-
-def _qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"

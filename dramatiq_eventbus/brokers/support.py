@@ -59,7 +59,7 @@ _CONSUMER_GAPS = (
 _REDIS_GAPS = (
     *_CONSUMER_GAPS,
     "a dead worker's messages come back within the heartbeat timeout, not at some later random call",
-    "acks and lane leases go to Redis in batches (ordered events run at about half the speed)",
+    "acks go to Redis in batches, and lane leases are taken per fetch",
 )
 
 

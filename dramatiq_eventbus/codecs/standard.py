@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from .base import JSONValue
@@ -26,6 +26,7 @@ from .failure import CodecFailure
 
 Encoder = Callable[[Any], JSONValue]
 TagDecoder = Callable[[dict[str, Any]], Any]
+T = TypeVar("T")
 
 #: Beyond this, an int travels as hex: Python refuses to print or parse more than 4300
 #: decimal digits by default (CVE-2020-10735), and hex has no such limit.
@@ -205,12 +206,17 @@ def encode_datetime(value: dt.datetime) -> JSONValue:
     return _zone_fields(value, out)
 
 
-def decode_datetime(payload: dict[str, Any]) -> dt.datetime:
-    spelled = text("$datetime", only("$datetime", payload, "tz", "tzname", "fold"))
+def _iso(tag: str, payload: dict[str, Any], parse: Callable[[str], T]) -> T:
+    """The ISO 8601 value of a ``$datetime`` or ``$time`` object, before its zone fields."""
+    spelled = text(tag, only(tag, payload, "tz", "tzname", "fold"))
     try:
-        value = dt.datetime.fromisoformat(spelled)
+        return parse(spelled)
     except ValueError:
-        raise CodecFailure(f"bad $datetime {spelled[:40]!r}: expected ISO 8601") from None
+        raise CodecFailure(f"bad {tag} {spelled[:40]!r}: expected ISO 8601") from None
+
+
+def decode_datetime(payload: dict[str, Any]) -> dt.datetime:
+    value = _iso("$datetime", payload, dt.datetime.fromisoformat)
     if len(payload) == 1:
         return value
     result: dt.datetime = _with_zone(value, payload)
@@ -222,11 +228,7 @@ def encode_time(value: dt.time) -> JSONValue:
 
 
 def decode_time(payload: dict[str, Any]) -> dt.time:
-    spelled = text("$time", only("$time", payload, "tz", "tzname", "fold"))
-    try:
-        value = dt.time.fromisoformat(spelled)
-    except ValueError:
-        raise CodecFailure(f"bad $time {spelled[:40]!r}: expected ISO 8601") from None
+    value = _iso("$time", payload, dt.time.fromisoformat)
     result: dt.time = _with_zone(value, payload)
     return result
 

@@ -523,6 +523,8 @@ class TypedCodec:
 
         return encode
 
+    # _decode_enum and _decode_custom read their tagged objects alike on purpose: a name
+    # looked up in this codec's table, then exactly the keys that tag allows.
     def _decode_enum(self, raw: dict[str, Any]) -> Any:
         name = raw["$enum"]
         plan = self._enums.get(name) if type(name) is str else None

@@ -22,12 +22,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from dramatiq.broker import Broker, MessageProxy
+from dramatiq.common import current_millis
 from dramatiq.message import Message
 from dramatiq.middleware import MiddlewareError, SkipMessage
 
 from .gate import LaneGate, new_token
 from .group_call import GroupCall
-from .lanes import Finished, HandledHead, LaneStore, Verdict, now_ms, warn_if_lost
+from .lanes import Finished, HandledHead, LaneStore, Verdict, warn_if_lost
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ class SharedCallsCoordinator:
         with self._lock:
             running = any(running_id == message_id for _, _, running_id in self._running.values())
         if running:
-            self._retry_at[message_id] = now_ms() + delay_ms
+            self._retry_at[message_id] = current_millis() + delay_ms
 
     def finish(self, broker: Broker, message: MessageProxy, lane: str, *, retrying: bool) -> None:
         with self._lock:
@@ -175,7 +176,7 @@ class SharedCallsCoordinator:
             self._finish_handled(message, HandledHead(lane, message.message_id, token))
             return
         if retrying and retry_at is None:
-            retry_at = now_ms()
+            retry_at = current_millis()
         finished = self.store.finish(
             lane, message.message_id, token, queue_name=message.queue_name, retry_at_ms=retry_at if retrying else None
         )

@@ -11,7 +11,6 @@ holds across a whole cluster.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -31,11 +30,6 @@ DEFAULT_STALL_SECONDS = 60.0
 def lane_name(actor_name: str, partition_key: str) -> str:
     """One lane per handler and key: a retrying handler never blocks another handler's lane."""
     return f"{actor_name}:{partition_key}"
-
-
-def now_ms() -> int:
-    """The wall clock in milliseconds, as lanes store their times (shared across machines)."""
-    return int(time.time() * 1000)
 
 
 class _Word(str, Enum):

@@ -18,6 +18,7 @@ from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionmaker
 
+from ..codecs.names import qualified_name
 from ..delivery import Delivery, PublishBuffer
 from ..errors import ConfigurationError
 from .outbox import message_backend
@@ -269,7 +270,7 @@ def _listen_target(target: object) -> Any:
         hint = f" (the class {target.__qualname__} is not a Session subclass)"
     raise ConfigurationError(
         "bind_session() takes a SQLAlchemy Session, sessionmaker, scoped_session, Session subclass "
-        f"or AsyncSession, not {type(target).__module__}.{type(target).__qualname__}: {target!r:.80}{hint}"
+        f"or AsyncSession, not {qualified_name(type(target))}: {target!r:.80}{hint}"
     )
 
 

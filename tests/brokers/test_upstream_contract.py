@@ -6,6 +6,7 @@ one module per broker, and a change upstream fails here with a message that says
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -111,3 +112,20 @@ def test_a_pika_without_its_flush_breaks_the_rabbitmq_contract(monkeypatch: pyte
     monkeypatch.delattr(pika.adapters.blocking_connection.BlockingChannel, "_flush_output")
     (problem,) = rabbitmq_upstream.contract_problems()
     assert "BlockingChannel has no _flush_output()" in problem
+
+
+@pytest.mark.redis
+def test_a_broken_contract_is_logged_once_when_the_first_broker_is_made(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(redis_upstream, "contract_problems", lambda: ["Dramatiq's dispatch.lua changed"])
+    redis_upstream.warn_if_broken.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=redis_upstream.__name__):
+            brokers = [EventBusRedisBroker(url=require_redis()) for _ in range(2)]
+    finally:
+        redis_upstream.warn_if_broken.cache_clear()
+    (line,) = [r.getMessage() for r in caplog.records if r.name == redis_upstream.__name__]
+    assert "dramatiq 2." in line and "dispatch.lua changed" in line and "make test-upstream" in line
+    for broker in brokers:
+        broker.close()

@@ -12,9 +12,7 @@ Tested with Dramatiq 2.2.1 and pika 1.4.4.
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
-import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +26,8 @@ import pika.connection
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.message import Message
+
+from .. import contract
 
 #: Dramatiq's RabbitMQ consumer, which the bus's consumer extends. It sets ``broker``,
 #: ``queue_name``, ``connection``, ``channel``, ``iterator`` and ``known_tags``.
@@ -109,16 +109,7 @@ def one_write(connection: pika.connection.Connection) -> Iterator[None]:
 @cache
 def warn_if_broken() -> None:
     """Log once, at the first broker made, what of the contract the installed Dramatiq and pika break."""
-    problems = contract_problems()
-    if problems:
-        logging.getLogger(__name__).warning(
-            "The installed Dramatiq %s and pika %s are not those dramatiq-eventbus was tested with; the "
-            "bus's RabbitMQ consumer may misbehave: %s. Run `make test-upstream`, or install dramatiq~=2.2.1 "
-            "and pika<1.5.",
-            importlib.metadata.version("dramatiq"),
-            importlib.metadata.version("pika"),
-            "; ".join(problems),
-        )
+    contract.warn_if_broken(__name__, ("dramatiq", "pika"), contract_problems(), "dramatiq~=2.2.1 and pika<1.5")
 
 
 def contract_problems() -> list[str]:

@@ -46,6 +46,7 @@ class RedisKeys:
         return f"{self.dead_letters(queue_name)}.msgs"
 
 
+# LaneKeys is shaped like RedisKeys on purpose: one object per layout, a method per key.
 @dataclass(frozen=True)
 class LaneKeys:
     """The keys of the bus's lanes (see ``lua/lane_functions.lua``, which builds the same ones).

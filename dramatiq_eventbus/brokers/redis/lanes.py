@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from dramatiq.common import current_millis
 from dramatiq.message import Message
 
 from ...ordering.lanes import (
@@ -26,7 +27,6 @@ from ...ordering.lanes import (
     LaneStatus,
     Redispatch,
     Verdict,
-    now_ms,
 )
 from . import scripts
 from .broker import with_redis_id
@@ -109,7 +109,7 @@ class RedisLaneStore:
         Returns, for each, whether it became its lane's head: then, unless :attr:`sends_heads`
         (it is on its broker queue already), it must be sent now.
         """
-        now = now_ms()
+        now = current_millis()
         args: list[Any] = [self.prefix, now, now + self.stall_ms]
         for lane, message_id, body, queue_name in entries:
             args += (lane, message_id, body, self._broker_queue(queue_name))
@@ -119,7 +119,7 @@ class RedisLaneStore:
         """Try to start messages, each ``(lane, message id, token)``, in one round trip: for
         each, ``run`` (it is the head, now leased to the token), ``busy`` (another delivery
         of the head is running) or ``stale`` (not the head: handled already)."""
-        now = now_ms()
+        now = current_millis()
         args: list[Any] = [self.prefix, now, now + self.lease_ms]
         for entry in entries:
             args += entry
@@ -129,7 +129,7 @@ class RedisLaneStore:
         """Extend ``(lane, token)`` leases; False for each one that was lost."""
         if not leases:
             return []
-        args: list[Any] = [self.prefix, now_ms() + self.lease_ms]
+        args: list[Any] = [self.prefix, current_millis() + self.lease_ms]
         for lease in leases:
             args += lease
         return [bool(renewed) for renewed in self._renew(args=args)]
@@ -141,7 +141,7 @@ class RedisLaneStore:
 
         ``queue_name`` is where the lane's next head goes.
         """
-        now = now_ms()
+        now = current_millis()
         outcome, deadline = (
             ("done", now + self.stall_ms) if retry_at_ms is None else ("retry", retry_at_ms + self.stall_ms)
         )
@@ -151,7 +151,7 @@ class RedisLaneStore:
     def finish_many(self, heads: Sequence[tuple[HandledHead, str]]) -> list[Finished]:
         """Finish handled heads, each ``(head, the queue its lane's next head goes to)``, in one
         round trip."""
-        now = now_ms()
+        now = current_millis()
         args: list[Any] = [self.prefix, now, now + self.stall_ms]
         for head, queue_name in heads:
             args += (head.lane, head.message_id, head.token, self._broker_queue(queue_name))
@@ -171,7 +171,7 @@ class RedisLaneStore:
             raise ValueError(
                 "a delivery can be acknowledged with its lane only when the lanes are in the broker's Redis"
             )
-        now = now_ms()
+        now = current_millis()
         args: list[Any] = [self.prefix, now, now + self.stall_ms, self._broker_queue(queue_name), acks_key, len(heads)]
         for head, redis_id in heads:
             args += (head.lane, head.message_id, head.token, redis_id)
@@ -181,7 +181,7 @@ class RedisLaneStore:
     def give_back(self, leases: Sequence[tuple[str, str, str]], *, queue_name: str) -> None:
         """Release ``(lane, message id, token)`` leases of heads that did not run: each head
         waits for its next delivery, as a head due for a retry does."""
-        now = now_ms()
+        now = current_millis()
         for lane, message_id, token in leases:
             self.finish(lane, message_id, token, queue_name=queue_name, retry_at_ms=now)
 
@@ -191,7 +191,7 @@ class RedisLaneStore:
 
     def sweep(self, limit: int = 100) -> list[Redispatch]:
         """Take the heads of lanes whose time is up, to be sent again."""
-        now = now_ms()
+        now = current_millis()
         flat = self._sweep(args=[self.prefix, now, limit, now + self.stall_ms])
         return [
             Redispatch(lane.decode(), state.decode(), now - int(since), int(attempts), body)
@@ -200,7 +200,7 @@ class RedisLaneStore:
 
     def lanes(self, *, older_than_seconds: float = 0.0) -> list[LaneStatus]:
         """Every non-empty lane whose head has waited longer than ``older_than_seconds``, oldest first."""
-        now = now_ms()
+        now = current_millis()
         found = []
         for raw in self.client.zrange(self.keys.lanes, 0, -1):
             lane = raw.decode()

@@ -13,9 +13,7 @@ Tested with Dramatiq 2.2.1.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import inspect
-import logging
 import re
 from functools import cache
 from pathlib import Path
@@ -24,6 +22,8 @@ from typing import Any
 import dramatiq.brokers.redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
+
+from .. import contract
 
 #: The ``dispatch.lua`` this package mirrors, by SHA-256: its key layout (see :mod:`.keys`),
 #: its argument order (:data:`DISPATCH_ARGUMENTS`), and that a command it does not know only
@@ -136,14 +136,7 @@ def contract_problems(source: bytes | None = None) -> list[str]:
 @cache
 def warn_if_broken() -> None:
     """Log once, at the first broker made, what of the contract the installed Dramatiq breaks."""
-    problems = contract_problems()
-    if problems:
-        logging.getLogger(__name__).warning(
-            "The installed Dramatiq is not the one dramatiq-eventbus was tested with (%s); the bus's "
-            "Redis consumer may misbehave: %s. Run `make test-upstream` or install dramatiq~=2.2.1.",
-            importlib.metadata.version("dramatiq"),
-            "; ".join(problems),
-        )
+    contract.warn_if_broken(__name__, ("dramatiq",), contract_problems(), "dramatiq~=2.2.1")
 
 
 def check_broker(broker: Any) -> list[str]:
