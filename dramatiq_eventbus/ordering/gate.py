@@ -104,16 +104,26 @@ class LaneGate:
         if leased:
             self.lanes.give_back([(e.lane, e.message_id, e.token) for e in leased], queue_name=queue_name)
 
-    def ack(self, redis_ids: Sequence[str], *, queue_name: str, acks_key: str) -> None:
-        """Acknowledge deliveries, finishing the handled heads among them, in one round trip."""
+    def ack(self, redis_ids: Sequence[str], *, queue_name: str, acks_key: str) -> bool:
+        """Acknowledge deliveries, finishing the handled heads among them, in one round trip;
+        False, having done nothing, when no handled head is among them."""
         with self._lock:
             handled = [(rid, head) for rid in redis_ids if (head := self._handled.pop(rid, None)) is not None]
+        if not handled:
+            return False
         done = {rid for rid, _ in handled}
         heads = [(head, rid) for rid, head in handled]
         others = [rid for rid in redis_ids if rid not in done]
-        statuses = self.lanes.finish_handled(heads, queue_name=queue_name, acks_key=acks_key, other_acks=others)
+        try:
+            statuses = self.lanes.finish_handled(heads, queue_name=queue_name, acks_key=acks_key, other_acks=others)
+        except BaseException:
+            with self._lock:  # the consumer sends these acks again: they must finish their heads then too
+                for redis_id, head in handled:
+                    self._handled.setdefault(redis_id, head)
+            raise
         for (head, _), status in zip(heads, statuses, strict=True):
             warn_if_lost(head.lane, head.message_id, status)
+        return True
 
     # -- the middleware's side -------------------------------------------------------------
 

@@ -161,15 +161,19 @@ def test_a_consumer_puts_back_what_a_failed_consumer_had_fetched(redis_bus: Even
     assert broker.client.llen(f"dramatiq:{queue}") == 0
 
 
+#: The bus's batched ack script, as the Redis broker registers it.
+ACK_SCRIPT = "eventbus_ack_many"
+
+
 class AckCalls:
     """Wraps the broker's batched ack script, recording the ids of each call; ``during`` runs
     inside the first call, as other worker threads would while its round trip is in flight."""
 
     def __init__(self, broker: EventBusRedisBroker, during: Callable[[], None] = lambda: None) -> None:
         self.calls: list[list[str]] = []
-        self._script = broker.ack_many
+        self._script = broker.scripts[ACK_SCRIPT]
         self._during = during
-        broker.ack_many = self
+        broker.scripts[ACK_SCRIPT] = self
 
     def __call__(self, *, keys: Any, args: list[str]) -> Any:
         self.calls.append(list(args))
@@ -207,15 +211,15 @@ def test_acks_that_could_not_be_sent_go_out_with_the_next(redis_bus: EventBus) -
     redis_bus.publish([handlers.Solo(0, n) for n in range(2)])
     consumer = broker.consume(queue, prefetch=2, timeout=50)
     first, second = _next(consumer), _next(consumer)
-    script = broker.ack_many
+    script = broker.scripts[ACK_SCRIPT]
 
     def unreachable(**_: Any) -> None:
         raise redis.ConnectionError("Redis went away")
 
-    broker.ack_many = unreachable
+    broker.scripts[ACK_SCRIPT] = unreachable
     with pytest.raises(ConnectionClosed):
         consumer.ack(first)  # Dramatiq's worker retries the ack after a ConnectionClosed
-    broker.ack_many = script
+    broker.scripts[ACK_SCRIPT] = script
     consumer.ack(second)
     assert _acks(redis_bus) == set()
     assert broker.client.hlen(f"dramatiq:{queue}.msgs") == 0

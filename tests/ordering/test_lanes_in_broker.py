@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 from dramatiq.broker import MessageProxy
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, SkipMessage
 
 from dramatiq_eventbus import EventBus
@@ -149,7 +150,7 @@ def test_a_handled_head_is_finished_with_its_ack_and_its_lane_moves_on(bus: Even
     head = next(proxy for proxy in heads if proxy is not None and proxy.actor_name.endswith("OrderingA"))
     other, third = [p for p in heads if p is not None and p is not head]
     client: Any = redis.Redis.from_url(require_redis())
-    acks_key = broker.acks_key(keyed_queue(bus))
+    acks_key = broker.keys.acks(broker.broker_id, keyed_queue(bus))
 
     ordering.before_process_message(broker, head)
     ordering.after_process_message(broker, head)  # handled: its FINISH waits for its ack
@@ -169,6 +170,35 @@ def test_a_handled_head_is_finished_with_its_ack_and_its_lane_moves_on(bus: Even
         third.options["redis_message_id"],
         following.options["redis_message_id"],
     }
+    consumer.close()
+
+
+def test_a_handled_heads_ack_that_could_not_be_sent_still_finishes_the_head_when_sent_again(
+    bus: EventBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker) and isinstance(broker.fetch_hook, LaneGate)
+    lanes = broker.fetch_hook.lanes
+    ordering = next(m for m in broker.middleware if isinstance(m, PartitionOrdering))
+    key = f"k-{keyed_queue(bus)}"
+    bus.publish([Step(key, 0, n) for n in range(2)])
+    consumer = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
+    fetched = [p for p in (next(consumer) for _ in range(3)) if p is not None]
+    head = next(p for p in fetched if p.actor_name.endswith("OrderingA"))
+    other = next(p for p in fetched if p is not head)
+    ordering.before_process_message(broker, head)
+    ordering.after_process_message(broker, head)
+
+    def unreachable(*_: Any, **__: Any) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(lanes, "finish_handled", unreachable)
+    with pytest.raises(ConnectionClosed):
+        consumer.ack(head)  # Dramatiq's worker restarts the consumer; the ack is sent with the next one
+    monkeypatch.undo()
+    consumer.ack(other)  # the next ack sends the one that failed along with it
+    (lane_a,) = [lane for lane in bus.lanes() if lane.partition_key == key and lane.handler == head.actor_name]
+    assert lane_a.pending == 1 and lane_a.state == "dispatched", "the head was acked without finishing its lane"
     consumer.close()
 
 
@@ -205,7 +235,9 @@ def test_a_failed_head_is_left_to_the_consumer_to_dead_letter(bus: EventBus) -> 
     ordering.before_process_message(broker, head)
     head.fail()  # what Retries does when a message is out of retries
     ordering.after_process_message(broker, head, exception=RuntimeError("boom"))
-    assert broker.client.sismember(broker.acks_key(keyed_queue(bus)), head.options["redis_message_id"])
+    assert broker.client.sismember(
+        broker.keys.acks(broker.broker_id, keyed_queue(bus)), head.options["redis_message_id"]
+    )
     consumer.nack(head)
     assert dispatch.commands == ["nack"]
     consumer.close()

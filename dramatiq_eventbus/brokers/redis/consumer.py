@@ -70,9 +70,10 @@ class FetchHook(Protocol):
     def put_back(self, redis_ids: Sequence[str], queue_name: str) -> None:
         """Fetched deliveries that go back to their queue without running."""
 
-    def ack(self, redis_ids: Sequence[str], *, queue_name: str, acks_key: str) -> None:
-        """Acknowledge deliveries of ``queue_name`` fetched into the ack set ``acks_key``, in
-        one round trip, finishing the handled lane heads among them."""
+    def ack(self, redis_ids: Sequence[str], *, queue_name: str, acks_key: str) -> bool:
+        """When handled lane heads are among these deliveries of ``queue_name`` (fetched into
+        the ack set ``acks_key``), finish them and acknowledge every delivery, in one round
+        trip, and return True; else do nothing and return False."""
 
 
 class _Fetched:
@@ -218,9 +219,7 @@ class RedisConsumer(Consumer):
             ids = [ack.redis_id for ack in batch]
             try:
                 hook = self.broker.fetch_hook
-                if hook is not None:
-                    hook.ack(ids, queue_name=self.queue_name, acks_key=self._acks_key)
-                else:
+                if hook is None or not hook.ack(ids, queue_name=self.queue_name, acks_key=self._acks_key):
                     self.broker.scripts["eventbus_ack_many"](keys=[self._acks_key, self._messages_key], args=ids)
             except BaseException as exc:
                 with self._acks_lock:
