@@ -76,10 +76,11 @@ def support_for(broker: Broker) -> BrokerSupport:
     if isinstance(broker, EventBusRabbitmqBroker):
         return BrokerSupport(send=broker.enqueue_many, priorities=broker.max_priority is not None)
     if isinstance(broker, RedisBroker):
+        keys = RedisKeys(broker.namespace)
         return BrokerSupport(
-            send=lambda messages: redis_package.enqueue_many(broker, messages),
+            send=lambda messages: redis_package.enqueue_many(broker, messages, keys),
             redis=broker.client,
-            redis_keys=RedisKeys(broker.namespace),
+            redis_keys=keys,
             keep_dead_letter=lambda message: redis_package.keep_dead_letter(broker, message),
             lacks=_REDIS_GAPS,
             instead="dramatiq_eventbus.brokers.EventBusRedisBroker",

@@ -60,19 +60,24 @@ class EventBusRedisBroker(RedisBroker):
 
     def enqueue_many(self, messages: Sequence[Message[Any]]) -> None:
         """See :func:`enqueue_many`."""
-        enqueue_many(self, messages)
+        enqueue_many(self, messages, self.keys)
 
     def keep_dead_letter(self, message: MessageProxy) -> None:
         """See :func:`keep_dead_letter`."""
         keep_dead_letter(self, message)
 
 
-def enqueue_many(broker: RedisBroker, messages: Sequence[Message[Any]]) -> None:
+def enqueue_many(broker: RedisBroker, messages: Sequence[Message[Any]], keys: RedisKeys | None = None) -> None:
     """What ``broker.enqueue`` does per message, for a whole batch in one script call.
 
     One atomic script: a fan-out is written whole or not at all, in one round trip.
     Every message passes through the ``enqueue`` middleware hooks. Queue maintenance,
     which RedisBroker runs on a small share of its calls, is left to the consumers.
+
+    Parameters:
+      broker(RedisBroker): Any Dramatiq RedisBroker; its keys are Dramatiq's.
+      messages(Sequence[Message]): The batch, in order.
+      keys(RedisKeys | None): The broker's keys, when the caller keeps them; made if None.
 
     Raises:
       BatchFailed: Nothing was written.
@@ -81,7 +86,7 @@ def enqueue_many(broker: RedisBroker, messages: Sequence[Message[Any]]) -> None:
         return
     prepared = [with_redis_id(message, str(uuid4())) for message in messages]
     emit_before_enqueue(broker, prepared)
-    keys = RedisKeys(broker.namespace)
+    keys = RedisKeys(broker.namespace) if keys is None else keys
     args: list[Any] = [current_millis(), broker.broker_id]
     for message in prepared:
         queue = message.queue_name
