@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from dramatiq.common import current_millis, q_name
 from dramatiq.message import Message, get_encoder
+from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
+
+from ..ordering.lanes import lane_name
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +55,17 @@ class Refusal:
     message_id: str | None = None
 
 
-def inspect_body(body: bytes | None, actors: Mapping[str, Any]) -> Message[Any] | Refusal:
-    """Decode ``body`` into a message the worker can run, or say why it cannot be.
+def inspect_body(body: bytes | None, actors: Mapping[str, Any], queue_name: str) -> Message[Any] | Refusal:
+    """Decode ``body``, found on ``queue_name``, into a message the worker can run, or say why it cannot be.
 
     Refused: a body that is not the global encoder's output, an envelope that lacks a
-    field or has one of the wrong type, an actor not among ``actors`` (the broker's, by
-    name), and arguments that its function cannot take (a bus handler takes one, the
-    encoded event). The event itself is not decoded here: a payload the codec cannot
-    read is the handler actor's to dead-letter, with the codec's reason.
+    field or has one of the wrong type, a message that names another queue than the one
+    it was found on, an actor not among ``actors`` (the broker's, by name), arguments
+    that its function cannot take (a bus handler takes one, the encoded event), and
+    options of a type or range that neither Dramatiq nor the bus writes (an ``eta`` on
+    a queue of undelayed messages, a ``lane`` that is not its handler's and key's). The
+    event itself is not decoded here: a payload the codec cannot read is the handler
+    actor's to dead-letter, with the codec's reason.
     """
     if body is None:
         return Refusal("it has an id in the queue but no body")
@@ -73,7 +80,7 @@ def inspect_body(body: bytes | None, actors: Mapping[str, Any]) -> Message[Any] 
     if problem is not None:
         return Refusal(f"{problem}; it starts {_start(body)}", message_id)
     message: Message[Any] = Message(**{**fields, "args": tuple(fields["args"])})
-    problem = _delivery_problem(actors, message)
+    problem = _placement_problem(queue_name, message) or _delivery_problem(actors, message)
     if problem is not None:
         return Refusal(problem, message.message_id)
     return message
@@ -126,17 +133,33 @@ def _envelope_problem(fields: dict[str, Any]) -> str | None:
     return None
 
 
+def _placement_problem(queue_name: str, message: Message[Any]) -> str | None:
+    """Whether the message belongs where it was found.
+
+    Dramatiq's worker looks up the consumer of ``message.queue_name`` after the message
+    runs, outside any handler: a queue it does not consume kills the worker thread, and
+    another queue's consumer never acknowledges the message, which then holds a prefetch
+    slot for good.
+    """
+    if message.queue_name != queue_name:
+        return f"it names queue {_shown(message.queue_name)}, but was found on queue {queue_name!r}"
+    return None
+
+
 def _delivery_problem(actors: Mapping[str, Any], message: Message[Any]) -> str | None:
     actor = actors.get(message.actor_name)
     if actor is None:
         return (
-            f"no actor named {message.actor_name!r} is declared in this worker "
+            f"no actor named {_shown(message.actor_name)} is declared in this worker "
             f"(is it running an older configuration than the publisher?)"
         )
     for name in sorted(_NUMERIC_OPTIONS & message.options.keys()):
         value = message.options[name]
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
             return f"its option {name!r} is {_a(type(value).__name__)}, not a number"
+    problem = _option_problem(actor, message)
+    if problem is not None:
+        return problem
     throws = message.options.get("throws")
     if throws is not None and not _is_exception_types(throws):
         return f"its option 'throws' is {_a(type(throws).__name__)}, not exception classes"
@@ -190,6 +213,48 @@ def _parameters(fn: Any) -> str:
     signature = inspect.signature(fn)
     bare = [parameter.replace(annotation=parameter.empty) for parameter in signature.parameters.values()]
     return str(signature.replace(parameters=bare, return_annotation=signature.empty))
+
+
+#: The most retries a message can have had: far more than any max_retries, far less than a number
+#: whose arithmetic costs anything.
+MAX_RETRIES_SEEN = 100_000
+
+#: How far past its actor's max_backoff a delayed message's eta may lie (clocks differ, queues wait).
+ETA_MARGIN_MS = 3_600_000
+
+
+def _option_problem(actor: Any, message: Message[Any]) -> str | None:
+    """Options of a range the bus and Dramatiq never write, which would stall a worker or a lane."""
+    options = message.options
+    retries = options.get("retries")
+    if retries is not None and not 0 <= retries <= MAX_RETRIES_SEEN:  # NaN too
+        return f"its option 'retries' is {_shown(retries)}, not a count from 0 to {MAX_RETRIES_SEEN}"
+    eta = options.get("eta")
+    if eta is not None:
+        if q_name(message.queue_name) == message.queue_name:
+            # Dramatiq removes the eta when it moves a due message back to its queue.
+            return "it carries an eta, but sits on a queue of undelayed messages"
+        latest = current_millis() + _max_backoff(actor) + ETA_MARGIN_MS
+        if not eta <= latest:  # NaN and infinity too
+            return f"its eta {_shown(eta)} lies beyond its actor's max_backoff (at most {latest})"
+    key = options.get("partition_key")
+    if key is not None and not isinstance(key, str):
+        return f"its option 'partition_key' is {_a(type(key).__name__)}, not a str"
+    lane = options.get("lane")
+    if lane is not None and (not isinstance(key, str) or lane != lane_name(message.actor_name, key)):
+        # A lane names a handler and a key: another lane's name would run or drop that lane's head.
+        return f"its option 'lane' is {_shown(lane)}, not the lane of its actor and partition key"
+    return None
+
+
+def _max_backoff(actor: Any) -> int:
+    value = actor.options.get("max_backoff")
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else DEFAULT_MAX_BACKOFF
+
+
+def _shown(value: object) -> str:
+    """A value from a message, for a log line: escaped by repr() and cut short."""
+    return _shorten(repr(value), 80)
 
 
 def _is_exception_types(value: object) -> bool:

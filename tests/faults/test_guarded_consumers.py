@@ -49,6 +49,11 @@ def envelope(**changes: Any) -> bytes:
     return json.dumps({key: value for key, value in fields.items() if value is not ...}).encode()
 
 
+def queue_of(body: bytes | None) -> str:
+    """Where a test body is found: the delay queue for one that names it, else ``events``."""
+    return "events.DQ" if body is not None and b'"events.DQ"' in body else "events"
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -69,25 +74,40 @@ def envelope(**changes: Any) -> bytes:
         (envelope(args=[]), "takes (payload), which does not fit this message's 0 positional and 0 keyword"),
         (envelope(kwargs={"payload": 1}), "which does not fit this message's 1 positional and 1 keyword argument(s)"),
         (envelope(args=[1, 2]), "which does not fit this message's 2 positional and 0 keyword argument(s)"),
+        (envelope(queue_name="elsewhere"), "it names queue 'elsewhere', but was found on queue 'events'"),
+        (envelope(queue_name="x" * 10_000), "it names queue 'xxxxxxxx"),
+        (envelope(options={"retries": 10**30}), "its option 'retries' is 1000000000000000000000000000000, not a count"),
+        (envelope(options={"retries": -1}), "its option 'retries' is -1, not a count from 0 to 100000"),
+        (envelope(options={"eta": 1}), "it carries an eta, but sits on a queue of undelayed messages"),
+        (
+            envelope(queue_name="events.DQ", options={"eta": 4_102_444_800_000}),
+            "its eta 4102444800000 lies beyond its actor's max_backoff",
+        ),
+        (envelope(queue_name="events.DQ", options={"eta": float("inf")}), "its eta inf lies beyond"),
+        (envelope(options={"partition_key": 7}), "its option 'partition_key' is an int, not a str"),
+        (envelope(options={"lane": ["x"], "partition_key": "k"}), "its option 'lane' is ['x'], not the lane of"),
+        (envelope(options={"lane": f"{TICK_A}:other", "partition_key": "k"}), "not the lane of its actor and"),
+        (envelope(options={"lane": f"{TICK_A}:k"}), "its option 'lane' is"),
     ],
 )
 def test_inspection_refuses_what_a_worker_cannot_run(stub_bus: EventBus, body: bytes | None, reason: str) -> None:
-    refusal = inspect_body(body, stub_bus.broker.actors)
+    refusal = inspect_body(body, stub_bus.broker.actors, queue_of(body))
     assert isinstance(refusal, Refusal)
     assert reason in refusal.reason
+    assert len(refusal.reason) < 400, "a value from the message reaches the log uncut"
 
 
 def test_inspection_passes_a_bus_message_through(stub_bus: EventBus) -> None:
     body = envelope(options={"event_type": "tests.faults.handlers:Tick", "retries": 2, "eta": None})
-    message = inspect_body(body, stub_bus.broker.actors)
+    message = inspect_body(body, stub_bus.broker.actors, queue_of(body))
     assert isinstance(message, Message)
     assert message.asdict() == {**json.loads(body), "args": tuple(json.loads(body)["args"])}
 
 
 def test_inspection_names_the_message_when_it_can(stub_bus: EventBus) -> None:
-    refusal = inspect_body(envelope(message_id="m-1", options={"retries": "x"}), stub_bus.broker.actors)
+    refusal = inspect_body(envelope(message_id="m-1", options={"retries": "x"}), stub_bus.broker.actors, "events")
     assert isinstance(refusal, Refusal) and refusal.message_id == "m-1"
-    refusal = inspect_body(envelope(message_id="m-2", kwargs=[]), stub_bus.broker.actors)
+    refusal = inspect_body(envelope(message_id="m-2", kwargs=[]), stub_bus.broker.actors, "events")
     assert isinstance(refusal, Refusal) and refusal.message_id == "m-2"
     assert "it starts b'" in refusal.reason  # where the envelope itself is wrong, its start is shown
 
