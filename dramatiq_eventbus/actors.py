@@ -14,7 +14,7 @@ from typing import Any
 import dramatiq
 from dramatiq.broker import Broker
 
-from .codecs import Codec, JSONValue
+from .codecs import Codec, JSONValue, type_name
 from .errors import EventDecodeError, HandlerFailed
 from .handler import Error
 from .registry import HandlerSpec, Registry
@@ -49,7 +49,10 @@ def declare_actors(
     """Declare one actor per handler on ``broker``, replacing any earlier ones of the same name."""
     broker.declare_queue(queues.default)
     broker.declare_queue(queues.partitioned)
-    return {spec.name: _declare_actor(broker, spec, codec, queues) for spec in registry.handlers}
+    return {
+        spec.name: _declare_actor(broker, HandlerActor(spec, codec, registry.events_of(spec)), queues)
+        for spec in registry.handlers
+    }
 
 
 class HandlerActor:
@@ -61,11 +64,14 @@ class HandlerActor:
     Parameters:
       spec(HandlerSpec): The handler.
       codec(Codec): The bus's codec.
+      event_classes(frozenset[type]): The event classes the handler is registered for: a
+        message may carry any event class of the bus, and only these may reach the handler.
     """
 
-    def __init__(self, spec: HandlerSpec, codec: Codec) -> None:
+    def __init__(self, spec: HandlerSpec, codec: Codec, event_classes: frozenset[type]) -> None:
         self.spec = spec
         self.codec = codec
+        self.event_classes = event_classes
         # Dramatiq names the actor's logger after these.
         self.__module__ = spec.handler_class.__module__
         self.__name__ = spec.handler_class.__qualname__
@@ -73,8 +79,12 @@ class HandlerActor:
     def __call__(self, payload: JSONValue) -> None:
         # An EventDecodeError is in the actor's ``throws``: Dramatiq dead-letters it without
         # retries, and the DeadLetterReasons middleware logs it with the reason.
+        event = self.codec.decode(payload)
+        if type(event) not in self.event_classes:
+            # A forged or misrouted message: another handler's event, or a signed payload replayed.
+            raise EventDecodeError(f"{self.__name__} is not a handler of {type_name(type(event))}")
         try:
-            handle_payload(self.spec, self.codec, payload)
+            call_handler(self.spec, event)
         except HandlerFailed as exc:
             logger.warning("%s", exc)
             raise
@@ -88,11 +98,12 @@ def is_handler_actor(broker: Broker, actor_name: str) -> bool:
     return actor is not None and isinstance(actor.fn, HandlerActor)
 
 
-def _declare_actor(broker: Broker, spec: HandlerSpec, codec: Codec, queues: Queues) -> dramatiq.Actor[Any, Any]:
+def _declare_actor(broker: Broker, body: HandlerActor, queues: Queues) -> dramatiq.Actor[Any, Any]:
+    spec = body.spec
     # Configuring again replaces the actor; Dramatiq refuses to declare a name twice.
     broker.actors.pop(spec.name, None)
     return dramatiq.Actor(
-        HandlerActor(spec, codec),
+        body,
         broker=broker,
         actor_name=spec.name,
         queue_name=queues.default,

@@ -61,6 +61,10 @@ class Registry:
     def __init__(self, routes: Mapping[type, tuple[HandlerSpec, ...]]) -> None:
         self._routes = MappingProxyType(dict(routes))
 
+    def events_of(self, spec: HandlerSpec) -> frozenset[type]:
+        """The event classes ``spec`` is registered for."""
+        return frozenset(event_class for event_class, specs in self._routes.items() if spec in specs)
+
     def handlers_for(self, event_class: type) -> tuple[HandlerSpec, ...]:
         """The handlers registered for exactly ``event_class``; empty when there are none."""
         return self._routes.get(event_class, ())

@@ -68,7 +68,8 @@ def _envelope(queue: str, actor: str, args: tuple[Any, ...], **fields: Any) -> t
     return body, message.message_id
 
 
-def bad_messages(queue: str, run: str, target: Path) -> list[Bad]:
+def bad_messages(queues: tuple[str, str], run: str, target: Path) -> list[Bad]:
+    queue, other_bus_queue = queues
     tick_a = handler_name(handlers.TickA)
     genuine = EventBus().configure(handlers=handlers.HANDLERS, broker="stub", codec="pickle", secret_key=SECRET_KEY)
     signed: Any = genuine.config.codec.encode(handlers.Tick(run, 0))
@@ -93,6 +94,21 @@ def bad_messages(queue: str, run: str, target: Path) -> list[Bad]:
     enveloped("pickle with a tampered signature", tick_a, ({"$pickle": evil, "hmac": signed["hmac"]},))
     enveloped("unknown actor", "tests.faults.handlers.Vanished", ({"$type": "x"},))
     enveloped("handler given two arguments", tick_a, (signed, signed))
+    # Dramatiq's worker looks up consumers[message.queue_name] outside any handler: a queue it
+    # does not consume killed the thread; another bus queue left the message unacknowledged.
+    enveloped("queue_name of a queue nobody consumes", tick_a, (signed,), queue_name="elsewhere")
+    enveloped("queue_name of the other bus queue", tick_a, (signed,), queue_name=other_bus_queue)
+    # Entered into Redis at fetch: a lane of another type made every fetch of the consumer fail.
+    enveloped("lane that is not a string", tick_a, (signed,), options={"lane": ["x"], "partition_key": "k"})
+    enveloped(
+        "lane of another handler or key", tick_a, (signed,), options={"lane": "someone:else", "partition_key": "k"}
+    )
+    # A main queue never holds a delayed message: a far eta held a prefetch slot until then.
+    enveloped("eta far in the future", tick_a, (signed,), options={"eta": 4_102_444_800_000})
+    enveloped("retries that are not a count", tick_a, (signed,), options={"retries": 10**30})
+    # An event class of the bus, but not one of TickA's: it must not reach TickA's handle_event.
+    others = genuine.config.codec.encode(handlers.Solo(0, 0))
+    enveloped("another handler's event, signed", tick_a, (others,))
     return bad
 
 
@@ -167,7 +183,7 @@ def test_bad_messages_are_dead_lettered_with_one_line_and_strand_nothing(
     target = tmp_path / "created-by-unpickling"
     queue = Queue(deployment.kind, deployment.broker_url, deployment.queues[0])
     bus = deployment.publisher()
-    bad = bad_messages(deployment.queues[0], deployment.run, target)
+    bad = bad_messages(deployment.queues, deployment.run, target)
     # Good and bad alternate on the queue, before the worker starts, so it fetches them in mixed batches.
     for n, message in enumerate(bad):
         bus.publish(handlers.Tick(deployment.run, n))
@@ -205,7 +221,7 @@ def test_bad_messages_are_dead_lettered_with_one_line_and_strand_nothing(
     unexplained = [line for line in errors if not any(m.mark in line for m in bad)]
     assert unexplained == [], unexplained
     report(
-        "bad messages around good ones (10 kinds)",
+        f"bad messages around good ones ({len(bad)} kinds)",
         deployment.kind,
         tally,
         f"{len(bad)} bad messages dead-lettered, 0 stranded, nothing executed",

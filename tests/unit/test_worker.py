@@ -127,3 +127,22 @@ def test_an_undecodable_event_is_dead_lettered_at_once_with_one_clear_line(
     assert lines[0].startswith(f"Dead-lettered message {bad.message_id}: {actor_name} for an unknown event")
     assert "after 1 attempt(s): EventDecodeError: " in lines[0]
     assert problem in lines[0]
+
+
+def test_a_handler_is_never_given_an_event_class_it_is_not_registered_for(
+    bus: EventBus, drain: Callable[[], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    # OrderShipped is an event class of this bus (NotifyHandler's), but not FinanceHandler's.
+    bus.configure(handlers=HANDLERS, broker="stub", default_actor_options=FAST_RETRIES)
+    actor_name = "tests.unit.handlers.FinanceHandler"
+    payload = bus.config.codec.encode(OrderShipped("forged"))
+    forged = Message(queue_name="events", actor_name=actor_name, args=(payload,), kwargs={}, options={})
+    bus.broker.enqueue(forged)
+    with caplog.at_level(logging.INFO):
+        drain()
+    assert JOURNAL.of("finance") == []
+    (dead,) = bus.broker.dead_letters
+    assert dead.message_id == forged.message_id
+    assert "retries" not in dead.options
+    (line,) = [r.getMessage() for r in caplog.records if r.name == DEAD_LETTERS_LOGGER]
+    assert "EventDecodeError: FinanceHandler is not a handler of tests.unit.handlers:OrderShipped" in line
