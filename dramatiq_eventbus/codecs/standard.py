@@ -32,7 +32,13 @@ T = TypeVar("T")
 #: decimal digits by default (CVE-2020-10735), and hex has no such limit.
 BIG_INT = 1 << 4096
 _HEX_INT = re.compile(r"-?0x[0-9a-f]+")
-_FRACTION = re.compile(r"(-?(?:[0-9]{1,1300}|0x[0-9a-f]+))/((?:[0-9]{1,1300}|0x[0-9a-f]+))")
+#: The longest numerator or denominator of a $fraction, in hex digits (16,384 bits): Fraction()
+#: reduces by gcd, whose cost grows with the square of the length (1.6 MB of hex: 8.4 s).
+MAX_FRACTION_HEX_DIGITS = 4096
+_FRACTION = re.compile(
+    rf"(-?(?:[0-9]{{1,1300}}|0x[0-9a-f]{{1,{MAX_FRACTION_HEX_DIGITS}}}))"
+    rf"/((?:[0-9]{{1,1300}}|0x[0-9a-f]{{1,{MAX_FRACTION_HEX_DIGITS}}}))"
+)
 _TIMEDELTA = re.compile(r"(?:(-?[0-9]{1,9}) days?, )?([0-9]{1,2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{6}))?")
 _ZONE_KEY = re.compile(r"[A-Za-z0-9_+\-]+(?:/[A-Za-z0-9_+\-]+)*")
 _FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
@@ -126,6 +132,9 @@ def _parse_int(spelled: str) -> int:
 
 
 def encode_fraction(value: Fraction) -> JSONValue:
+    if max(abs(value.numerator), value.denominator).bit_length() > 4 * MAX_FRACTION_HEX_DIGITS:
+        # What a worker would refuse: fail at publish() instead.
+        raise CodecFailure(f"a Fraction of more than {4 * MAX_FRACTION_HEX_DIGITS} bits cannot be sent")
     return {"$fraction": f"{_int_text(value.numerator)}/{_int_text(value.denominator)}"}
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -151,7 +152,32 @@ def decode_list(raw: list[Any], tags: Tags) -> list[Any]:
 
 def decode_members(tag: str, raw: dict[str, Any], tags: Tags) -> list[Any]:
     """The decoded list a ``$tuple``, ``$set`` or ``$frozenset`` object (``tag``) holds."""
-    return decode_list(only(tag, raw), tags)
+    members = decode_list(only(tag, raw), tags)
+    if tag != "$tuple":
+        check_hashes_spread(tag, members)
+    return members
+
+
+#: The most members of one set, or keys of one map, that may share a hash. Ints that differ by
+#: a multiple of 2**61 - 1 all hash alike, and a set of n of them costs n**2 comparisons while
+#: holding the GIL (40,000 of them, 1 MB: 7.9 s, with every other thread of the worker stalled).
+MAX_SAME_HASH = 16
+
+
+def check_hashes_spread(tag: str, members: list[Any]) -> None:
+    """Refuse members that would turn a set or dict into a linear search; linear in their number.
+
+    Raises:
+      CodecFailure: Too many members share a hash.
+    """
+    if len(members) <= MAX_SAME_HASH:
+        return
+    try:
+        crowded = max(Counter(map(hash, members)).values())
+    except TypeError:
+        return  # an unhashable member: building the set says so
+    if crowded > MAX_SAME_HASH:
+        raise CodecFailure(f"{tag} holds {crowded} members that hash alike (at most {MAX_SAME_HASH})")
 
 
 def decode_map(raw: dict[str, Any], tags: Tags) -> dict[Any, Any]:
@@ -159,15 +185,19 @@ def decode_map(raw: dict[str, Any], tags: Tags) -> dict[Any, Any]:
     pairs = only("$map", raw)
     if type(pairs) is not list:
         raise CodecFailure("$map must hold a list of [key, value] pairs")
-    out: dict[Any, Any] = {}
+    decoded: list[tuple[Any, Any]] = []
     for index, pair in enumerate(pairs):
         if type(pair) is not list or len(pair) != 2:
             raise CodecFailure(f"$map item {index} is not a [key, value] pair")
         try:
-            key = decode_any(pair[0], tags)
-            out[key] = decode_any(pair[1], tags)
+            decoded.append((decode_any(pair[0], tags), decode_any(pair[1], tags)))
         except CodecFailure as failure:
             raise failure.at(f"<pair {index}>") from None
+    check_hashes_spread("$map", [key for key, _ in decoded])
+    out: dict[Any, Any] = {}
+    for index, (key, value) in enumerate(decoded):
+        try:
+            out[key] = value
         except TypeError:
             raise CodecFailure(f"$map key {index} is a {type(key).__name__}, which cannot be a key") from None
     return out

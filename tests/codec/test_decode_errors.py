@@ -111,10 +111,17 @@ BAD_PAYLOADS: list[tuple[Any, str]] = [
     (cart(extra={"$bytes": "not base64!"}), "Cart.extra: bad $bytes: not base64"),
     (cart(extra={"$uuid": "not-a-uuid"}), "bad $uuid"),
     (cart(extra={"$fraction": "1/0"}), "the denominator is 0"),
+    # 1.6 MB of hex took 8.4 s of gcd holding the GIL: refused by its length, before any arithmetic.
+    (cart(extra={"$fraction": "0x" + "f" * 1_600_000 + "/0x" + "e" * 1_600_000}), "bad $fraction '0xffffffff"),
+    (cart(extra={"$fraction": "1/0x" + "e" * 4097}), "bad $fraction '1/0xeeee"),
     (cart(extra={"$timedelta": "forever"}), "bad $timedelta 'forever'"),
     (cart(extra={"$map": [[[1], "list as key"]]}), "$map key 0 is a list, which cannot be a key"),
     (cart(extra={"$map": [[1]]}), "$map item 0 is not a [key, value] pair"),
     (cart(extra={"$set": [[1]]}), "Cart.extra: bad $set object: TypeError: unhashable type: 'list'"),
+    # Ints that differ by a multiple of 2**61 - 1 hash alike: a set of them is a quadratic build.
+    (cart(extra={"$set": [n * (2**61 - 1) for n in range(100)]}), "$set holds 100 members that hash alike"),
+    (cart(extra={"$frozenset": [n * (2**61 - 1) for n in range(17)]}), "$frozenset holds 17 members that hash"),
+    (cart(extra={"$map": [[n * (2**61 - 1), n] for n in range(50)]}), "$map holds 50 members that hash alike"),
     (cart(extra={"$tuple": "abc"}), "expected a JSON list, got str"),
     (cart(extra={"$custom": "billing:Money", "value": 1}), "unknown type 'billing:Money'"),
     (cart(extra={"a": 1, "$type": "os:system"}), "Cart.extra: unknown type 'os:system'"),  # a tag not in first place

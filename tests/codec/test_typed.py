@@ -523,3 +523,13 @@ def test_make_codec_builds_each_mode() -> None:
     assert (typed.name, pickled.name) == ("typed", "pickle")
     assert isinstance(typed, TypedCodec) and typed.knows(Basket) and not typed.knows(OrderLine)
     assert_same(Basket(LINES), trip(pickled, Basket(LINES)))  # type: ignore[arg-type]
+
+
+def test_a_fraction_at_the_size_limit_round_trips_and_a_larger_one_fails_at_encode() -> None:
+    from dramatiq_eventbus.codecs.standard import MAX_FRACTION_HEX_DIGITS, CodecFailure, decode_fraction
+    from dramatiq_eventbus.codecs.standard import encode_fraction as encode
+
+    largest = Fraction(2 ** (4 * MAX_FRACTION_HEX_DIGITS) - 1, 3)
+    assert decode_fraction(encode(largest)) == largest  # type: ignore[arg-type]
+    with pytest.raises(CodecFailure, match="cannot be sent"):
+        encode(Fraction(2 ** (4 * MAX_FRACTION_HEX_DIGITS), 3))
