@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import dramatiq
@@ -67,7 +67,7 @@ class BusConfig:
     actors: Mapping[str, dramatiq.Actor[Any, Any]]
     lanes: LaneStore | None
     owns_broker: bool
-    arguments: Mapping[str, Any]
+    arguments: Mapping[str, Any] = field(repr=False)  # they hold secret_key and the broker URL
 
 
 class EventBus:

@@ -22,6 +22,7 @@ from dramatiq.message import Message, get_encoder
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
 from ..ordering.lanes import lane_name
+from ..untrusted import cut, shown
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def _placement_problem(queue_name: str, message: Message[Any]) -> str | None:
     slot for good.
     """
     if message.queue_name != queue_name:
-        return f"it names queue {_shown(message.queue_name)}, but was found on queue {queue_name!r}"
+        return f"it names queue {shown(message.queue_name)}, but was found on queue {queue_name!r}"
     return None
 
 
@@ -150,7 +151,7 @@ def _delivery_problem(actors: Mapping[str, Any], message: Message[Any]) -> str |
     actor = actors.get(message.actor_name)
     if actor is None:
         return (
-            f"no actor named {_shown(message.actor_name)} is declared in this worker "
+            f"no actor named {shown(message.actor_name)} is declared in this worker "
             f"(is it running an older configuration than the publisher?)"
         )
     for name in sorted(_NUMERIC_OPTIONS & message.options.keys()):
@@ -228,7 +229,7 @@ def _option_problem(actor: Any, message: Message[Any]) -> str | None:
     options = message.options
     retries = options.get("retries")
     if retries is not None and not 0 <= retries <= MAX_RETRIES_SEEN:  # NaN too
-        return f"its option 'retries' is {_shown(retries)}, not a count from 0 to {MAX_RETRIES_SEEN}"
+        return f"its option 'retries' is {shown(retries)}, not a count from 0 to {MAX_RETRIES_SEEN}"
     eta = options.get("eta")
     if eta is not None:
         if q_name(message.queue_name) == message.queue_name:
@@ -236,25 +237,20 @@ def _option_problem(actor: Any, message: Message[Any]) -> str | None:
             return "it carries an eta, but sits on a queue of undelayed messages"
         latest = current_millis() + _max_backoff(actor) + ETA_MARGIN_MS
         if not eta <= latest:  # NaN and infinity too
-            return f"its eta {_shown(eta)} lies beyond its actor's max_backoff (at most {latest})"
+            return f"its eta {shown(eta)} lies beyond its actor's max_backoff (at most {latest})"
     key = options.get("partition_key")
     if key is not None and not isinstance(key, str):
         return f"its option 'partition_key' is {_a(type(key).__name__)}, not a str"
     lane = options.get("lane")
     if lane is not None and (not isinstance(key, str) or lane != lane_name(message.actor_name, key)):
         # A lane names a handler and a key: another lane's name would run or drop that lane's head.
-        return f"its option 'lane' is {_shown(lane)}, not the lane of its actor and partition key"
+        return f"its option 'lane' is {shown(lane)}, not the lane of its actor and partition key"
     return None
 
 
 def _max_backoff(actor: Any) -> int:
     value = actor.options.get("max_backoff")
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else DEFAULT_MAX_BACKOFF
-
-
-def _shown(value: object) -> str:
-    """A value from a message, for a log line: escaped by repr() and cut short."""
-    return _shorten(repr(value), 80)
 
 
 def _is_exception_types(value: object) -> bool:
@@ -267,7 +263,7 @@ def _cause(exc: BaseException) -> str:
     # repeats the whole body: the inner error is the readable part.
     inner = exc.args[-1] if exc.args and isinstance(exc.args[-1], BaseException) else exc.__cause__
     shown = inner if inner is not None else exc
-    return f"{type(shown).__name__}: {_shorten(str(shown), 120)}"
+    return f"{type(shown).__name__}: {cut(str(shown), 120)}"
 
 
 def _a(name: str) -> str:
@@ -276,7 +272,3 @@ def _a(name: str) -> str:
 
 def _start(body: bytes) -> str:
     return repr(body[:60]) + ("…" if len(body) > 60 else "")
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

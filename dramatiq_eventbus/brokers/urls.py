@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from dramatiq.broker import Broker
@@ -67,12 +68,16 @@ def _heartbeat_ms(seconds: float | None) -> int | None:
     return int(seconds * 1000)
 
 
+#: Query parameters that hold secrets (redis-py and libpq take ``password=``, some brokers a token).
+_SECRET_PARAMETER = re.compile(r"(?i)([?&][^=&#]*(?:pass|secret|token|key)[^=&#]*=)[^&#]*")
+
+
 def redact(url: str) -> str:
-    """The URL with its password replaced by ***, for error messages and logs."""
+    """The URL with its password, and any secret in its query string, replaced by ***, for errors and logs."""
     parts = urlsplit(url)
     if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
+        url = url.replace(f":{parts.password}@", ":***@")
+    return _SECRET_PARAMETER.sub(r"\1***", url)
 
 
 def _redact_in(text: str, url: str) -> str:

@@ -10,6 +10,10 @@ from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import Middleware
 
 from ..actors import is_handler_actor
+from ..untrusted import SHOWN_CHARACTERS, escaped, shown
+
+#: How much of a failure's text the dead-letter line shows.
+REASON_CHARACTERS = 500
 
 
 class DeadLetterReasons(Middleware):
@@ -40,6 +44,8 @@ class DeadLetterReasons(Middleware):
         # Installed before Retries, so this runs after Retries has failed the message or not.
         if message.failed and is_handler_actor(broker, message.actor_name):
             reason = f"{type(exception).__name__}: {exception}" if exception is not None else "no exception recorded"
+            # The exception's text may quote the payload, which a forged message controls.
+            reason = escaped(reason, REASON_CHARACTERS)
             self._log(message, reason)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
@@ -52,11 +58,11 @@ class DeadLetterReasons(Middleware):
 
     def _log(self, message: MessageProxy, reason: str) -> None:
         self.logger.error(
-            "Dead-lettered message %s: %s for %s (partition key %r) after %d attempt(s): %s",
+            "Dead-lettered message %s: %s for %s (partition key %s) after %d attempt(s): %s",
             message.message_id,
             message.actor_name,
-            message.options.get("event_type", "an unknown event"),
-            message.options.get("partition_key"),
+            escaped(str(message.options.get("event_type", "an unknown event")), SHOWN_CHARACTERS),
+            shown(message.options.get("partition_key")),
             message.options.get("retries", 0) or 1,
             reason,
         )

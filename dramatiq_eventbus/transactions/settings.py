@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..brokers.urls import redact
 from ..environment import OUTBOX_VARIABLES
 from ..errors import ConfigurationError
 from .outbox import DEFAULT_TABLE
@@ -25,11 +26,17 @@ class RelaySettings:
       prune_after_seconds(float | None): How long sent rows are kept; None keeps them.
     """
 
-    url: str
+    url: str = field(repr=False)  # shown redacted by __repr__
     table: str = DEFAULT_TABLE
     batch_size: int = DEFAULT_BATCH_SIZE
     poll_seconds: float = DEFAULT_POLL_SECONDS
     prune_after_seconds: float | None = DEFAULT_PRUNE_AFTER_SECONDS
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in ("table", "batch_size", "poll_seconds", "prune_after_seconds")
+        )
+        return f"RelaySettings(url={redact(self.url)!r}, {fields})"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> RelaySettings:

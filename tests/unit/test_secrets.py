@@ -1,0 +1,64 @@
+"""No secret reaches a log line, an error or a repr: passwords in URLs (query strings too), keys."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from dramatiq.broker import MessageProxy
+from dramatiq.message import Message
+
+from dramatiq_eventbus import EventBus
+from dramatiq_eventbus.brokers.urls import redact
+from dramatiq_eventbus.middleware import DeadLetterReasons
+from dramatiq_eventbus.transactions import RelaySettings
+
+from .handlers import HANDLERS
+
+SECRET = "s3cret-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"redis://:{SECRET}@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        (f"amqp://guest:{SECRET}@h:5672/%2F", "amqp://guest:***@h:5672/%2F"),
+        (f"redis://127.0.0.1:6379/0?password={SECRET}", "redis://127.0.0.1:6379/0?password=***"),
+        (f"redis://h/0?db=1&password={SECRET}&x=y", "redis://h/0?db=1&password=***&x=y"),
+        (f"postgresql://u@h/db?sslpassword={SECRET}", "postgresql://u@h/db?sslpassword=***"),
+        (f"amqps://h/?token={SECRET}", "amqps://h/?token=***"),
+        ("redis://127.0.0.1:6379/0?db=2", "redis://127.0.0.1:6379/0?db=2"),
+    ],
+)
+def test_redact_hides_passwords_in_the_user_part_and_the_query(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+def test_the_configuration_repr_shows_no_key_nor_password() -> None:
+    bus = EventBus().configure(handlers=HANDLERS, broker="stub", codec="pickle", secret_key=SECRET)
+    assert SECRET not in repr(bus.config)
+    assert SECRET not in repr(bus.config.codec)
+
+
+def test_the_relay_settings_repr_shows_no_database_password() -> None:
+    settings = RelaySettings(url=f"postgresql+psycopg://app:{SECRET}@127.0.0.1/db")
+    assert SECRET not in repr(settings)
+    assert "app:***@127.0.0.1" in repr(settings)
+
+
+def test_a_dead_letter_line_escapes_and_cuts_what_the_message_says(caplog: pytest.LogCaptureFixture) -> None:
+    bus = EventBus().configure(handlers=HANDLERS, broker="stub")
+    forged = Message(
+        queue_name="events",
+        actor_name="tests.unit.handlers.NotifyHandler",
+        args=({},),
+        kwargs={},
+        options={"event_type": "x\n[CRITICAL] forged record" + "y" * 10_000, "partition_key": "k" * 10_000},
+    )
+    message = MessageProxy(forged)
+    message.fail()
+    with caplog.at_level(logging.ERROR):
+        DeadLetterReasons(None).after_process_message(bus.broker, message, exception=ValueError("z" * 10_000))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "\n" not in line
+    assert len(line) < 1_000
