@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import dramatiq
 from dramatiq.broker import Broker
 
+from . import signing
 from .actors import declare_actors
 from .backends import Backend, DramatiqBackend, InlineBackend
 from .brokers import BrokerSupport, RedisLaneStore, broker_from_url, support_for
@@ -36,6 +37,7 @@ from .ordering import (
 from .partition import partition_key
 from .registry import HandlersConfig, Registry
 from .routing import Queues
+from .signing import Signer
 
 logger = logging.getLogger("dramatiq_eventbus")
 
@@ -56,6 +58,7 @@ class BusConfig:
       lanes(LaneStore | None): Where partitioned events keep their order across the
         cluster; None when the bus has no Redis, and order holds within a process only.
       owns_broker(bool): The bus made the broker from a URL, and closes it when replaced.
+      signer(Signer | None): Signs the messages sent, and verifies those run; None without a secret key.
       arguments(Mapping[str, Any]): The configure() arguments this came from, for reconfigure().
     """
 
@@ -67,6 +70,7 @@ class BusConfig:
     actors: Mapping[str, dramatiq.Actor[Any, Any]]
     lanes: LaneStore | None
     owns_broker: bool
+    signer: Signer | None
     arguments: Mapping[str, Any] = field(repr=False)  # they hold secret_key and the broker URL
 
 
@@ -104,6 +108,7 @@ class EventBus:
         default_actor_options: Mapping[str, Any] | None = None,
         codec: str | Codec = "typed",
         secret_key: str | bytes | None = None,
+        secret_keys: Sequence[str | bytes] | None = None,
         pickle_fallback: bool = False,
         redis_url: str | None = None,
         lane_lease_seconds: float = DEFAULT_LEASE_SECONDS,
@@ -124,7 +129,11 @@ class EventBus:
           default_actor_options: Actor options for every handler, under each handler's own.
           codec: ``"typed"`` (readable JSON, the default), ``"pickle"`` (signed dill) or a
             Codec instance.
-          secret_key: The HMAC key that signs pickled payloads; required by ``"pickle"``.
+          secret_key: The key (at least 16 bytes) that signs every message sent, and without
+            which a worker runs no message; it also signs pickled payloads, and ``"pickle"``
+            requires it.
+          secret_keys: Keys being rotated, instead of ``secret_key``: the first signs, any
+            verifies. Roll out ``[new, old]`` everywhere, then ``[new]``.
           pickle_fallback: In typed mode, send an event the typed codec cannot represent
             as a signed pickle (needs ``secret_key``) instead of raising TypeError.
           redis_url: The Redis that keeps partitioned events in order across the cluster
@@ -140,6 +149,8 @@ class EventBus:
         """
         arguments = {key: value for key, value in locals().items() if key != "self"}
         queues = Queues(queue, partitioned_queue)
+        keys = signing.secret_keys(secret_key, secret_keys)
+        signer = Signer(keys) if keys else None
         resolved_broker, owns_broker = _resolve_broker(broker, redis_heartbeat_seconds)
         try:
             registry = Registry.from_config(
@@ -154,17 +165,18 @@ class EventBus:
                     codec,
                     event_classes=registry.event_classes,
                     custom_types=self.custom_types,
-                    secret_key=secret_key,
+                    secret_key=keys or None,
                     pickle_fallback=pickle_fallback,
                 )
             )
             support = support_for(resolved_broker)
             lanes = _resolve_lanes(support, redis_url, lane_lease_seconds, lane_stall_seconds)
-            resolved_backend = _resolve_backend(backend, resolved_broker, resolved_codec, lanes, support)
+            resolved_backend = _resolve_backend(backend, resolved_broker, resolved_codec, lanes, support, signer)
             install_middleware(
                 resolved_broker,
                 coordinator=_coordinator(support, lanes),
                 keep_dead_letter=support.keep_dead_letter,
+                signer=signer,
             )
             actors = declare_actors(resolved_broker, registry, resolved_codec, queues)
         except BaseException:
@@ -172,7 +184,16 @@ class EventBus:
                 resolved_broker.close()
             raise
         config = BusConfig(
-            registry, resolved_broker, resolved_codec, resolved_backend, queues, actors, lanes, owns_broker, arguments
+            registry,
+            resolved_broker,
+            resolved_codec,
+            resolved_backend,
+            queues,
+            actors,
+            lanes,
+            owns_broker,
+            signer,
+            arguments,
         )
         with self._lock:
             previous, self._config = self._config, config
@@ -409,10 +430,15 @@ def _coordinator(support: BrokerSupport, lanes: RedisLaneStore | None) -> LaneCo
 
 
 def _resolve_backend(
-    backend: str | Backend, broker: Broker, codec: Codec, lanes: LaneStore | None, support: BrokerSupport
+    backend: str | Backend,
+    broker: Broker,
+    codec: Codec,
+    lanes: LaneStore | None,
+    support: BrokerSupport,
+    signer: Signer | None,
 ) -> Backend:
     if backend == "dramatiq":
-        return DramatiqBackend(broker, lanes=lanes, support=support)
+        return DramatiqBackend(broker, lanes=lanes, support=support, signer=signer)
     if backend == "inline":
         return InlineBackend(codec)
     if isinstance(backend, Backend) and not isinstance(backend, str):

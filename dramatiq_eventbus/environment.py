@@ -54,6 +54,13 @@ def _boolean(name: str, value: str) -> bool:
     raise ConfigurationError(f"{name} must be true or false, not {value!r}")
 
 
+def _comma_separated(name: str, value: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise ConfigurationError(f"{name} is set but holds no value")
+    return items
+
+
 def positive_seconds(name: str, value: str) -> float:
     """Parse a variable that holds a positive number of seconds."""
     try:
@@ -132,7 +139,15 @@ VARIABLES: tuple[Variable, ...] = (
         "Redis broker: silence before a dead worker's messages are recovered; default 60.",
     ),
     Variable("EVENTBUS_CODEC", "codec", _text, "'typed' (default) or 'pickle'."),
-    Variable("EVENTBUS_SECRET_KEY", "secret_key", _text, "HMAC key that signs pickled payloads."),
+    Variable(
+        "EVENTBUS_SECRET_KEY", "secret_key", _text, "Key (16+ bytes) that signs every message, and pickled payloads."
+    ),
+    Variable(
+        "EVENTBUS_SECRET_KEYS",
+        "secret_keys",
+        _comma_separated,
+        "Keys being rotated, comma-separated, instead of EVENTBUS_SECRET_KEY: the first signs, any verifies.",
+    ),
     Variable("EVENTBUS_PICKLE_FALLBACK", "pickle_fallback", _boolean, "'true': pickle what typed cannot encode."),
 )
 

@@ -16,6 +16,7 @@ from ..codecs import type_name
 from ..delivery import Delivery
 from ..errors import PublishError
 from ..ordering import LaneStore, lane_name
+from ..signing import OPTION, Signer
 
 logger = logging.getLogger("dramatiq_eventbus.publish")
 
@@ -34,14 +35,23 @@ class DramatiqBackend:
       broker(Broker): Where to enqueue.
       lanes(LaneStore | None): The lanes that order partitioned events across the cluster.
       support(BrokerSupport | None): What the bus can do with ``broker``; asked of it if None.
+      signer(Signer | None): Signs every message, when the bus has a secret key.
     """
 
-    def __init__(self, broker: Broker, *, lanes: LaneStore | None = None, support: BrokerSupport | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        lanes: LaneStore | None = None,
+        support: BrokerSupport | None = None,
+        signer: Signer | None = None,
+    ) -> None:
         self.broker = broker
         self.lanes = lanes
         support = support_for(broker) if support is None else support
         self._send = support.send
         self._priorities = support.priorities
+        self._signer = signer
 
     def message_for(self, delivery: Delivery) -> Message[Any]:
         options: dict[str, Any] = {
@@ -53,13 +63,14 @@ class DramatiqBackend:
         if self._priorities:
             # The bus's priority is 0-9 with 0 most urgent; RabbitMQ serves the highest number first.
             options["broker_priority"] = 9 - delivery.handler.priority
-        return Message(
+        message: Message[Any] = Message(
             queue_name=delivery.queue_name,
             actor_name=delivery.handler.name,
             args=(delivery.payload,),
             kwargs={},
             options=options,
         )
+        return message if self._signer is None else self._signer.signed(message)
 
     def deliver(self, deliveries: Sequence[Delivery]) -> None:
         self.send([self.message_for(delivery) for delivery in deliveries])
@@ -81,7 +92,9 @@ class DramatiqBackend:
             key = renewed.get("partition_key")
             if self.lanes is not None and isinstance(key, str):
                 renewed["lane"] = lane_name(message.actor_name, key)
-            again.append(dataclasses.replace(message, message_id=str(uuid.uuid4()), options=renewed))
+            renewed.pop(OPTION, None)  # signed again below, with this configuration's lane and key
+            message = dataclasses.replace(message, message_id=str(uuid.uuid4()), options=renewed)
+            again.append(message if self._signer is None else self._signer.signed(message))
         self.send(again)
 
     def send(self, messages: Sequence[Message[Any]]) -> None:

@@ -14,7 +14,7 @@ from ..errors import ConfigurationError
 from .base import Codec, JSONValue
 from .custom import CustomType, CustomTypes
 from .names import type_name
-from .pickling import PickleCodec
+from .pickling import PickleCodec, SecretKeys
 from .typed import TypedCodec
 
 CODECS = ("typed", "pickle")
@@ -25,7 +25,7 @@ def make_codec(
     *,
     event_classes: Iterable[type],
     custom_types: CustomTypes,
-    secret_key: str | bytes | None = None,
+    secret_key: SecretKeys | None = None,
     pickle_fallback: bool = False,
 ) -> Codec:
     """Build the codec configure() named, for these event classes.

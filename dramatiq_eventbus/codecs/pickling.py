@@ -17,12 +17,13 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import dill
 
 from ..errors import ConfigurationError, EventDecodeError, EventEncodeError
+from ..signing import secret_keys
 from .base import JSONValue
 
 TAG = "$pickle"
@@ -32,26 +33,31 @@ SIGNATURE = "hmac"
 _DOMAIN = b"dramatiq-eventbus pickle v1\n"
 
 
-def secret_key_bytes(secret_key: str | bytes | None, *, needed_by: str) -> bytes:
-    """The key as bytes; a ConfigurationError naming ``needed_by`` when there is none."""
-    if secret_key is None or (isinstance(secret_key, (str, bytes)) and not secret_key.strip()):
+#: A key, or the keys of a rotation (the first signs, any verifies).
+SecretKeys = str | bytes | Sequence[str | bytes]
+
+
+def pickle_keys(secret_key: SecretKeys | None, *, needed_by: str) -> tuple[bytes, ...]:
+    """The keys as bytes, the signing one first; a ConfigurationError naming ``needed_by`` when there is none."""
+    if isinstance(secret_key, str | bytes):
+        keys = secret_keys(secret_key) if secret_key.strip() else ()
+    else:
+        keys = secret_keys(secret_keys=secret_key)
+    if not keys:
         raise ConfigurationError(
             f"{needed_by} needs a secret_key (or EVENTBUS_SECRET_KEY): pickled payloads are signed with it, "
             f"and a worker unpickles nothing it cannot verify, since unpickling runs code. "
             f"Use the same long random key in publishers and workers"
         )
-    if isinstance(secret_key, str):
-        return secret_key.encode("utf-8")
-    if isinstance(secret_key, bytes):
-        return secret_key
-    raise ConfigurationError(f"secret_key must be a str or bytes, not {type(secret_key).__qualname__}")
+    return keys
 
 
 class PickleCodec:
     """Signed dill pickles, base64 in a JSON object.
 
     Parameters:
-      secret_key(str | bytes): The HMAC-SHA256 key; the same in every publisher and worker.
+      secret_key(str | bytes | Sequence[str | bytes]): The HMAC-SHA256 key, the same in every
+        publisher and worker; or keys being rotated: the first signs, any verifies.
       event_classes(Iterable[type]): The classes publish() may send; a verified payload
         that unpickles to anything else is refused. Empty: any class is accepted.
 
@@ -61,16 +67,16 @@ class PickleCodec:
 
     name = "pickle"
 
-    def __init__(self, secret_key: str | bytes | None, event_classes: Iterable[type] = ()) -> None:
-        self._key = secret_key_bytes(secret_key, needed_by="codec='pickle'")
+    def __init__(self, secret_key: SecretKeys | None, event_classes: Iterable[type] = ()) -> None:
+        self._keys = pickle_keys(secret_key, needed_by="codec='pickle'")
         self._events = frozenset(event_classes)
 
     def knows(self, cls: type) -> bool:
         """Whether ``cls`` is one of the event classes (any class when none were given)."""
         return not self._events or cls in self._events
 
-    def _sign(self, data: bytes) -> str:
-        return hmac.new(self._key, _DOMAIN + data, hashlib.sha256).hexdigest()
+    def _sign(self, data: bytes, key: bytes | None = None) -> str:
+        return hmac.new(self._keys[0] if key is None else key, _DOMAIN + data, hashlib.sha256).hexdigest()
 
     def encode(self, event: object) -> JSONValue:
         try:
@@ -111,7 +117,7 @@ class PickleCodec:
         if type(data) is not str or type(signature) is not str or not (data.isascii() and signature.isascii()):
             raise EventDecodeError(f"{TAG} payload and its signature must be ASCII strings: refused")
         raw = data.encode("ascii")
-        if not hmac.compare_digest(self._sign(raw), signature):
+        if not any(hmac.compare_digest(self._sign(raw, key), signature) for key in self._keys):
             raise EventDecodeError(
                 f"{TAG} payload with a wrong signature: refused, nothing was unpickled "
                 f"(forged, tampered with, or signed with another secret_key)"

@@ -33,7 +33,7 @@ from .custom import CustomType, CustomTypes
 from .failure import CodecFailure
 from .names import type_name
 from .pickling import TAG as PICKLE_TAG
-from .pickling import PickleCodec, secret_key_bytes
+from .pickling import PickleCodec, SecretKeys, pickle_keys
 from .shapes import Shape, compile_check, mismatch
 from .standard import LEAF_DECODERS, LEAF_ENCODERS, Encoder, TagDecoder, only
 from .structs import EnumPlan, RecordPlan
@@ -228,7 +228,7 @@ class TypedCodec:
         event_classes: Iterable[type] = (),
         custom_types: CustomTypes | None = None,
         *,
-        secret_key: str | bytes | None = None,
+        secret_key: SecretKeys | None = None,
         pickle_fallback: bool = False,
     ) -> None:
         self.catalog = Catalog(event_classes, custom_types if custom_types is not None else CustomTypes())
@@ -236,8 +236,7 @@ class TypedCodec:
         self._events = frozenset(self.event_classes)
         self._fallback: PickleCodec | None = None
         if pickle_fallback:
-            secret_key_bytes(secret_key, needed_by="pickle_fallback=True")
-            self._fallback = PickleCodec(secret_key, self.event_classes)
+            self._fallback = PickleCodec(pickle_keys(secret_key, needed_by="pickle_fallback=True"), self.event_classes)
         self._warned: set[type] = set()
         self._warned_lock = threading.Lock()
         self._encoders: dict[type, Encoder] = {str: _same, bool: _same, type(None): _same, **LEAF_ENCODERS}

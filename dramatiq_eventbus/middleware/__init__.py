@@ -9,6 +9,8 @@ from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import Middleware, Retries
 
 from ..ordering import LaneCoordinator, LaneSweeper, PartitionOrdering
+from ..signing import Signer
+from .authentication import MessageAuthentication
 from .dead_letters import DeadLetterReasons
 
 _M = TypeVar("_M", bound=Middleware)
@@ -19,6 +21,7 @@ def install(
     *,
     coordinator: LaneCoordinator,
     keep_dead_letter: Callable[[MessageProxy], None] | None,
+    signer: Signer | None = None,
 ) -> None:
     """Add the bus's middleware to ``broker`` once; configuring again only updates it.
 
@@ -26,6 +29,13 @@ def install(
     ``after_process_message`` runs after Retries has decided between a retry and a dead
     letter (Dramatiq runs "after" hooks in reverse order).
     """
+    authentication = next((m for m in broker.middleware if isinstance(m, MessageAuthentication)), None)
+    if authentication is None:
+        # First of all: nothing may act on a message before it is known to be the bus's own.
+        authentication = MessageAuthentication(signer)
+        first = type(broker.middleware[0]) if broker.middleware else None
+        broker.add_middleware(authentication, before=first)
+    authentication.signer = signer
     _ensure(broker, DeadLetterReasons, lambda: DeadLetterReasons(keep_dead_letter)).keep_dead_letter = keep_dead_letter
     _ensure(broker, PartitionOrdering, lambda: PartitionOrdering(coordinator)).coordinator = coordinator
     _ensure(broker, LaneSweeper, lambda: LaneSweeper(coordinator)).coordinator = coordinator
@@ -43,4 +53,4 @@ def _ensure(broker: Broker, kind: type[_M], make: Callable[[], _M]) -> _M:
     return middleware
 
 
-__all__ = ["DeadLetterReasons", "install"]
+__all__ = ["DeadLetterReasons", "MessageAuthentication", "install"]

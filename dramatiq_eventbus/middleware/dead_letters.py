@@ -11,6 +11,7 @@ from dramatiq.middleware import Middleware
 
 from ..actors import is_handler_actor
 from ..untrusted import SHOWN_CHARACTERS, escaped, shown
+from .authentication import REFUSED
 
 #: How much of a failure's text the dead-letter line shows.
 REASON_CHARACTERS = 500
@@ -50,7 +51,8 @@ class DeadLetterReasons(Middleware):
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         if message.failed and is_handler_actor(broker, message.actor_name):
-            self._log(message, "failed before it started (e.g. past its max_age)")
+            refused = message.options.get(REFUSED)
+            self._log(message, f"refused: {refused}" if refused else "failed before it started (e.g. past its max_age)")
 
     def after_nack(self, broker: Broker, message: MessageProxy) -> None:
         if self.keep_dead_letter is not None and is_handler_actor(broker, message.actor_name):

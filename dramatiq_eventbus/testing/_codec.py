@@ -23,7 +23,7 @@ def codec_for(bus: EventBus, event_class: type) -> Codec:
             "typed",
             event_classes=(*config.registry.event_classes, event_class),
             custom_types=bus.custom_types,
-            secret_key=config.arguments.get("secret_key"),
+            secret_key=config.signer.keys if config.signer is not None else None,
             pickle_fallback=bool(config.arguments.get("pickle_fallback", False)),
         )
     return codec

@@ -519,7 +519,9 @@ def test_configure_refuses_a_codec_it_cannot_make(arguments: dict[str, Any], pro
 
 def test_make_codec_builds_each_mode() -> None:
     typed = make_codec("typed", event_classes=[Basket], custom_types=CustomTypes())
-    pickled = make_codec("pickle", event_classes=[Basket], custom_types=CustomTypes(), secret_key=b"k")
+    pickled = make_codec(
+        "pickle", event_classes=[Basket], custom_types=CustomTypes(), secret_key=b"a key of sixteen bytes or more"
+    )
     assert (typed.name, pickled.name) == ("typed", "pickle")
     assert isinstance(typed, TypedCodec) and typed.knows(Basket) and not typed.knows(OrderLine)
     assert_same(Basket(LINES), trip(pickled, Basket(LINES)))  # type: ignore[arg-type]

@@ -8,8 +8,9 @@ import pytest
 from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
-from dramatiq_eventbus import EventBus
+from dramatiq_eventbus import ConfigurationError, EventBus
 from dramatiq_eventbus.brokers.urls import redact
+from dramatiq_eventbus.environment import arguments_from_env
 from dramatiq_eventbus.middleware import DeadLetterReasons
 from dramatiq_eventbus.transactions import RelaySettings
 
@@ -62,3 +63,36 @@ def test_a_dead_letter_line_escapes_and_cuts_what_the_message_says(caplog: pytes
     (line,) = [r.getMessage() for r in caplog.records]
     assert "\n" not in line
     assert len(line) < 1_000
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ({"secret_key": "short"}, "secret key 1 has 5 bytes, fewer than 16"),
+        ({"secret_keys": [SECRET, b"tiny"]}, "secret key 2 has 4 bytes, fewer than 16"),
+        ({"secret_key": SECRET, "secret_keys": [SECRET]}, "give secret_key or secret_keys, not both"),
+        ({"secret_keys": SECRET}, "secret_keys must be a list of keys"),
+    ],
+)
+def test_keys_too_short_or_given_twice_are_refused_at_configure(arguments: dict[str, object], problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        EventBus().configure(handlers=HANDLERS, broker="stub", **arguments)  # type: ignore[arg-type]
+
+
+def test_the_keys_variable_is_a_comma_separated_rotation() -> None:
+    arguments = arguments_from_env({"EVENTBUS_HANDLERS": "x:Y", "EVENTBUS_SECRET_KEYS": f" {SECRET} , old-{SECRET} "})
+    assert arguments["secret_keys"] == [SECRET, f"old-{SECRET}"]
+
+
+def test_a_message_signed_with_any_key_of_a_rotation_verifies_and_an_altered_one_does_not() -> None:
+    old = EventBus().configure(handlers=HANDLERS, broker="stub", secret_key=f"old-{SECRET}")
+    rotating = EventBus().configure(handlers=HANDLERS, broker="stub", secret_keys=[SECRET, f"old-{SECRET}"])
+    message = Message(queue_name="events", actor_name="a.B", args=({"x": 1},), kwargs={}, options={"lane": None})
+    assert old.config.signer is not None and rotating.config.signer is not None
+    signed = old.config.signer.signed(message)
+    assert rotating.config.signer.problem(signed) is None
+    assert rotating.config.signer.problem(signed.copy(queue_name="events.DQ")) is None  # a retry waiting
+    altered = signed.copy(args=({"x": 2},))
+    assert "signature is wrong" in str(rotating.config.signer.problem(altered))
+    unsigned = Message(queue_name="events", actor_name="a.B", args=({"x": 1},), kwargs={}, options={})
+    assert "not signed" in str(rotating.config.signer.problem(unsigned))
