@@ -17,6 +17,7 @@ from . import signing
 from .actors import declare_actors
 from .backends import Backend, DramatiqBackend, InlineBackend
 from .brokers import BrokerSupport, RedisLaneStore, broker_from_url, support_for
+from .brokers.inspection import DEFAULT_MAX_MESSAGE_BYTES
 from .brokers.urls import redact as _redacted
 from .codecs import Codec, CustomTypes, make_codec
 from .codecs.names import qualified_name
@@ -42,6 +43,9 @@ from .signing import Signer
 logger = logging.getLogger("dramatiq_eventbus")
 
 BACKENDS = ("dramatiq", "inline")
+
+#: Below this, ordinary events would be refused.
+MIN_MAX_MESSAGE_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class EventBus:
         lane_lease_seconds: float = DEFAULT_LEASE_SECONDS,
         lane_stall_seconds: float = DEFAULT_STALL_SECONDS,
         redis_heartbeat_seconds: float | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> EventBus:
         """Resolve, validate and apply a configuration, replacing any earlier one.
 
@@ -143,6 +148,8 @@ class EventBus:
             before sending it again.
           redis_heartbeat_seconds: With a bus-made Redis broker, how long a worker may be
             silent before the messages it held go back to their queue (Dramatiq's default: 60).
+          max_message_bytes: The largest message a worker's consumer reads (with the bus's
+            brokers); a larger one is dead-lettered before it is parsed. Default 1 MiB.
 
         Raises:
           ConfigurationError: Naming the entry that is wrong.
@@ -170,6 +177,9 @@ class EventBus:
                 )
             )
             support = support_for(resolved_broker)
+            message_bytes = _message_bytes(max_message_bytes)
+            if support.set_max_message_bytes is not None:
+                support.set_max_message_bytes(message_bytes)
             lanes = _resolve_lanes(support, redis_url, lane_lease_seconds, lane_stall_seconds)
             resolved_backend = _resolve_backend(backend, resolved_broker, resolved_codec, lanes, support, signer)
             install_middleware(
@@ -427,6 +437,14 @@ def _coordinator(support: BrokerSupport, lanes: RedisLaneStore | None) -> LaneCo
     if lanes is None:
         return LocalCoordinator()
     return SharedCallsCoordinator(lanes, support.send)
+
+
+def _message_bytes(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < MIN_MAX_MESSAGE_BYTES:
+        raise ConfigurationError(
+            f"max_message_bytes must be a whole number of bytes of at least {MIN_MAX_MESSAGE_BYTES}, not {limit!r}"
+        )
+    return limit
 
 
 def _resolve_backend(

@@ -138,6 +138,12 @@ VARIABLES: tuple[Variable, ...] = (
         positive_seconds,
         "Redis broker: silence before a dead worker's messages are recovered; default 60.",
     ),
+    Variable(
+        "EVENTBUS_MAX_MESSAGE_BYTES",
+        "max_message_bytes",
+        _positive_int,
+        "Largest message a worker reads; larger ones are dead-lettered unparsed. Default 1048576.",
+    ),
     Variable("EVENTBUS_CODEC", "codec", _text, "'typed' (default) or 'pickle'."),
     Variable(
         "EVENTBUS_SECRET_KEY", "secret_key", _text, "Key (16+ bytes) that signs every message, and pickled payloads."

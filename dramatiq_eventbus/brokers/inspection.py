@@ -56,7 +56,13 @@ class Refusal:
     message_id: str | None = None
 
 
-def inspect_body(body: bytes | None, actors: Mapping[str, Any], queue_name: str) -> Message[Any] | Refusal:
+#: The largest message a consumer reads, by default: larger ones are refused before JSON parsing.
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+
+
+def inspect_body(
+    body: bytes | None, actors: Mapping[str, Any], queue_name: str, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> Message[Any] | Refusal:
     """Decode ``body``, found on ``queue_name``, into a message the worker can run, or say why it cannot be.
 
     Refused: a body that is not the global encoder's output, an envelope that lacks a
@@ -70,6 +76,11 @@ def inspect_body(body: bytes | None, actors: Mapping[str, Any], queue_name: str)
     """
     if body is None:
         return Refusal("it has an id in the queue but no body")
+    if len(body) > max_bytes:
+        # Before any parsing: the cost of reading a message must not grow without bound.
+        return Refusal(
+            f"it is {len(body):,} bytes, more than max_message_bytes ({max_bytes:,}); it starts {_start(body)}"
+        )
     try:
         fields = get_encoder().decode(body)
     except Exception as exc:  # an encoder may raise anything; Dramatiq's JSON one raises DecodeError

@@ -37,6 +37,8 @@ class BrokerSupport:
         dead letter, so that the last attempt's reason is kept.
       set_fetch_hook(Callable[[FetchHook | None], None] | None): Hands the consumers of the
         broker's queues a hook for their fetches and acks.
+      set_max_message_bytes(Callable[[int], None] | None): Sets the largest message the
+        broker's consumers read.
       lacks(tuple[str, ...]): What this broker lacks of the bus's own, for a warning.
       instead(str): The class to use instead, for that warning.
     """
@@ -47,6 +49,7 @@ class BrokerSupport:
     redis_keys: RedisKeys | None = None
     keep_dead_letter: Callable[[MessageProxy], None] | None = None
     set_fetch_hook: Callable[[FetchHook | None], None] | None = None
+    set_max_message_bytes: Callable[[int], None] | None = None
     lacks: tuple[str, ...] = field(default=())
     instead: str = ""
 
@@ -72,9 +75,14 @@ def support_for(broker: Broker) -> BrokerSupport:
             redis_keys=broker.keys,
             keep_dead_letter=broker.keep_dead_letter,
             set_fetch_hook=lambda hook: setattr(broker, "fetch_hook", hook),
+            set_max_message_bytes=lambda limit: setattr(broker, "max_message_bytes", limit),
         )
     if isinstance(broker, EventBusRabbitmqBroker):
-        return BrokerSupport(send=broker.enqueue_many, priorities=broker.max_priority is not None)
+        return BrokerSupport(
+            send=broker.enqueue_many,
+            priorities=broker.max_priority is not None,
+            set_max_message_bytes=lambda limit: setattr(broker, "max_message_bytes", limit),
+        )
     if isinstance(broker, RedisBroker):
         keys = RedisKeys(broker.namespace)
         return BrokerSupport(

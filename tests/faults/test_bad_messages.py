@@ -87,6 +87,8 @@ def bad_messages(queues: tuple[str, str], run: str, target: Path) -> list[Bad]:
     marked("invalid JSON envelope", lambda mark: b'{"' + mark.encode() + b'": "no closing brace')
     marked("envelope not UTF-8", lambda mark: mark.encode() + b"\xff\xfe\xfd")
     marked("envelope is a JSON list", lambda mark: f'["{mark}", 1, 2]'.encode())
+    # Refused by its size before any parsing (max_message_bytes, 1 MiB by default).
+    marked("body over max_message_bytes", lambda mark: f'{{"{mark}": "{"x" * (1 << 20)}"}}'.encode())
     enveloped("envelope field of the wrong type", tick_a, ({"$type": "x"},), kwargs=["not", "a", "dict"])
     enveloped("option of the wrong type", tick_a, ({"$type": "x"},), options={"retries": "many"})
     enveloped("garbage payload", tick_a, ("garbage, not an event",))

@@ -97,6 +97,14 @@ def test_inspection_refuses_what_a_worker_cannot_run(stub_bus: EventBus, body: b
     assert len(refusal.reason) < 400, "a value from the message reaches the log uncut"
 
 
+def test_inspection_refuses_a_body_over_the_size_limit_before_parsing_it(stub_bus: EventBus) -> None:
+    body = envelope()
+    refusal = inspect_body(body + b"{not json", stub_bus.broker.actors, "events", max_bytes=len(body))
+    assert isinstance(refusal, Refusal)
+    assert f"more than max_message_bytes ({len(body):,})" in refusal.reason  # not a JSON error: never parsed
+    assert isinstance(inspect_body(body, stub_bus.broker.actors, "events", max_bytes=len(body)), Message)
+
+
 def test_inspection_passes_a_bus_message_through(stub_bus: EventBus) -> None:
     body = envelope(options={"event_type": "tests.faults.handlers:Tick", "retries": 2, "eta": None})
     message = inspect_body(body, stub_bus.broker.actors, queue_of(body))

@@ -96,3 +96,9 @@ def test_a_message_signed_with_any_key_of_a_rotation_verifies_and_an_altered_one
     assert "signature is wrong" in str(rotating.config.signer.problem(altered))
     unsigned = Message(queue_name="events", actor_name="a.B", args=({"x": 1},), kwargs={}, options={})
     assert "not signed" in str(rotating.config.signer.problem(unsigned))
+
+
+@pytest.mark.parametrize("limit", [10, 1023, "1MB", True])
+def test_a_message_size_limit_that_is_not_a_number_of_bytes_is_refused(limit: object) -> None:
+    with pytest.raises(ConfigurationError, match="max_message_bytes must be a whole number of bytes of at least 1024"):
+        EventBus().configure(handlers=HANDLERS, broker="stub", max_message_bytes=limit)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from ..inspection import DEFAULT_MAX_MESSAGE_BYTES
 from ..sending import BatchFailed, emit_before_enqueue, enqueue_each
 from . import upstream
 from .confirms import ConfirmingChannel
@@ -40,6 +41,8 @@ class EventBusRabbitmqBroker(RabbitmqBroker):
     def __init__(self, **kwargs: Any) -> None:
         upstream.warn_if_broken()
         super().__init__(**kwargs)
+        #: The largest message its consumers read; configure(max_message_bytes=...) sets it.
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
 
     @property
     def consumer_class(self) -> type[RabbitmqConsumer]:

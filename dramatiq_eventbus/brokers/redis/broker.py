@@ -14,6 +14,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 
+from ..inspection import DEFAULT_MAX_MESSAGE_BYTES
 from ..sending import BatchFailed, emit_before_enqueue
 from . import scripts, upstream
 from .consumer import FetchHook, Holdings, RedisConsumer
@@ -39,6 +40,8 @@ class EventBusRedisBroker(RedisBroker):
         self.keys = RedisKeys(self.namespace)
         for name in ("fetch", "ack_many", "enqueue_many"):
             _script(self, name)
+        #: The largest message its consumers read; configure(max_message_bytes=...) sets it.
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         #: Set by the bus's ordering when its lanes live in this broker's Redis.
         self.fetch_hook: FetchHook | None = None
         self._holdings: dict[str, Holdings] = {}

@@ -325,7 +325,7 @@ class RedisConsumer(Consumer):
     def _admit(self, fetched: _Fetched) -> Message[Any] | None:
         """The message to run, or None once a delivery that cannot run was dealt with."""
         redis_id, body = fetched.redis_id, fetched.body
-        inspected = inspect_body(body, self.broker.actors, self.queue_name)
+        inspected = inspect_body(body, self.broker.actors, self.queue_name, max_bytes=self.broker.max_message_bytes)
         if isinstance(inspected, Refusal):
             if body is None:
                 # Nothing to keep: drop the id, or it stays in this worker's ack set.
