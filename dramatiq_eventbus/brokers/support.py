@@ -58,6 +58,7 @@ class BrokerSupport:
 _CONSUMER_GAPS = (
     "a message that cannot be decoded or run is dead-lettered alone with one log line, "
     "without stranding or failing the messages fetched with it",
+    "a message over max_message_bytes is refused before it is parsed",
 )
 _REDIS_GAPS = (
     *_CONSUMER_GAPS,
