@@ -17,7 +17,7 @@ from . import signing
 from .actors import declare_actors
 from .backends import Backend, DramatiqBackend, InlineBackend
 from .brokers import BrokerSupport, RedisLaneStore, broker_from_url, support_for
-from .brokers.inspection import DEFAULT_MAX_MESSAGE_BYTES
+from .brokers.limits import DEFAULT_MAX_MESSAGE_BYTES
 from .brokers.urls import redact as _redacted
 from .codecs import Codec, CustomTypes, make_codec
 from .codecs.names import qualified_name
@@ -149,7 +149,8 @@ class EventBus:
           redis_heartbeat_seconds: With a bus-made Redis broker, how long a worker may be
             silent before the messages it held go back to their queue (Dramatiq's default: 60).
           max_message_bytes: The largest message a worker's consumer reads (with the bus's
-            brokers); a larger one is dead-lettered before it is parsed. Default 1 MiB.
+            brokers); a larger one, or one holding more than one JSON object or list per 64 bytes
+            of this limit, is dead-lettered before it is parsed. Default 1 MiB.
 
         Raises:
           ConfigurationError: Naming the entry that is wrong.

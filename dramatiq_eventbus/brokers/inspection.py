@@ -18,11 +18,13 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from dramatiq.common import current_millis, q_name
+from dramatiq.encoder import JSONEncoder
 from dramatiq.message import Message, get_encoder
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
 from ..ordering.lanes import lane_name
 from ..untrusted import cut, shown
+from .limits import DEFAULT_MAX_MESSAGE_BYTES, size_problem
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +58,6 @@ class Refusal:
     message_id: str | None = None
 
 
-#: The largest message a consumer reads, by default: larger ones are refused before JSON parsing.
-DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
-
-
 def inspect_body(
     body: bytes | None, actors: Mapping[str, Any], queue_name: str, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> Message[Any] | Refusal:
@@ -76,13 +74,14 @@ def inspect_body(
     """
     if body is None:
         return Refusal("it has an id in the queue but no body")
-    if len(body) > max_bytes:
-        # Before any parsing: the cost of reading a message must not grow without bound.
-        return Refusal(
-            f"it is {len(body):,} bytes, more than max_message_bytes ({max_bytes:,}); it starts {_start(body)}"
-        )
+    encoder = get_encoder()
+    # Before any parsing: the cost of reading a message must not grow without bound. Objects
+    # and lists are counted in JSON only; another encoder's bytes say nothing of them.
+    problem = size_problem(body, max_bytes, json=isinstance(encoder, JSONEncoder))
+    if problem is not None:
+        return Refusal(f"{problem}; it starts {_start(body)}")
     try:
-        fields = get_encoder().decode(body)
+        fields = encoder.decode(body)
     except Exception as exc:  # an encoder may raise anything; Dramatiq's JSON one raises DecodeError
         return Refusal(f"its envelope cannot be decoded ({_cause(exc)}); it starts {_start(body)}")
     if not isinstance(fields, dict):

@@ -20,7 +20,7 @@ import redis
 from dramatiq import Message, Worker
 
 from dramatiq_eventbus import EventBus, Handler
-from dramatiq_eventbus.brokers.inspection import DEFAULT_MAX_MESSAGE_BYTES
+from dramatiq_eventbus.brokers.limits import DEFAULT_MAX_MESSAGE_BYTES
 from dramatiq_eventbus.handler import handler_name
 
 from ..support.servers import require_redis

@@ -12,7 +12,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
-from ..inspection import DEFAULT_MAX_MESSAGE_BYTES
+from ..limits import DEFAULT_MAX_MESSAGE_BYTES
 from ..sending import BatchFailed, emit_before_enqueue, enqueue_each
 from . import upstream
 from .confirms import ConfirmingChannel

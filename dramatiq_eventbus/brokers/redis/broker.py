@@ -14,7 +14,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 
-from ..inspection import DEFAULT_MAX_MESSAGE_BYTES
+from ..limits import DEFAULT_MAX_MESSAGE_BYTES
 from ..sending import BatchFailed, emit_before_enqueue
 from . import scripts, upstream
 from .consumer import FetchHook, Holdings, RedisConsumer
