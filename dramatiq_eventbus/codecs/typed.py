@@ -119,6 +119,8 @@ def decode_object(raw: dict[str, Any], tags: Tags) -> Any:
 
 def decode_plain(raw: dict[str, Any], tags: Tags) -> Any:
     """A JSON object whose first key is no tag: a dict of its decoded values."""
+    if _SCALARS.issuperset(map(type, raw.values())) and "$" not in "".join(raw):
+        return raw.copy()  # nothing to decode: copied in C, 10-20 times faster than the loop below
     tag = next((key for key in raw if key[:1] == "$"), None)
     if tag is not None:
         # A tag after other keys: something on the way reordered the object. Put it first
@@ -139,6 +141,10 @@ def decode_list(raw: list[Any], tags: Tags) -> list[Any]:
     """A JSON list, item by item; a CodecFailure if ``raw`` is no list."""
     if type(raw) is not list:
         raise CodecFailure(f"expected a JSON list, got {type(raw).__name__}")
+    if _SCALARS.issuperset(map(type, raw)):
+        # Most lists hold only scalars: checked and copied in C. A copy, not ``raw`` itself,
+        # so that a handler changing its event's list does not change the message a retry sends.
+        return raw.copy()
     out: list[Any] = []
     append = out.append
     try:
