@@ -9,6 +9,7 @@
 | 8 | latency publish() -> handler start at a steady rate | latency | Redis, workers |
 | 9 | a worker's memory after 100,000 events against 10,000 | memory | Redis, workers, ``--slow`` |
 | 10 | Celery: enqueue a fan-out, and worker throughput | celery_fan_out | Redis, workers |
+| 11 | reading a forged message at max_message_bytes: slowest shape, and growth with size | hostile_reading | - |
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..runner import Context, Result
-from . import celery_fan_out, codec_cost, latency, memory, publishing, throughput
+from . import celery_fan_out, codec_cost, hostile_reading, latency, memory, publishing, throughput
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(("1", "2", "3", "4"), publishing.run),
     Scenario(("5", "6"), throughput.run),
     Scenario(("7",), codec_cost.run),
+    Scenario(("11",), hostile_reading.run),
     Scenario(("8",), latency.run),
     Scenario(("10",), celery_fan_out.run),
     Scenario(("9",), memory.run, slow=True),
