@@ -21,6 +21,7 @@ when something fails.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -168,6 +169,7 @@ def decode_members(tag: str, raw: dict[str, Any], tags: Tags) -> list[Any]:
 #: a multiple of 2**61 - 1 all hash alike, and a set of n of them costs n**2 comparisons while
 #: holding the GIL (40,000 of them, 1 MB: 7.9 s, with every other thread of the worker stalled).
 MAX_SAME_HASH = 16
+_HASH_MODULUS = sys.hash_info.modulus
 
 
 def check_hashes_spread(tag: str, members: list[Any]) -> None:
@@ -177,6 +179,14 @@ def check_hashes_spread(tag: str, members: list[Any]) -> None:
       CodecFailure: Too many members share a hash.
     """
     if len(members) <= MAX_SAME_HASH:
+        return
+    # The usual members, told apart in C: strings, whose hashes are salted per process (unless
+    # PYTHONHASHSEED fixes them), and ints too small to wrap around the modulus, which hash to
+    # themselves (but -1, which hashes as -2 does).
+    kinds = set(map(type, members))
+    if kinds == {str} and sys.flags.hash_randomization:
+        return
+    if kinds == {int} and min(members) > -_HASH_MODULUS and max(members) < _HASH_MODULUS:
         return
     try:
         crowded = max(Counter(map(hash, members)).values())

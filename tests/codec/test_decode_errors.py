@@ -122,6 +122,9 @@ BAD_PAYLOADS: list[tuple[Any, str]] = [
     (cart(extra={"$set": [n * (2**61 - 1) for n in range(100)]}), "$set holds 100 members that hash alike"),
     (cart(extra={"$frozenset": [n * (2**61 - 1) for n in range(17)]}), "$frozenset holds 17 members that hash"),
     (cart(extra={"$map": [[n * (2**61 - 1), n] for n in range(50)]}), "$map holds 50 members that hash alike"),
+    # Below zero, and as floats, they collide too; mixed with ints small enough to be told apart in C.
+    (cart(extra={"$set": [1, 2, 3] + [-n * (2**61 - 1) for n in range(20)]}), "$set holds 20 members that hash"),
+    (cart(extra={"$set": [2.0 ** (61 * n) for n in range(17)]}), "$set holds 17 members that hash alike"),
     (cart(extra={"$tuple": "abc"}), "expected a JSON list, got str"),
     (cart(extra={"$custom": "billing:Money", "value": 1}), "unknown type 'billing:Money'"),
     (cart(extra={"a": 1, "$type": "os:system"}), "Cart.extra: unknown type 'os:system'"),  # a tag not in first place
