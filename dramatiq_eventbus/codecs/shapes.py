@@ -229,6 +229,39 @@ def _same_literal(value: Any, allowed: Any) -> bool:
     return type(value) is type(allowed) and value == allowed
 
 
+def admitted_classes(shape: Shape | None) -> tuple[type, ...] | None:
+    """The classes a value of ``shape`` may be an instance of; None when any may do."""
+    if shape is None:
+        return None
+    if shape.kind == "none":
+        return (type(None),)
+    if shape.kind == "literal":
+        return tuple({type(value) for value in shape.values})
+    if shape.kind == "union":
+        classes: list[type] = []
+        for part in shape.parts:
+            admitted = admitted_classes(part)
+            if admitted is None:
+                return None
+            classes += admitted
+        return tuple(classes)
+    return shape.classes
+
+
+def admits(classes: tuple[type, ...] | None, produced: tuple[type, ...]) -> bool:
+    """Whether an instance of one of ``produced`` could be an instance of one of ``classes``."""
+    if classes is None:
+        return True
+    for made in produced:
+        for cls in classes:
+            try:
+                if issubclass(made, cls):
+                    return True
+            except TypeError:  # a Protocol with data members, say: cannot tell, so admitted
+                return True
+    return False
+
+
 # -- explaining a failed check ----------------------------------------------------------------
 
 

@@ -363,3 +363,21 @@ LEAF_DECODERS: dict[str, TagDecoder] = {
     "$bytearray": decode_bytearray,
     **{tag: path_decoder(cls, tag) for cls, tag in PATH_TAGS.items()},
 }
+
+#: Tag -> the type its decoder returns: a field whose annotation admits none of them refuses
+#: such an object before decoding it.
+LEAF_TYPES: dict[str, type] = {
+    "$int": int,
+    "$float": float,
+    "$complex": complex,
+    "$decimal": Decimal,
+    "$fraction": Fraction,
+    "$datetime": dt.datetime,
+    "$date": dt.date,
+    "$time": dt.time,
+    "$timedelta": dt.timedelta,
+    "$uuid": uuid.UUID,
+    "$bytes": bytes,
+    "$bytearray": bytearray,
+    **{tag: cls for cls, tag in PATH_TAGS.items()},
+}

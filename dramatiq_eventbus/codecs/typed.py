@@ -35,8 +35,8 @@ from .failure import CodecFailure
 from .names import type_name
 from .pickling import TAG as PICKLE_TAG
 from .pickling import PickleCodec, SecretKeys, pickle_keys
-from .shapes import Shape, compile_check, mismatch
-from .standard import LEAF_DECODERS, LEAF_ENCODERS, Encoder, TagDecoder, only
+from .shapes import Shape, admits, admitted_classes, compile_check, mismatch
+from .standard import LEAF_DECODERS, LEAF_ENCODERS, LEAF_TYPES, Encoder, TagDecoder, only
 from .structs import EnumPlan, RecordPlan
 
 __all__ = ["TypedCodec", "type_name"]
@@ -262,6 +262,7 @@ class TypedCodec:
         self._customs: dict[str, tuple[type, Any]] = {}
         self._install_container_encoders()
         self._install_container_decoders()
+        self._produces = self._tag_types()
         for entry in self.catalog.by_class.values():
             self._install(entry, [name for name, named in self.catalog.by_name.items() if named is entry])
 
@@ -428,6 +429,29 @@ class TypedCodec:
         tags["$enum"] = self._decode_enum
         tags["$custom"] = self._decode_custom
 
+    def _tag_types(self) -> dict[str, tuple[type, ...]]:
+        """Each tag, and the classes its objects decode to."""
+        kinds: dict[str, list[type]] = {"$type": [], "$enum": [], "$custom": []}
+        for entry in self.catalog.by_class.values():
+            tag = (
+                "$type"
+                if isinstance(entry.plan, RecordPlan)
+                else "$enum"
+                if isinstance(entry.plan, EnumPlan)
+                else "$custom"
+            )
+            kinds[tag].append(entry.cls)
+        containers = {"$tuple": tuple, "$set": set, "$frozenset": frozenset, "$map": dict}
+        return {
+            **{tag: (cls,) for tag, cls in {**LEAF_TYPES, **containers}.items()},
+            **{tag: tuple(classes) for tag, classes in kinds.items()},
+        }
+
+    def _misfit_tags(self, shape: Shape | None) -> frozenset[str]:
+        """The tags whose objects could never pass ``shape``: refused before they are decoded."""
+        classes = admitted_classes(shape)
+        return frozenset(tag for tag, produced in self._produces.items() if not admits(classes, produced))
+
     # -- the catalog's classes ----------------------------------------------------------------
 
     def _install(self, entry: Entry, names: list[str]) -> None:
@@ -493,6 +517,7 @@ class TypedCodec:
                 compile_check(field.shape),
                 field.shape,
                 field.shape.exact if field.shape else None,
+                self._misfit_tags(field.shape),
             )
             for field in plan.fields
         }
@@ -517,11 +542,17 @@ class TypedCodec:
                         failure = CodecFailure(f"{qualname} has no field {key}")
                         key = ""
                         raise failure
-                    init, check, shape, exact = spec
+                    init, check, shape, exact, misfits = spec
                     kind = type(item)
-                    value = (
-                        decode_object(item, tags) if kind is dict else decode_any(item, tags) if kind is list else item
-                    )
+                    if kind is dict:
+                        for tag in item:  # its first key: what it would decode to is known before decoding it
+                            if tag in misfits:
+                                assert shape is not None
+                                raise CodecFailure(f"expected {shape.text}, got a {tag} object")
+                            break
+                        value = decode_object(item, tags)
+                    else:
+                        value = decode_any(item, tags) if kind is list else item
                     if check is not None and type(value) is not exact and not check(value):
                         raise _misfit(shape, value)
                     if init is not None:

@@ -89,7 +89,7 @@ BAD_PAYLOADS: list[tuple[Any, str]] = [
     ({"$type": CART, "items": []}, "Cart is missing field cart_id"),
     (cart(cart_id=""), "cannot build Cart: ValueError: cart_id must not be empty"),
     (cart(cart_id=7), "Cart.cart_id: expected str, got int"),
-    (cart(items={"$tuple": []}), "Cart.items: expected list[Item], got tuple"),
+    (cart(items={"$tuple": []}), "Cart.items: expected list[Item], got a $tuple object"),
     (cart(items=[item(), "x"]), "Cart.items[1]: expected Item, got str"),
     (cart(items=[item(), item(price="1.5")]), "Cart.items[1].price: expected Decimal, got str"),
     (cart(items=[item(price={"$decimal": "one"})]), "Cart.items[0].price: bad $decimal 'one'"),
@@ -164,3 +164,30 @@ def test_a_registered_decode_function_that_fails_or_lies_is_a_decode_error() -> 
     payload["tag"]["value"] = ["x"]
     with pytest.raises(EventDecodeError, match=r"Tagged\.tag: cannot build Tag: AttributeError"):
         codec.decode(payload)
+
+
+@dataclass(frozen=True)
+class Counted:
+    count: int
+    tag: Tag | None = None
+
+
+def test_a_tagged_object_a_field_cannot_hold_is_refused_before_it_is_decoded() -> None:
+    decoded: list[Any] = []
+    types_ = CustomTypes()
+    types_.register(Tag, encode=lambda tag: tag.text, decode=lambda text: decoded.append(text) or Tag(text))
+    codec = TypedCodec([Counted], types_)
+    payload = codec.encode(Counted(1, Tag("x")))
+    assert codec.decode(payload).tag.text == "x"
+    assert decoded == ["x"]
+    decoded.clear()
+    # A Tag where an int is declared: its decode function is never run, nor is a $fraction's gcd.
+    for misfit, tag in (
+        ({"$custom": payload["tag"]["$custom"], "value": "y"}, "$custom"),
+        ({"$fraction": "1/3"}, "$fraction"),
+    ):
+        with pytest.raises(EventDecodeError, match=rf"Counted\.count: expected int, got a \{tag} object"):
+            codec.decode({**payload, "count": misfit})
+    assert decoded == []
+    # What the annotation admits still decodes: a big int, and None or a Tag where Tag | None is declared.
+    assert codec.decode({**payload, "count": {"$int": hex(1 << 5000)}, "tag": None}).count == 1 << 5000
