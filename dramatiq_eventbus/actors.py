@@ -19,6 +19,7 @@ from .errors import EventDecodeError, HandlerFailed
 from .handler import Error
 from .registry import HandlerSpec, Registry
 from .routing import Queues
+from .untrusted import REASON_CHARACTERS, escaped
 
 logger = logging.getLogger("dramatiq_eventbus.actors")
 
@@ -86,7 +87,8 @@ class HandlerActor:
         try:
             call_handler(self.spec, event)
         except HandlerFailed as exc:
-            logger.warning("%s", exc)
+            # The handler's reason may quote the event, which a forged message controls.
+            logger.warning("%s", escaped(str(exc), REASON_CHARACTERS))
             raise
         # The result is dropped on purpose: Dramatiq warns about non-None results without a
         # result backend, and a handler's return value is only meaningful to run_event().

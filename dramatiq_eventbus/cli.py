@@ -15,6 +15,7 @@ from .bus import EventBus
 from .codecs.names import qualified_name
 from .environment import VARIABLES, arguments_from_env
 from .errors import EventBusError
+from .untrusted import shown
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,9 +72,12 @@ def _lanes(older_than: float) -> int:
         return 0
     print(f"{'age':>8}  {'attempts':>8}  {'pending':>7}  {'state':<10}  handler / key / head event")
     for lane in found:
+        # Read back from Redis: a partition key is often a value a user typed, and the event type
+        # and the head's id come from the stored message. Escaped, so that none drives the terminal.
         print(
             f"{lane.age_seconds:7.1f}s  {lane.attempts:>8}  {lane.pending:>7}  {lane.state:<10}  "
-            f"{lane.handler} / {lane.partition_key!r} / {lane.event_type} {lane.head_message_id}"
+            f"{shown(lane.handler)} / {shown(lane.partition_key)} / {shown(lane.event_type)} "
+            f"{shown(lane.head_message_id)}"
         )
     return 1
 

@@ -1,13 +1,23 @@
 """Values the bus did not write itself (read from a broker or a database), made safe for a log line.
 
-A forged message controls its field names, options and error texts: unescaped, a newline
-forges a log record; uncut, a 10 MB name makes a 10 MB line.
+A forged message controls its id, its field names, its options (a lane, a partition key,
+an event type) and the error texts it provokes: unescaped, a newline forges a log record
+and an escape sequence drives the reader's terminal; uncut, a 10 MB name makes a 10 MB line.
+
+The idiom, wherever such a value reaches a log line, an error or the CLI's output: a value
+goes through :func:`shown` where it is formatted (quoted, like Dramatiq's own ``%r`` ids);
+a free text that may quote one (an exception's, a handler's reason) through :func:`escaped`,
+cut to :data:`REASON_CHARACTERS`. What the bus computed from its configuration (a handler's
+name, a queue it consumes) is written as it is.
 """
 
 from __future__ import annotations
 
 #: How much of one value from a message a log line shows.
 SHOWN_CHARACTERS = 80
+
+#: How much of a free text that may quote a message (a failure's) a log line shows.
+REASON_CHARACTERS = 500
 
 
 def shown(value: object, limit: int = SHOWN_CHARACTERS) -> str:
@@ -26,3 +36,8 @@ def escaped(text: str, limit: int) -> str:
 def cut(text: str, limit: int) -> str:
     """``text``, or its first ``limit - 1`` characters and an ellipsis."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def described(exc: BaseException, limit: int = REASON_CHARACTERS) -> str:
+    """``Type: text`` of an exception whose text may quote a message, escaped and cut to ``limit``."""
+    return escaped(f"{type(exc).__name__}: {exc}", limit)

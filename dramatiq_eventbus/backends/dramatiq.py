@@ -17,6 +17,7 @@ from ..delivery import Delivery
 from ..errors import PublishError
 from ..ordering import LaneStore, lane_name
 from ..signing import OPTION, Signer
+from ..untrusted import REASON_CHARACTERS, described, escaped
 
 logger = logging.getLogger("dramatiq_eventbus.publish")
 
@@ -149,10 +150,11 @@ def _publish_error(
     sent = tuple(m.actor_name for m in sent_messages)
     unsent = tuple(m.actor_name for m in unsent_messages)
     messages = (*sent, *unsent)
+    # The relay sends what outbox rows hold: their actor and queue names are read from a database.
     return PublishError(
-        f"the broker failed while publishing ({type(exc).__name__}: {exc}); "
+        f"the broker failed while publishing ({described(exc)}); "
         f"{len(sent)} of {len(messages)} messages are known to be sent"
-        + (f" (to {', '.join(sent)})" if sent else "")
+        + (f" (to {escaped(', '.join(sent), REASON_CHARACTERS)})" if sent else "")
         + "; the others were not confirmed and may or may not have been written, so publishing them again can "
         "duplicate them",
         sent=sent,

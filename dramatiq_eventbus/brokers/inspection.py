@@ -23,7 +23,7 @@ from dramatiq.message import Message, get_encoder
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
 from ..ordering.lanes import lane_name
-from ..untrusted import cut, shown
+from ..untrusted import escaped, shown
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, size_problem
 
 logger = logging.getLogger(__name__)
@@ -100,9 +100,11 @@ def inspect_body(
 def log_dead_lettered(queue_name: str, refusal: Refusal, *, where: str | None = None) -> None:
     """The one line that says a delivery was dead-lettered without running, and why.
 
-    ``where`` says where to find it, e.g. its Redis id, when the broker has one.
+    ``where`` says where to find it, e.g. its Redis id, when the broker has one; the caller
+    escapes what it quotes there (:func:`~dramatiq_eventbus.untrusted.shown`), as the reason's
+    author does.
     """
-    name = f"message {refusal.message_id}" if refusal.message_id else "a message without a readable id"
+    name = f"message {shown(refusal.message_id)}" if refusal.message_id else "a message without a readable id"
     logger.error(
         "Dead-lettered %s%s from queue %r without running it: %s",
         name,
@@ -135,7 +137,7 @@ def _envelope_problem(fields: dict[str, Any]) -> str | None:
         return f"its envelope lacks {', '.join(missing)}"
     unknown = sorted(set(fields) - set(_FIELD_TYPES))
     if unknown:
-        return f"its envelope has unknown field(s) {', '.join(map(repr, unknown))}"
+        return f"its envelope has unknown field(s) {shown(unknown)}"
     for name, types in _FIELD_TYPES.items():
         value = fields.get(name)
         # bool is an int to isinstance(), never a timestamp.
@@ -272,8 +274,8 @@ def _cause(exc: BaseException) -> str:
     # Dramatiq's DecodeError carries the real error as its last argument, and its own text
     # repeats the whole body: the inner error is the readable part.
     inner = exc.args[-1] if exc.args and isinstance(exc.args[-1], BaseException) else exc.__cause__
-    shown = inner if inner is not None else exc
-    return f"{type(shown).__name__}: {cut(str(shown), 120)}"
+    told = inner if inner is not None else exc
+    return f"{type(told).__name__}: {escaped(str(told), 120)}"
 
 
 def _a(name: str) -> str:

@@ -10,11 +10,8 @@ from dramatiq.broker import Broker, MessageProxy
 from dramatiq.middleware import Middleware
 
 from ..actors import is_handler_actor
-from ..untrusted import SHOWN_CHARACTERS, escaped, shown
+from ..untrusted import REASON_CHARACTERS, described, escaped, shown
 from .authentication import REFUSED
-
-#: How much of a failure's text the dead-letter line shows.
-REASON_CHARACTERS = 500
 
 
 class DeadLetterReasons(Middleware):
@@ -44,26 +41,31 @@ class DeadLetterReasons(Middleware):
     ) -> None:
         # Installed before Retries, so this runs after Retries has failed the message or not.
         if message.failed and is_handler_actor(broker, message.actor_name):
-            reason = f"{type(exception).__name__}: {exception}" if exception is not None else "no exception recorded"
             # The exception's text may quote the payload, which a forged message controls.
-            reason = escaped(reason, REASON_CHARACTERS)
-            self._log(message, reason)
+            self._log(message, described(exception) if exception is not None else "no exception recorded")
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         if message.failed and is_handler_actor(broker, message.actor_name):
+            # Written by MessageAuthentication, but a message may arrive carrying one of its own.
             refused = message.options.get(REFUSED)
-            self._log(message, f"refused: {refused}" if refused else "failed before it started (e.g. past its max_age)")
+            self._log(
+                message,
+                f"refused: {escaped(str(refused), REASON_CHARACTERS)}"
+                if refused
+                else "failed before it started (e.g. past its max_age)",
+            )
 
     def after_nack(self, broker: Broker, message: MessageProxy) -> None:
         if self.keep_dead_letter is not None and is_handler_actor(broker, message.actor_name):
             self.keep_dead_letter(message)
 
     def _log(self, message: MessageProxy, reason: str) -> None:
+        event_type = message.options.get("event_type")
         self.logger.error(
             "Dead-lettered message %s: %s for %s (partition key %s) after %d attempt(s): %s",
-            message.message_id,
-            message.actor_name,
-            escaped(str(message.options.get("event_type", "an unknown event")), SHOWN_CHARACTERS),
+            shown(message.message_id),
+            message.actor_name,  # one of the bus's handlers: its name is the configuration's
+            "an unknown event" if event_type is None else shown(event_type),
             shown(message.options.get("partition_key")),
             message.options.get("retries", 0) or 1,
             reason,

@@ -26,6 +26,7 @@ from dramatiq.common import current_millis
 from dramatiq.message import Message
 from dramatiq.middleware import MiddlewareError, SkipMessage
 
+from ..untrusted import described, shown
 from .gate import LaneGate, new_token
 from .group_call import GroupCall
 from .lanes import Finished, HandledHead, LaneStore, Verdict, warn_if_lost
@@ -93,8 +94,8 @@ class LocalCoordinator:
         logger.error(
             "Message %s belongs to lane %s, but this worker has no Redis for lanes; running it "
             "unordered, and the lane will not move on. Configure the worker like the publisher.",
-            message.message_id,
-            lane,
+            shown(message.message_id),
+            shown(lane),
         )
 
     def retry_scheduled(self, message_id: str, delay_ms: int) -> None:
@@ -149,7 +150,7 @@ class SharedCallsCoordinator:
             with self._lock:
                 self._running[id(message)] = (lane, token, message.message_id)
             return
-        logger.info("Skipping message %s of lane %s: %s.", message.message_id, lane, verdict)
+        logger.info("Skipping message %s of lane %s: %s.", shown(message.message_id), shown(lane), verdict)
         raise SkipMessage(str(verdict))
 
     def _enter(self, message: MessageProxy, lane: str) -> tuple[Verdict, str]:
@@ -171,7 +172,7 @@ class SharedCallsCoordinator:
         _, token, _ = entry
         retry_at = self._retry_at.pop(message.message_id, None)
         if message.failed:
-            logger.warning("Lane %s moves on past dead-lettered message %s.", lane, message.message_id)
+            logger.warning("Lane %s moves on past dead-lettered message %s.", shown(lane), shown(message.message_id))
         elif not retrying:
             self._finish_handled(message, HandledHead(lane, message.message_id, token))
             return
@@ -239,7 +240,6 @@ class GatedCoordinator(SharedCallsCoordinator):
 
 def _log_lane_failure(exc: BaseException) -> None:
     logger.warning(
-        "Could not send the next heads of lanes (%s: %s); the lanes' sweep will send them within lane_stall_seconds.",
-        type(exc).__name__,
-        exc,
+        "Could not send the next heads of lanes (%s); the lanes' sweep will send them within lane_stall_seconds.",
+        described(exc),
     )

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 from dramatiq.message import Message
 
+from ..untrusted import shown
+
 logger = logging.getLogger(__name__)
 
 #: How long a running head's lease lasts without renewal; a worker renews every third of it.
@@ -142,7 +144,7 @@ class HandledHead:
 def warn_if_lost(lane: str, message_id: str, status: FinishStatus) -> None:
     """The one line that says a head ran without its lease to the end."""
     if status is FinishStatus.LOST:
-        logger.warning("Lane %s: the lease on %s expired while it ran.", lane, message_id)
+        logger.warning("Lane %s: the lease on %s expired while it ran.", shown(lane), shown(message_id))
 
 
 class LaneStore(Protocol):

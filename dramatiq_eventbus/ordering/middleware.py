@@ -12,6 +12,7 @@ from dramatiq.middleware import Middleware
 from dramatiq.worker import Worker
 
 from ..actors import is_handler_actor
+from ..untrusted import described, shown
 from .coordinator import LaneCoordinator
 from .lanes import lane_name
 from .local import LocalLanes
@@ -110,9 +111,7 @@ class LaneSweeper(Middleware):
                 self.sweep_once(broker)
             except Exception as exc:
                 # One line, not a traceback every second while the lanes' Redis is away.
-                self.logger.warning(
-                    "Lane maintenance failed (%s: %s); trying again in %.1f s.", type(exc).__name__, exc, interval
-                )
+                self.logger.warning("Lane maintenance failed (%s); trying again in %.1f s.", described(exc), interval)
 
     def sweep_once(self, broker: Broker) -> None:
         """Renew this process's leases, then send the heads of stalled lanes again."""
@@ -123,11 +122,11 @@ class LaneSweeper(Middleware):
         leases = coordinator.leases()
         for (lane, _), renewed in zip(leases, store.renew(leases), strict=True):
             if not renewed:
-                self.logger.warning("Lost the lease on lane %s: another delivery may run its head.", lane)
+                self.logger.warning("Lost the lease on lane %s: another delivery may run its head.", shown(lane))
         for stalled in store.sweep():
             self.logger.warning(
                 "Lane %s stalled: its head was %s for %.1f s after %d attempt(s); sending it again.",
-                stalled.lane,
+                shown(stalled.lane),
                 stalled.state,
                 stalled.stalled_ms / 1000,
                 stalled.attempts,

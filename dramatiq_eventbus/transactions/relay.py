@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 from sqlalchemy import create_engine, delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import ConfigurationError
+from ..untrusted import described
 from .outbox import Outbox, message_backend
 from .runner import HELD_BACK_PAUSE_SECONDS, RelayRunner
 
@@ -149,9 +151,7 @@ class OutboxRelay:
                 row for row in rows if row.partition_key is None or (row.actor_name, row.partition_key) not in held
             ]
             if to_send:
-                backend.send_again(
-                    [Message.decode(row.message) for row in to_send], [{"outbox_id": row.id} for row in to_send]
-                )
+                backend.send_again([_stored(row) for row in to_send], [{"outbox_id": row.id} for row in to_send])
                 self._mark_sent(connection, [row.id for row in to_send])
         return Batch(len(to_send), len(rows) - len(to_send))
 
@@ -267,6 +267,24 @@ class OutboxRelay:
             poll_seconds=settings.poll_seconds,
             prune_after_seconds=settings.prune_after_seconds,
         )
+
+
+def _stored(row: Any) -> Message[Any]:
+    """The message an outbox row holds.
+
+    Raises:
+      ValueError: The row holds no Dramatiq message (written by something else than the bus,
+        or damaged). Its text says which row, bounded, and it chains nothing: Dramatiq's
+        DecodeError quotes the whole row, and the relay logs the traceback of a failed pass.
+    """
+    try:
+        return Message.decode(row.message)
+    except DecodeError as exc:
+        cause = exc.error if isinstance(exc.error, BaseException) else exc
+        raise ValueError(
+            f"outbox row {row.id} holds no Dramatiq message ({described(cause, 200)}): the relay sends no row "
+            f"after it until it is corrected or deleted"
+        ) from None
 
 
 def _now() -> datetime:

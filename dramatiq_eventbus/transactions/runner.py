@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError
+from ..untrusted import described
 from .wakers import waker_for
 
 if TYPE_CHECKING:
@@ -76,15 +77,14 @@ class RelayRunner:
         try:
             self.relay.prune()
         except Exception as exc:
-            logger.warning("Pruning the outbox failed (%s: %s); trying again later.", type(exc).__name__, exc)
+            logger.warning("Pruning the outbox failed (%s); trying again later.", described(exc))
 
     def _backoff(self, failures: int, exc: Exception) -> float:
         """Log the ``failures``-th failed pass in a row; return how long to wait before the next."""
         delay = min(self.relay.max_backoff_seconds, _FIRST_BACKOFF_SECONDS * 2.0 ** min(failures - 1, 16))
         logger.warning(
-            "Outbox relay pass failed (%s: %s); its rows stay unsent. Trying again in %.1f s.",
-            type(exc).__name__,
-            exc,
+            "Outbox relay pass failed (%s); its rows stay unsent. Trying again in %.1f s.",
+            described(exc),  # it may quote a row, which whoever can write to the table controls
             delay,
             exc_info=failures == 1,
         )

@@ -125,7 +125,7 @@ def test_a_blocked_lane_delays_neither_other_handlers_nor_unkeyed_events(tmp_pat
         )
         assert shown.returncode == 1, shown.stderr
         (row,) = [line for line in shown.stdout.splitlines() if blocked in line] or [shown.stdout]
-        assert f"tests.ordering.handlers.OrderingA / '{blocked}' / tests.ordering.handlers:Step" in row
+        assert f"'tests.ordering.handlers.OrderingA' / '{blocked}' / 'tests.ordering.handlers:Step'" in row
 
 
 def _handled(log: list[dict[str, Any]], handler: str, key: str) -> int:

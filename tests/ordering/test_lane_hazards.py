@@ -53,7 +53,7 @@ def test_a_head_that_was_never_sent_is_sent_by_the_sweep(tmp_path: Path) -> None
         handled_a = [(e["n"]) for e in log if e["h"] == "OrderingA"]
         assert handled_a == [0, 1]
         # The worker's log reaches its file through Dramatiq's main process, a moment later.
-        wait_for(lambda: f"Lane {message.options['lane']} stalled: its head was dispatched for" in worker.log())
+        wait_for(lambda: f"Lane '{message.options['lane']}' stalled: its head was dispatched for" in worker.log())
         bus.broker.close()
 
 
@@ -71,9 +71,8 @@ def test_a_second_delivery_after_success_does_not_run_again(tmp_path: Path) -> N
         assert RedisQueues(redis_url).messages(running.queues[1]) == []  # handled and acknowledged
         bus.broker.enqueue(message)  # the broker delivers it again: same message id
         bus.publish(Step(key, 0, 1))  # a marker behind it
-        wait_for(
-            lambda: f"Skipping message {message.message_id} of lane {message.options['lane']}: stale." in worker.log()
-        )
+        skipped = f"Skipping message '{message.message_id}' of lane '{message.options['lane']}': stale"
+        wait_for(lambda: skipped in worker.log())
         wait_for(lambda: sum(e["h"] == "OrderingA" for e in running.log()) >= 2)
         assert [e["n"] for e in running.log() if e["h"] == "OrderingA"] == [0, 1]
         bus.broker.close()

@@ -63,8 +63,8 @@ def test_an_error_result_is_retried_then_dead_lettered_with_its_reason(
     assert all(r.exc_info is None for r in failures)
     (dead_line,) = [r.getMessage() for r in caplog.records if r.name == DEAD_LETTERS_LOGGER]
     assert dead_line == (
-        f"Dead-lettered message {dead.message_id}: tests.unit.handlers.FailingWithError for "
-        "tests.unit.handlers:OrderShipped (partition key '1') after 3 attempt(s): "
+        f"Dead-lettered message '{dead.message_id}': tests.unit.handlers.FailingWithError for "
+        "'tests.unit.handlers:OrderShipped' (partition key '1') after 3 attempt(s): "
         "HandlerFailed: FailingWithError.handle_event failed: ledger locked"
     )
 
@@ -124,7 +124,7 @@ def test_an_undecodable_event_is_dead_lettered_at_once_with_one_clear_line(
     about_messages = ("dramatiq_eventbus.actors", DEAD_LETTERS_LOGGER)
     lines = [r.getMessage() for r in caplog.records if r.name in about_messages and r.levelno >= logging.WARNING]
     assert len(lines) == 1, lines
-    assert lines[0].startswith(f"Dead-lettered message {bad.message_id}: {actor_name} for an unknown event")
+    assert lines[0].startswith(f"Dead-lettered message '{bad.message_id}': {actor_name} for an unknown event")
     assert "after 1 attempt(s): EventDecodeError: " in lines[0]
     assert problem in lines[0]
 

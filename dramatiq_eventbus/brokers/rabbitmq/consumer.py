@@ -24,6 +24,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 
+from ...untrusted import shown
 from ..inspection import Refusal, inspect_body, log_dead_lettered
 from . import upstream
 
@@ -48,7 +49,7 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
         try:
             self.known_tags.remove(tag)
         except KeyError:
-            self.logger.warning("Failed to ack message %s: not in known tags.", message.message_id)
+            self.logger.warning("Failed to ack message %s: not in known tags.", shown(message.message_id))
             return
         with self._acks_lock:
             self._unsent_acks.append(tag)

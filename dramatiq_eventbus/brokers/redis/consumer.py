@@ -45,6 +45,7 @@ from dramatiq.common import compute_backoff, current_millis, q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from ...untrusted import shown
 from ..inspection import Refusal, inspect_body, log_dead_lettered
 from . import upstream
 
@@ -289,7 +290,9 @@ class RedisConsumer(Consumer):
         """Put back the ids in this worker's ack set that nothing in this process holds any more."""
         with self._holdings.lock:
             members: Any = self.broker.client.smembers(self._acks_key)
-            stranded = [m.decode() for m in members if not self._holdings.holds(m.decode())]
+            # Put back as Redis has them: an id that is not UTF-8 (written by hand) was never held
+            # here, and its fetch dead-letters it.
+            stranded = [m for m in members if not self._holdings.holds(m.decode("utf-8", "surrogateescape"))]
             # Dramatiq's requeue moves an id back only if it is still in the ack set, so an
             # ack that lands meanwhile wins, and nothing runs twice.
             upstream.requeue(self.broker, self.queue_name, stranded)
@@ -308,9 +311,15 @@ class RedisConsumer(Consumer):
             ids, bodies = self.broker.scripts["eventbus_fetch"](
                 keys=self._fetch_keys, args=[self.broker.broker_id, current_millis(), count]
             )
-            fetched = [_Fetched(redis_id.decode(), body) for redis_id, body in zip(ids, bodies, strict=True)]
-            for entry in fetched:
-                self._holdings.hold(entry.redis_id, entry)
+            fetched = []
+            for raw_id, body in zip(ids, bodies, strict=True):
+                try:
+                    redis_id = raw_id.decode()
+                except UnicodeDecodeError:
+                    self._refuse_unreadable_id(raw_id)
+                    continue
+                fetched.append(entry := _Fetched(redis_id, body))
+                self._holdings.hold(redis_id, entry)
         admitted = []
         for entry in fetched:
             entry.message = self._admit(entry)
@@ -322,6 +331,12 @@ class RedisConsumer(Consumer):
             hook.fetched([entry.message for entry in admitted if entry.message is not None])
         return admitted
 
+    def _refuse_unreadable_id(self, raw_id: bytes) -> None:
+        """Dead-letter a delivery whose Redis id is not UTF-8, which Dramatiq and the bus key everything
+        by: decoding it raised out of every fetch, and out of every reclaim while it stayed in the ack set."""
+        log_dead_lettered(self.queue_name, Refusal("its Redis id is not UTF-8"), where=f"Redis id {shown(raw_id)}")
+        upstream.nack(self.broker, self.queue_name, raw_id)
+
     def _admit(self, fetched: _Fetched) -> Message[Any] | None:
         """The message to run, or None once a delivery that cannot run was dealt with."""
         redis_id, body = fetched.redis_id, fetched.body
@@ -329,10 +344,12 @@ class RedisConsumer(Consumer):
         if isinstance(inspected, Refusal):
             if body is None:
                 # Nothing to keep: drop the id, or it stays in this worker's ack set.
-                self.logger.warning("Dropped id %s from queue %r: %s.", redis_id, self.queue_name, inspected.reason)
+                self.logger.warning(
+                    "Dropped id %s from queue %r: %s.", shown(redis_id), self.queue_name, inspected.reason
+                )
                 upstream.ack(self.broker, self.queue_name, redis_id)
             else:
-                log_dead_lettered(self.queue_name, inspected, where=f"Redis id {redis_id}")
+                log_dead_lettered(self.queue_name, inspected, where=f"Redis id {shown(redis_id)}")
                 upstream.nack(self.broker, self.queue_name, redis_id)
             self._holdings.release(redis_id)
             return None

@@ -24,6 +24,7 @@ from ...ordering.lanes import (
     Finished,
     FinishStatus,
     HandledHead,
+    HeadState,
     LaneStatus,
     Redispatch,
     Verdict,
@@ -194,7 +195,7 @@ class RedisLaneStore:
         now = current_millis()
         flat = self._sweep(args=[self.prefix, now, limit, now + self.stall_ms])
         return [
-            Redispatch(lane.decode(), state.decode(), now - int(since), int(attempts), body)
+            Redispatch(lane.decode(), _state(state.decode()), now - int(since), int(attempts), body)
             for lane, state, since, attempts, body in zip(*[iter(flat)] * 5, strict=True)
         ]
 
@@ -220,7 +221,7 @@ class RedisLaneStore:
                 LaneStatus(
                     handler=handler,
                     partition_key=key,
-                    state=head.get("state", "unknown"),
+                    state=_state(head.get("state", "unknown")),
                     head_message_id=head_id.decode(),
                     event_type=self._event_type(lane, head_id),
                     age_seconds=age,
@@ -237,6 +238,16 @@ class RedisLaneStore:
             return str(options.get("event_type", "unknown"))
         except ValueError:
             return "unknown"
+
+
+#: The states the lane scripts write.
+_STATES = frozenset(state.value for state in HeadState)
+
+
+def _state(found: str) -> str:
+    """A head's state as the lane scripts write it; anything else (a key written by hand) reads
+    "unknown", so that a log line or the CLI never shows what Redis held."""
+    return found if found in _STATES else "unknown"
 
 
 def _finished(reply: Sequence[bytes]) -> Finished:

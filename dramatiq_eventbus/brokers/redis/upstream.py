@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -63,17 +64,17 @@ def max_unpack_size(broker: RedisBroker) -> int:
     return int(broker._max_unpack_size())  # type: ignore[no-untyped-call]
 
 
-def ack(broker: RedisBroker, queue_name: str, redis_id: str) -> None:
+def ack(broker: RedisBroker, queue_name: str, redis_id: str | bytes) -> None:
     """Dramatiq's ack: forget the delivery ``redis_id`` fetched by this worker from ``queue_name``."""
     broker.do_ack(queue_name, redis_id)
 
 
-def nack(broker: RedisBroker, queue_name: str, redis_id: str) -> None:
+def nack(broker: RedisBroker, queue_name: str, redis_id: str | bytes) -> None:
     """Dramatiq's nack: move the delivery ``redis_id`` to ``queue_name``'s dead-letter queue."""
     broker.do_nack(queue_name, redis_id)
 
 
-def requeue(broker: RedisBroker, queue_name: str, redis_ids: list[str]) -> None:
+def requeue(broker: RedisBroker, queue_name: str, redis_ids: Sequence[str | bytes]) -> None:
     """Dramatiq's requeue: put fetched deliveries still in this worker's ack set back on the queue."""
     if redis_ids:
         broker.do_requeue(queue_name, *redis_ids)
