@@ -56,6 +56,8 @@ class FieldPlan:
       required(bool): ``__init__`` needs it: it has no default.
       hint(Any): Its resolved annotation, or None.
       shape(Shape | None): What its value must be; None checks nothing.
+      default(Callable[[], Any] | None): For a field ``__init__`` does not take: the value
+        ``__init__`` gives it when the class computes nothing else, if it has one.
     """
 
     name: str
@@ -63,6 +65,7 @@ class FieldPlan:
     required: bool
     hint: Any
     shape: Shape | None
+    default: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,18 +97,20 @@ class EnumPlan:
       cls(type[enum.Enum]): The class.
       members(Mapping[str, enum.Enum]): Every member name, aliases included.
       names(Mapping[int, str]): A member's ``id`` to its name, for the members that have one.
+      is_flag(bool): A Flag (or IntFlag): values may combine members.
     """
 
     cls: type[enum.Enum]
     members: Mapping[str, enum.Enum]
     names: Mapping[int, str]
+    is_flag: bool = False
 
 
 def enum_plan(cls: type[enum.Enum]) -> EnumPlan:
     members = dict(cls.__members__)
     # A Flag combination like A|C has no name of its own; it travels by value.
     names = {id(member): name for name, member in members.items() if member.name == name}
-    return EnumPlan(cls, members, names)
+    return EnumPlan(cls, members, names, issubclass(cls, enum.Flag))
 
 
 def record_plan(cls: type, kind: str) -> RecordPlan:
@@ -121,8 +126,10 @@ def record_plan(cls: type, kind: str) -> RecordPlan:
     raise AssertionError(f"not a record kind: {kind!r}")
 
 
-def _field(name: str, init: str | None, required: bool, hint: Any) -> FieldPlan:
-    return FieldPlan(name, init, required, hint, shape_of(hint) if hint is not None else None)
+def _field(
+    name: str, init: str | None, required: bool, hint: Any, default: Callable[[], Any] | None = None
+) -> FieldPlan:
+    return FieldPlan(name, init, required, hint, shape_of(hint) if hint is not None else None, default)
 
 
 def _dataclass_plan(cls: type) -> RecordPlan:
@@ -133,10 +140,20 @@ def _dataclass_plan(cls: type) -> RecordPlan:
             f.name if f.init else None,
             f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
             hints.get(f.name),
+            None if f.init else _dataclass_default(f),
         )
         for f in dataclasses.fields(cls)
     )
     return RecordPlan(cls, DATACLASS, fields, cls)
+
+
+def _dataclass_default(f: dataclasses.Field[Any]) -> Callable[[], Any] | None:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+        return lambda: value
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory
+    return None
 
 
 def _namedtuple_plan(cls: type) -> RecordPlan:
@@ -156,8 +173,20 @@ def _attrs_plan(cls: type) -> RecordPlan:
         keyword = getattr(attribute, "alias", None) or attribute.name.lstrip("_")
         hint = hints.get(attribute.name, attribute.type if not isinstance(attribute.type, str) else None)
         required = attribute.init and attribute.default is attrs.NOTHING
-        fields.append(_field(attribute.name, keyword if attribute.init else None, required, hint))
+        default = None if attribute.init else _attrs_default(attribute.default)
+        fields.append(_field(attribute.name, keyword if attribute.init else None, required, hint, default))
     return RecordPlan(cls, ATTRS, tuple(fields), cls)
+
+
+def _attrs_default(default: Any) -> Callable[[], Any] | None:
+    import attrs
+
+    if default is attrs.NOTHING or (isinstance(default, attrs.Factory) and default.takes_self):  # type: ignore[arg-type]
+        return None
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        factory: Callable[[], Any] = default.factory
+        return factory
+    return lambda: default
 
 
 def _pydantic_plan(cls: type) -> RecordPlan:

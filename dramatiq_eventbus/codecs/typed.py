@@ -20,14 +20,16 @@ when something fails.
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import EventDecodeError, EventEncodeError
+from ..untrusted import shown
 from .base import JSONValue
 from .catalog import Catalog, Entry
 from .custom import CustomType, CustomTypes
@@ -217,6 +219,69 @@ def decode_map(raw: dict[str, Any], tags: Tags) -> dict[Any, Any]:
         except TypeError:
             raise CodecFailure(f"$map key {index} is a {type(key).__name__}, which cannot be a key") from None
     return out
+
+
+def _uncached_flag(cls: type[enum.Enum], value: Any) -> enum.Enum:
+    """The Flag member or combination of ``value``, without leaving it in the class's cache.
+
+    ``Flag`` keeps every combination it is asked for in ``_value2member_map_``, for the life
+    of the process: decoding 2**32 distinct values a payload names would keep 2**32 objects.
+    What this call adds is removed again; the named members are never touched, as they were
+    there before.
+    """
+    cache = getattr(cls, "_value2member_map_", None)
+    try:
+        known = not isinstance(cache, dict) or value in cache
+    except TypeError:  # unhashable: the class refuses it below
+        known = True
+    if known:
+        return cls(value)
+    assert isinstance(cache, dict)
+    before = set(cache)
+    member = cls(value)
+    for added in cache.keys() - before:
+        cache.pop(added, None)
+    return member
+
+
+def _set_late(obj: Any, qualname: str, name: str, value: Any, default: Callable[[], Any] | None) -> None:
+    """Give ``obj`` the payload's ``value`` of a field its ``__init__`` does not take (``init=False``).
+
+    What the class computed itself wins: a payload cannot overwrite the value ``__init__`` or
+    ``__post_init__`` gave the field, unless that value is the field's plain default, which
+    the publisher may have changed after building the event.
+
+    Raises:
+      CodecFailure: The payload's value differs from the one the class computed.
+    """
+    current = getattr(obj, name, _UNSET)
+    try:
+        settable = current is _UNSET or current == value or (default is not None and current == default())
+    except Exception:  # an __eq__ that raises: the class's value cannot be shown to be a default
+        settable = False
+    if not settable:
+        raise CodecFailure(
+            f"{qualname}.{name} is computed by the class (init=False) as {shown(current)}, and the payload's "
+            f"{shown(value)} differs"
+        )
+    if current is not value:
+        object.__setattr__(obj, name, value)
+
+
+def _built_again(encode: Encoder, decode: TagDecoder) -> Encoder:
+    """``encode``, checked by building the record again from its output, as a worker will.
+
+    Only for classes with ``init=False`` fields, whose values a worker refuses when they
+    contradict what the class computes: an event changed so after it was built fails at
+    ``publish()`` rather than on the worker.
+    """
+
+    def encode_checked(obj: Any) -> JSONValue:
+        out = encode(obj)
+        decode(out)
+        return out
+
+    return encode_checked
 
 
 class TypedCodec:
@@ -460,7 +525,10 @@ class TypedCodec:
         if isinstance(plan, RecordPlan):
             decoder = self._record_decoder(plan)
             self._records.update(dict.fromkeys(names, decoder))
-            self._encoders[entry.cls] = self._record_encoder(entry.name, plan)
+            encoder = self._record_encoder(entry.name, plan)
+            if any(field.init is None for field in plan.fields):
+                encoder = _built_again(encoder, decoder)
+            self._encoders[entry.cls] = encoder
         elif isinstance(plan, EnumPlan):
             self._enums.update(dict.fromkeys(names, plan))
             self._encoders[entry.cls] = self._enum_encoder(entry.name, plan)
@@ -523,6 +591,7 @@ class TypedCodec:
         }
         initialised = sum(1 for field in plan.fields if field.init is not None)
         required = tuple((field.name, field.init) for field in plan.fields if field.required)
+        defaults = {field.name: field.default for field in plan.fields if field.init is None}
         build = plan.build
         extra_allowed = plan.extra_allowed
 
@@ -572,7 +641,7 @@ class TypedCodec:
             except Exception as exc:  # the class's own __init__, __post_init__ or validators said no
                 raise CodecFailure(f"cannot build {qualname}: {type(exc).__name__}: {exc}") from None
             for key, value in late.items():
-                object.__setattr__(obj, key, value)
+                _set_late(obj, qualname, key, value, defaults[key])
             return obj
 
         return decode
@@ -618,9 +687,11 @@ class TypedCodec:
         only("$enum", raw, "value")
         value = decode_any(raw["value"], self._tags)
         try:
+            if plan.is_flag:
+                return _uncached_flag(plan.cls, value)
             return plan.cls(value)
-        except ValueError:
-            raise CodecFailure(f"{value!r} is not a valid {plan.cls.__qualname__}") from None
+        except (ValueError, TypeError):
+            raise CodecFailure(f"{shown(value)} is not a valid {plan.cls.__qualname__}") from None
 
     def _custom_encoder(self, name: str, custom: CustomType) -> Encoder:
         to_value = custom.encode

@@ -238,6 +238,42 @@ def test_dataclass_variants_round_trip() -> None:
     assert_same(event, trip(codec, event))
 
 
+def test_a_payload_cannot_overwrite_what_the_class_computes_in_an_init_false_field() -> None:
+    codec = TypedCodec([Computed])
+    payload = codec.encode(Computed(3))
+    forged = {**payload, "doubled": 7}
+    with pytest.raises(EventDecodeError, match=r"Computed\.doubled is computed by the class \(init=False\) as 6"):
+        codec.decode(forged)
+    # A field the class leaves at its default may have been set after __init__: it travels.
+    assert codec.decode({**payload, "note": "later"}).note == "later"
+    # An event whose computed field was changed after it was built fails at publish(), not on the worker.
+    changed = Computed(3)
+    changed.doubled = 7
+    with pytest.raises(EventEncodeError, match=r"Computed\.doubled is computed by the class"):
+        codec.encode(changed)
+
+
+class Bits(enum.IntFlag):
+    LOW = 1
+    HIGH = 1 << 30
+
+
+@dataclass(frozen=True)
+class Flagged:
+    bits: Bits
+
+
+def test_decoding_flag_values_does_not_grow_the_flag_class_cache() -> None:
+    codec = TypedCodec([Flagged])
+    payload = codec.encode(Flagged(Bits.LOW | Bits.HIGH))
+    cache_size = len(Bits._value2member_map_)
+    for value in range(2, 2002):  # an IntFlag keeps unknown bits: each value is a new combination
+        decoded = codec.decode({**payload, "bits": {"$enum": payload["bits"]["$enum"], "value": value}})
+        assert decoded.bits == value and type(decoded.bits) is Bits
+    assert len(Bits._value2member_map_) == cache_size  # before: 2,000 more, kept for the life of the worker
+    assert codec.decode(payload).bits is Bits(Bits.LOW | Bits.HIGH)
+
+
 @dataclass(frozen=True)
 class Tree:
     label: str
