@@ -24,6 +24,7 @@ import dill
 
 from ..errors import ConfigurationError, EventDecodeError, EventEncodeError
 from ..signing import secret_keys
+from ..untrusted import shown
 from .base import JSONValue
 
 TAG = "$pickle"
@@ -110,7 +111,7 @@ class PickleCodec:
             raise EventDecodeError(f"expected a signed {TAG} payload, got {_sketch(payload)}")
         extra = set(payload) - {TAG, SIGNATURE}
         if extra:
-            raise EventDecodeError(f"unexpected key {sorted(extra)[0]!r} in a {TAG} payload")
+            raise EventDecodeError(f"unexpected key {shown(sorted(extra)[0])} in a {TAG} payload")
         data, signature = payload[TAG], payload.get(SIGNATURE)
         if signature is None:
             raise EventDecodeError(f"{TAG} payload without a signature: refused, nothing was unpickled")

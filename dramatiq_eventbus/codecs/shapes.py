@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..untrusted import shown
+
 Check = Callable[[Any], bool]
 
 _UNION_TYPES: tuple[Any, ...] = (typing.Union, types.UnionType)
@@ -285,7 +287,7 @@ def mismatch(shape: Shape | None, value: Any) -> tuple[str, str] | None:
     if kind == "literal":
         if any(_same_literal(value, a) for a in shape.values):
             return None
-        return ("", f"expected {shape.text}, got {value!r}")
+        return ("", f"expected {shape.text}, got {shown(value)}")
     classes: Any = shape.classes
     if not isinstance(value, classes):
         return ("", f"expected {shape.text}, {got}")
@@ -303,10 +305,10 @@ def mismatch(shape: Shape | None, value: Any) -> tuple[str, str] | None:
         for key, item in value.items():
             found = mismatch(shape.parts[0], key)
             if found is not None:
-                return (f"[{key!r}]", "key: " + found[1])
+                return (f"[{shown(key)}]", "key: " + found[1])
             found = mismatch(shape.parts[1], item)
             if found is not None:
-                return (f"[{key!r}]" + found[0], found[1])
+                return (f"[{shown(key)}]" + found[0], found[1])
         return None
     raise AssertionError(f"unknown shape kind {kind!r}")
 

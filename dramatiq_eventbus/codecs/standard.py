@@ -21,6 +21,7 @@ from fractions import Fraction
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from ..untrusted import shown
 from .base import JSONValue
 from .failure import CodecFailure
 
@@ -56,7 +57,7 @@ def only(tag: str, payload: dict[str, Any], *optional: str) -> Any:
     if len(payload) > 1:
         extra = [key for key in payload if key != tag and key not in optional]
         if extra:
-            raise CodecFailure(f"unexpected key {extra[0]!r} in a {tag} object")
+            raise CodecFailure(f"unexpected key {shown(extra[0])} in a {tag} object")
     return payload[tag]
 
 
@@ -159,11 +160,11 @@ def _zone(key: Any) -> ZoneInfo:
     if zone is not None:
         return zone
     if type(key) is not str or not _ZONE_KEY.fullmatch(key):
-        raise CodecFailure(f"bad time zone {key!r}")
+        raise CodecFailure(f"bad time zone {shown(key)}")
     try:
         zone = ZoneInfo(key)
     except Exception:  # ZoneInfoNotFoundError, or ValueError for a key outside the tz database
-        raise CodecFailure(f"unknown time zone {key!r}") from None
+        raise CodecFailure(f"unknown time zone {shown(key)}") from None
     _ZONES[key] = zone
     return zone
 
@@ -204,7 +205,7 @@ def _with_zone(value: Any, payload: dict[str, Any]) -> Any:
         value = value.replace(tzinfo=dt.timezone(offset, name))
     fold = payload.get("fold", 0)
     if fold not in (0, 1) or type(fold) is not int:
-        raise CodecFailure(f"bad fold {fold!r}: expected 0 or 1")
+        raise CodecFailure(f"bad fold {shown(fold)}: expected 0 or 1")
     return value.replace(fold=1) if fold else value
 
 

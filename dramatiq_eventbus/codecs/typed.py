@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import EventDecodeError, EventEncodeError
-from ..untrusted import shown
+from ..untrusted import SHOWN_CHARACTERS, escaped, shown
 from .base import JSONValue
 from .catalog import Catalog, Entry
 from .custom import CustomType, CustomTypes
@@ -60,6 +60,11 @@ def _same(value: Any) -> Any:
 
 def _cannot(value: object) -> CodecFailure:
     return CodecFailure(f"cannot encode {type(value)!r}")
+
+
+def _reason(exc: Exception) -> str:
+    """An exception raised while decoding, for an error text: its text may quote the payload."""
+    return f"{type(exc).__name__}: {escaped(str(exc), 300)}"
 
 
 def _misfit(shape: Shape | None, value: object) -> CodecFailure:
@@ -107,7 +112,7 @@ def decode_object(raw: dict[str, Any], tags: Tags) -> Any:
         decoder = tags.get(key)
         if decoder is None:
             if key[:1] == "$":
-                raise CodecFailure(f"unknown type tag {key!r}")
+                raise CodecFailure(f"unknown type tag {shown(key)}")
             return decode_plain(raw, tags)
         # A decoder meets payloads nobody has checked: anything else it raises (a TypeError
         # on a malformed value, say) still means a bad payload, and must say where it is.
@@ -116,7 +121,7 @@ def decode_object(raw: dict[str, Any], tags: Tags) -> Any:
         except (CodecFailure, RecursionError):
             raise
         except Exception as exc:
-            raise CodecFailure(f"bad {key} object: {type(exc).__name__}: {exc}") from None
+            raise CodecFailure(f"bad {key} object: {_reason(exc)}") from None
     return {}
 
 
@@ -136,7 +141,7 @@ def decode_plain(raw: dict[str, Any], tags: Tags) -> Any:
             kind = type(item)
             out[key] = decode_object(item, tags) if kind is dict else decode_list(item, tags) if kind is list else item
     except CodecFailure as failure:
-        raise failure.at(f"[{key!r}]") from None
+        raise failure.at(f"[{shown(key)}]") from None
     return out
 
 
@@ -608,7 +613,7 @@ class TypedCodec:
                         if extra_allowed and key[:1] != "$":
                             values[key] = decode_any(item, tags)
                             continue
-                        failure = CodecFailure(f"{qualname} has no field {key}")
+                        failure = CodecFailure(f"{qualname} has no field {shown(key)}")
                         key = ""
                         raise failure
                     init, check, shape, exact, misfits = spec
@@ -629,7 +634,7 @@ class TypedCodec:
                     else:
                         late[key] = value
             except CodecFailure as failure:
-                raise (failure.at(f".{key}") if key else failure) from None
+                raise (failure.at(f".{escaped(key, SHOWN_CHARACTERS)}") if key else failure) from None
             if len(values) < initialised:
                 missing = [name for name, init in required if init not in values]
                 if missing:
@@ -639,7 +644,7 @@ class TypedCodec:
             except RecursionError:
                 raise
             except Exception as exc:  # the class's own __init__, __post_init__ or validators said no
-                raise CodecFailure(f"cannot build {qualname}: {type(exc).__name__}: {exc}") from None
+                raise CodecFailure(f"cannot build {qualname}: {_reason(exc)}") from None
             for key, value in late.items():
                 _set_late(obj, qualname, key, value, defaults[key])
             return obj
@@ -651,7 +656,7 @@ class TypedCodec:
         decoder = self._records.get(name) if type(name) is str else None
         if decoder is None:
             raise CodecFailure(
-                f"unknown type {name!r}: not an event class, a type reachable from one, or a type given to "
+                f"unknown type {shown(name)}: not an event class, a type reachable from one, or a type given to "
                 f"register_type"
             )
         return decoder(raw)
@@ -674,13 +679,15 @@ class TypedCodec:
         name = raw["$enum"]
         plan = self._enums.get(name) if type(name) is str else None
         if plan is None:
-            raise CodecFailure(f"unknown Enum {name!r}: not reachable from an event class nor given to register_type")
+            raise CodecFailure(
+                f"unknown Enum {shown(name)}: not reachable from an event class nor given to register_type"
+            )
         if "name" in raw:
             only("$enum", raw, "name")
             member_name = raw["name"]
             member = plan.members.get(member_name) if type(member_name) is str else None
             if member is None:
-                raise CodecFailure(f"{plan.cls.__qualname__} has no member {member_name!r}")
+                raise CodecFailure(f"{plan.cls.__qualname__} has no member {shown(member_name)}")
             return member
         if "value" not in raw:
             raise CodecFailure("an $enum object needs a name or a value")
@@ -712,7 +719,7 @@ class TypedCodec:
         name = raw["$custom"]
         known = self._customs.get(name) if type(name) is str else None
         if known is None:
-            raise CodecFailure(f"unknown type {name!r}: not given to register_type")
+            raise CodecFailure(f"unknown type {shown(name)}: not given to register_type")
         if "value" not in raw:
             raise CodecFailure("a $custom object needs a value")
         only("$custom", raw, "value")
@@ -721,7 +728,7 @@ class TypedCodec:
         try:
             obj = from_value(value)
         except Exception as exc:
-            raise CodecFailure(f"cannot build {cls.__qualname__}: {type(exc).__name__}: {exc}") from None
+            raise CodecFailure(f"cannot build {cls.__qualname__}: {_reason(exc)}") from None
         if not isinstance(obj, cls):
             raise CodecFailure(f"{cls.__qualname__}'s decode function returned a {type(obj).__qualname__}")
         return obj

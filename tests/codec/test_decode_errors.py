@@ -85,7 +85,7 @@ BAD_PAYLOADS: list[tuple[Any, str]] = [
     ({"$type": "this:Zen"}, "unknown type 'this:Zen'"),
     ({"$type": 5}, "unknown type 5"),
     (item(), "holds a Item, which is not an event class"),
-    (cart(evil=1), "Cart has no field evil"),
+    (cart(evil=1), "Cart has no field 'evil'"),
     ({"$type": CART, "items": []}, "Cart is missing field cart_id"),
     (cart(cart_id=""), "cannot build Cart: ValueError: cart_id must not be empty"),
     (cart(cart_id=7), "Cart.cart_id: expected str, got int"),
@@ -191,3 +191,29 @@ def test_a_tagged_object_a_field_cannot_hold_is_refused_before_it_is_decoded() -
     assert decoded == []
     # What the annotation admits still decodes: a big int, and None or a Tag where Tag | None is declared.
     assert codec.decode({**payload, "count": {"$int": hex(1 << 5000)}, "tag": None}).count == 1 << 5000
+
+
+FORGED = "x\nERROR forged log record " + "y" * 100_000
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        cart(**{FORGED: 1}),  # a field name
+        cart(extra={FORGED: {"$type": "os:system"}}),  # a path step
+        cart(extra={"$type": FORGED}),
+        cart(extra={FORGED: 1}) | {"coupons": {FORGED: "not an int"}},
+        cart(extra={"$enum": FORGED, "value": 1}),
+        cart(extra={"$custom": FORGED, "value": 1}),
+        cart(extra={"$datetime": "2026-01-01T00:00:00", "tz": FORGED}),
+        cart(extra={"$uuid": "x", FORGED: 1}),
+        cart(extra={FORGED[:2]: {"$" + FORGED: 1}}),
+    ],
+    ids=["field", "path", "type", "key of a checked map", "enum", "custom", "zone", "extra key", "tag"],
+)
+def test_a_value_from_the_payload_reaches_the_error_escaped_and_cut(payload: Any) -> None:
+    with pytest.raises(EventDecodeError) as raised:
+        TypedCodec([Cart]).decode(payload)
+    text = str(raised.value)
+    assert "\n" not in text and "\\n" in text
+    assert len(text) < 1000, text[:200]
