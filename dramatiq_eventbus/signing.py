@@ -2,10 +2,17 @@
 worker with the key runs none that is not.
 
 The signature (HMAC-SHA256, in the ``signature`` option) covers what a worker acts on: the
-actor, the queue, the event type, the payload, the partition key and the lane. It does not
-cover what Dramatiq itself rewrites on the way (``retries``, ``traceback``, ``eta``, the
-Redis id), nor the message id, so a genuine message sent twice runs twice, as a
-redelivery would. Several keys rotate without downtime: the first signs, any verifies.
+message id, the actor, the queue, the event type, the payload, the partition key and the
+lane. The id is covered because a lane takes whatever message carries its head's id for
+its head: a genuine message replayed under that id would run in the head's place, and the
+real head would then be skipped as handled. Nothing on the way changes a message's id:
+Dramatiq's retries and delay queues, the lanes' sweep and their next heads send it again
+as it was signed, and an outbox relay, which sends a stored message under a new id, signs
+it again. The signature does not cover what Dramatiq itself rewrites on the way
+(``retries``, ``traceback``, ``eta``, the Redis id). A genuine message written again under
+its own id still verifies: it runs again, as a redelivery would, unless it travels in a
+lane, which skips it once handled. Several keys rotate without downtime: the first signs,
+any verifies.
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ OPTION = "signature"
 MIN_KEY_BYTES = 16
 
 #: Signed before the message's fields, so that a signature made with the same key for any
-#: other purpose (a pickled payload) never passes for one of these.
-_DOMAIN = b"dramatiq-eventbus message v1\n"
+#: other purpose (a pickled payload) never passes for one of these. v1 left the message id
+#: out: a message signed so is refused as wrongly signed.
+_DOMAIN = b"dramatiq-eventbus message v2\n"
 
 
 def secret_keys(secret_key: object = None, secret_keys: object = None) -> tuple[bytes, ...]:
@@ -113,6 +121,7 @@ def _signed(message: Any) -> bytes:
     """What a signature covers, canonically: the same bytes in the publisher and the worker."""
     options = message.options
     fields = [
+        message.message_id,
         message.actor_name,
         q_name(message.queue_name),  # a retry waits on <queue>.DQ under the same signature
         options.get("event_type"),

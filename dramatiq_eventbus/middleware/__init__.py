@@ -36,6 +36,7 @@ def install(
         first = type(broker.middleware[0]) if broker.middleware else None
         broker.add_middleware(authentication, before=first)
     authentication.signer = signer
+    coordinator.authenticated_by(signer)
     _ensure(broker, DeadLetterReasons, lambda: DeadLetterReasons(keep_dead_letter)).keep_dead_letter = keep_dead_letter
     _ensure(broker, PartitionOrdering, lambda: PartitionOrdering(coordinator)).coordinator = coordinator
     _ensure(broker, LaneSweeper, lambda: LaneSweeper(coordinator)).coordinator = coordinator

@@ -26,6 +26,7 @@ from dramatiq.common import current_millis
 from dramatiq.message import Message
 from dramatiq.middleware import MiddlewareError, SkipMessage
 
+from ..signing import Signer
 from ..untrusted import described, shown
 from .gate import LaneGate, new_token
 from .group_call import GroupCall
@@ -54,6 +55,10 @@ class LaneCoordinator(Protocol):
 
     def worker_booted(self) -> None:
         """The worker started: say what order it keeps, where that is worth saying."""
+
+    def authenticated_by(self, signer: Signer | None) -> None:
+        """The keys that verify every message of the bus's handlers before :meth:`start` sees
+        it (the authentication middleware runs first); None when the worker has no key."""
 
     def start(self, broker: Broker, message: MessageProxy, lane: str) -> None:
         """Let ``message`` of ``lane`` run now, or wait until it may.
@@ -90,6 +95,9 @@ class LocalCoordinator:
             "(a Redis broker, configure(redis_url=...) or EVENTBUS_REDIS_URL) for order across the cluster."
         )
 
+    def authenticated_by(self, signer: Signer | None) -> None:
+        pass  # no lane to take over: a laned message runs unordered here anyway
+
     def start(self, broker: Broker, message: MessageProxy, lane: str) -> None:
         logger.error(
             "Message %s belongs to lane %s, but this worker has no Redis for lanes; running it "
@@ -124,6 +132,7 @@ class SharedCallsCoordinator:
     def __init__(self, store: LaneStore, send: Send) -> None:
         self.store = store
         self._send = send
+        self._signer: Signer | None = None
         self._lock = threading.Lock()
         # Per delivery (two deliveries of one message may meet in one process): the running
         # heads' lane, lease token and message id.
@@ -140,6 +149,9 @@ class SharedCallsCoordinator:
 
     def worker_booted(self) -> None:
         pass
+
+    def authenticated_by(self, signer: Signer | None) -> None:
+        self._signer = signer
 
     def start(self, broker: Broker, message: MessageProxy, lane: str) -> None:
         try:
@@ -220,6 +232,10 @@ class GatedCoordinator(SharedCallsCoordinator):
     def __init__(self, gate: LaneGate, send: Send) -> None:
         super().__init__(gate.lanes, send)
         self.gate = gate
+
+    def authenticated_by(self, signer: Signer | None) -> None:
+        super().authenticated_by(signer)
+        self.gate.signer = signer  # a forged message takes no lease at fetch either
 
     def _enter(self, message: MessageProxy, lane: str) -> tuple[Verdict, str]:
         entered = self.gate.take_entered(message.options["redis_message_id"])

@@ -8,7 +8,9 @@ broker's own Redis, the bus's Redis consumer makes them for a whole batch instea
 
 - right after a fetch, one round trip enters every laned message of it, and the verdicts
   wait here until a worker thread starts the message
-  (the ordering's coordinator takes them);
+  (the ordering's coordinator takes them). With a secret key, a message the keys refuse
+  takes no lease: it is dead-lettered before it starts, and a lease taken at fetch would
+  keep the lane's real head, carrying the same id, from running until the lease ran out;
 - a handled head's FINISH waits here for its delivery's ack, and goes out with the other
   acks of the batch, in one round trip, acknowledging the delivery in the same script.
 
@@ -31,6 +33,7 @@ from typing import Any
 
 from dramatiq.message import Message
 
+from ..signing import Signer
 from .lanes import AckingLaneStore, HandledHead, Verdict, warn_if_lost
 
 
@@ -68,10 +71,13 @@ class LaneGate:
 
     Parameters:
       lanes(AckingLaneStore): Lanes that live in the broker's Redis.
+      signer(Signer | None): The worker's keys; a message they refuse is not entered. The
+        coordinator sets it (:meth:`.GatedCoordinator.authenticated_by`).
     """
 
-    def __init__(self, lanes: AckingLaneStore) -> None:
+    def __init__(self, lanes: AckingLaneStore, signer: Signer | None = None) -> None:
         self.lanes = lanes
+        self.signer = signer
         self._lock = threading.Lock()
         self._entered: dict[str, Entered] = {}
         self._handled: dict[str, HandledHead] = {}
@@ -80,7 +86,8 @@ class LaneGate:
 
     def fetched(self, messages: Sequence[Message[Any]]) -> None:
         """Enter every laned message of a fetch, in one round trip; their verdicts wait here."""
-        laned = [m for m in messages if "lane" in m.options]
+        signer = self.signer
+        laned = [m for m in messages if "lane" in m.options and (signer is None or signer.problem(m) is None)]
         if not laned:
             return
         tokens = [new_token() for _ in laned]

@@ -1,0 +1,188 @@
+"""A forged message that carries the message id of a lane's head, on a real Redis with an
+in-process Dramatiq worker.
+
+Inspection refuses a lane that is not its actor's and key's, so the one forgery left is a
+message of the lane's own handler and key carrying the id of the lane's current head: the
+lane takes it for the head, runs it, moves on, and skips the real head when it comes. With a
+secret key the signature covers the message id, so neither a forged message nor a genuine
+one given the head's id runs, and the real head runs at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.message import Message
+
+from dramatiq_eventbus import EventBus
+from dramatiq_eventbus.backends import DramatiqBackend
+from dramatiq_eventbus.brokers import EventBusRedisBroker
+from dramatiq_eventbus.delivery import Delivery
+from dramatiq_eventbus.handler import handler_name
+from dramatiq_eventbus.signing import Signer
+
+from ..support.broker_queues import RedisQueues
+from ..support.servers import require_redis
+from ..support.worker_process import wait_for
+from .handlers import OrderingA, Step, log_key
+
+KEY = "the-lanes-key-0123456789abcdef"
+
+#: Far longer than any wait below: a lane that needed its lease to run out, or its sweep,
+#: to get its real head going again would fail the test.
+LEASE_SECONDS = 60.0
+
+
+@dataclass
+class Lanes:
+    """A bus on real Redis, with lanes in the broker's Redis, and what the tests look at."""
+
+    bus: EventBus
+    run: str
+    redis: Any
+
+    @property
+    def queue(self) -> str:
+        return self.bus.config.queues.partitioned
+
+    def handled(self, handler: str = "OrderingA") -> list[int]:
+        entries = [json.loads(raw) for raw in self.redis.lrange(log_key(self.run), 0, -1)]
+        return [entry["n"] for entry in entries if entry["h"] == handler and entry["ok"]]
+
+    def head(self, key: str) -> str:
+        (lane,) = [lane for lane in self.bus.lanes() if lane.partition_key == key and lane.handler == actor_a()]
+        return lane.head_message_id
+
+    def message_for(self, event: Step) -> Message[Any]:
+        """The message publish() would send OrderingA for ``event``: signed, when the bus has a key."""
+        spec = next(s for s in self.bus.config.registry.handlers_for(Step) if s.name == actor_a())
+        backend = self.bus.config.backend
+        assert isinstance(backend, DramatiqBackend)
+        return backend.message_for(Delivery(spec, event, self.bus.config.codec.encode(event), event.key, self.queue))
+
+    def write_first(self, message: Message[Any]) -> None:
+        """Put ``message`` at the front of its queue, as anyone who can write to Redis can."""
+        redis_id = str(uuid.uuid4())
+        self.redis.hset(f"dramatiq:{self.queue}.msgs", redis_id, message.encode())
+        self.redis.lpush(f"dramatiq:{self.queue}", redis_id)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return RedisQueues(require_redis()).dead_letters(self.queue)
+
+
+def actor_a() -> str:
+    return handler_name(OrderingA)
+
+
+@pytest.fixture
+def lanes(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Lanes]:
+    url = require_redis()
+    run = uuid.uuid4().hex[:10]
+    monkeypatch.setenv("ORDERING_RUN", run)
+    monkeypatch.setenv("ORDERING_REDIS_URL", url)
+    settings: dict[str, Any] = getattr(request, "param", {})
+    bus = EventBus().configure(
+        handlers="tests.ordering.handlers:HANDLERS",
+        broker=url,
+        queue=f"forged_{run}",
+        partitioned_queue=f"forged_{run}_keyed",
+        lane_lease_seconds=LEASE_SECONDS,
+        lane_stall_seconds=LEASE_SECONDS,
+        default_actor_options={"min_backoff": 20, "max_backoff": 200},
+        **settings,
+    )
+    client: Any = redis.Redis.from_url(url)
+    yield Lanes(bus, run, client)
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    for key in [*client.scan_iter(match=f"eventbus:lane:*{run}*", count=1000), log_key(run)]:
+        client.delete(key)
+    for lane in client.zrange("eventbus:lanes", 0, -1):
+        if run in lane.decode():
+            client.zrem("eventbus:lanes", lane)
+    for key in client.scan_iter(match=f"ordering:{run}:*", count=1000):
+        client.delete(key)
+    probe = RedisQueues(url)
+    probe.delete((bus.config.queues.default, bus.config.queues.partitioned))
+    probe.forget_brokers([broker.broker_id])
+    probe.close()
+    client.close()
+    broker.close()
+
+
+@pytest.fixture
+def worker(lanes: Lanes) -> Iterator[dramatiq.Worker]:
+    """A Dramatiq worker in this process, on the bus's broker and middleware; started by the test."""
+    made = dramatiq.Worker(lanes.bus.broker, worker_threads=2, worker_timeout=100)
+    yield made
+    made.stop()
+
+
+def ordering_records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name.startswith("dramatiq_eventbus.ordering") and r.levelno == level
+    ]
+
+
+@pytest.mark.parametrize("lanes", [{"secret_key": KEY}], indirect=True)
+def test_with_a_key_a_signed_message_given_the_heads_id_is_refused_and_the_head_runs_at_once(
+    lanes: Lanes, worker: dramatiq.Worker, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every first attempt fails: the retries of a laned head, under its own id, still verify.
+    monkeypatch.setenv("ORDERING_FAIL_FIRST", "1")
+    key = f"k-{lanes.run}"
+    lanes.bus.publish([Step(key, 0, 0), Step(key, 0, 1)])
+    head = lanes.head(key)
+    # A genuine message of the same handler and key, signed by the bus (one captured earlier, or
+    # the lane's next event read from Redis), replayed under the head's id; and one unsigned.
+    replayed = lanes.message_for(Step(key, 0, 98)).copy(message_id=head)
+    genuine = lanes.message_for(Step(key, 0, 99))
+    unsigned = dataclasses.replace(
+        genuine, message_id=head, options={k: v for k, v in genuine.options.items() if k != "signature"}
+    )
+    for message in (replayed, unsigned):
+        lanes.write_first(message)
+    with caplog.at_level(logging.INFO):
+        worker.start()
+        # Well within the lease: the forgeries took no lease on the head at fetch.
+        wait_for(lambda: lanes.handled() == [0, 1], timeout=10, describe=lambda: f"handled {lanes.handled()}")
+        wait_for(lambda: len(lanes.dead_letters()) == 2, timeout=5)
+        time.sleep(0.2)
+    assert lanes.handled() == [0, 1]
+    assert sorted(m["args"][0]["n"] for m in lanes.dead_letters()) == [98, 99]
+    refusals = [r.getMessage() for r in caplog.records if "Dead-lettered message" in r.getMessage()]
+    assert len(refusals) == 2 and all("refused: " in line for line in refusals), refusals
+    assert not [line for line in ordering_records(caplog, logging.WARNING) if line.startswith("Skipping")]
+
+
+def test_the_signature_covers_the_message_id() -> None:
+    signer = Signer((KEY.encode(),))
+    message = signer.signed(Message(queue_name="q", actor_name="a.B", args=({"x": 1},), kwargs={}, options={}))
+    assert signer.problem(message) is None
+    assert "signature is wrong" in str(signer.problem(message.copy(message_id=str(uuid.uuid4()))))
+
+
+def test_a_message_sent_again_under_a_new_id_is_signed_again() -> None:
+    # The outbox relay's path: the stored message goes out under a new id, and must verify.
+    bus = EventBus().configure(handlers="tests.ordering.handlers:HANDLERS", broker="stub", secret_key=KEY)
+    broker = bus.broker
+    assert isinstance(broker, StubBroker)
+    backend = bus.config.backend
+    assert isinstance(backend, DramatiqBackend) and bus.config.signer is not None
+    spec = next(s for s in bus.config.registry.handlers_for(Step) if s.name == actor_a())
+    stored = backend.message_for(Delivery(spec, Step("k", 0, 0), {}, "k", bus.config.queues.partitioned))
+    backend.send_again([stored], [{"outbox_id": 1}])
+    (sent,) = [Message.decode(body) for body in broker.queues[bus.config.queues.partitioned].queue]
+    assert sent.message_id != stored.message_id
+    assert bus.config.signer.problem(sent) is None
