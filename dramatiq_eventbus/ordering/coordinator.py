@@ -26,6 +26,7 @@ from dramatiq.common import current_millis
 from dramatiq.message import Message
 from dramatiq.middleware import MiddlewareError, SkipMessage
 
+from ..actors import is_handler_actor
 from ..signing import Signer
 from ..untrusted import described, shown
 from .gate import LaneGate, new_token
@@ -162,8 +163,28 @@ class SharedCallsCoordinator:
             with self._lock:
                 self._running[id(message)] = (lane, token, message.message_id)
             return
-        logger.info("Skipping message %s of lane %s: %s.", shown(message.message_id), shown(lane), verdict)
+        self._log_skip(broker, message, lane, verdict)
         raise SkipMessage(str(verdict))
+
+    def _log_skip(self, broker: Broker, message: MessageProxy, lane: str, verdict: Verdict) -> None:
+        """Say why a delivery of ``lane`` does not run: at INFO when it is a duplicate, at WARNING
+        when it may be the real head that a forged message with its id ran in place of."""
+        args = (shown(message.message_id), shown(lane), verdict)
+        # A verified message under an id that the lane handled or runs is a duplicate (the
+        # signature covers the id), and a lease that ran out in the prefetch is ours. Without a
+        # key, a forgery with the head's id runs as the head, and this skip of the real head is
+        # the only sign of it. Duplicates come only from a worker killed or a connection lost
+        # between handling and acknowledging, or from a re-send by the sweep (which warns of
+        # it): rare, so warning for them too adds little noise.
+        if verdict is Verdict.LOST or (self._signer is not None and is_handler_actor(broker, message.actor_name)):
+            logger.info("Skipping message %s of lane %s: %s.", *args)
+            return
+        logger.warning(
+            "Skipping message %s of lane %s: %s. This worker has no secret key, so a duplicate delivery cannot "
+            "be told from a forged message carrying the same id: if this message never ran, a forgery ran in "
+            "its place. Configure secret_key to refuse forged messages.",
+            *args,
+        )
 
     def _enter(self, message: MessageProxy, lane: str) -> tuple[Verdict, str]:
         """The verdict on running ``message`` now, and its lease token."""

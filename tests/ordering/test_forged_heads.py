@@ -5,7 +5,9 @@ Inspection refuses a lane that is not its actor's and key's, so the one forgery 
 message of the lane's own handler and key carrying the id of the lane's current head: the
 lane takes it for the head, runs it, moves on, and skips the real head when it comes. With a
 secret key the signature covers the message id, so neither a forged message nor a genuine
-one given the head's id runs, and the real head runs at once.
+one given the head's id runs, and the real head runs at once. Without a key nothing can
+tell a forgery from the head, so the skip of the message that lost its turn is a WARNING
+naming the lane and the id, not an INFO line.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from dramatiq_eventbus.backends import DramatiqBackend
 from dramatiq_eventbus.brokers import EventBusRedisBroker
 from dramatiq_eventbus.delivery import Delivery
 from dramatiq_eventbus.handler import handler_name
+from dramatiq_eventbus.ordering import lane_name
 from dramatiq_eventbus.signing import Signer
+from dramatiq_eventbus.untrusted import shown
 
 from ..support.broker_queues import RedisQueues
 from ..support.servers import require_redis
@@ -135,6 +139,27 @@ def ordering_records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     ]
 
 
+def test_without_a_key_the_head_that_lost_its_turn_to_a_forgery_is_skipped_with_a_warning(
+    lanes: Lanes, worker: dramatiq.Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = f"k-{lanes.run}"
+    lanes.bus.publish([Step(key, 0, 0), Step(key, 0, 1)])
+    head = lanes.head(key)
+    forged = lanes.message_for(Step(key, 0, 99)).copy(message_id=head)  # anything, under the head's id
+    lanes.write_first(forged)
+    with caplog.at_level(logging.INFO):
+        worker.start()
+        wait_for(lambda: lanes.handled() == [99, 1], timeout=10, describe=lambda: f"handled {lanes.handled()}")
+        time.sleep(0.2)
+    # Without a key the forgery cannot be told from the head: it ran in the head's place. What
+    # the operator must see is the real head skipped, loudly, naming the lane and the id.
+    lane = shown(lane_name(actor_a(), key))
+    warnings = [line for line in ordering_records(caplog, logging.WARNING) if line.startswith("Skipping message")]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"Skipping message {shown(head)} of lane {lane}: ")
+    assert not [line for line in ordering_records(caplog, logging.INFO) if line.startswith("Skipping message")]
+
+
 @pytest.mark.parametrize("lanes", [{"secret_key": KEY}], indirect=True)
 def test_with_a_key_a_signed_message_given_the_heads_id_is_refused_and_the_head_runs_at_once(
     lanes: Lanes, worker: dramatiq.Worker, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
@@ -163,6 +188,27 @@ def test_with_a_key_a_signed_message_given_the_heads_id_is_refused_and_the_head_
     assert sorted(m["args"][0]["n"] for m in lanes.dead_letters()) == [98, 99]
     refusals = [r.getMessage() for r in caplog.records if "Dead-lettered message" in r.getMessage()]
     assert len(refusals) == 2 and all("refused: " in line for line in refusals), refusals
+    assert not [line for line in ordering_records(caplog, logging.WARNING) if line.startswith("Skipping")]
+
+
+@pytest.mark.parametrize("lanes", [{"secret_key": KEY}], indirect=True)
+def test_with_a_key_a_second_delivery_of_a_handled_head_is_skipped_at_info(
+    lanes: Lanes, worker: dramatiq.Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = f"k-{lanes.run}"
+    message = lanes.message_for(Step(key, 0, 0))
+    backend = lanes.bus.config.backend
+    assert isinstance(backend, DramatiqBackend)
+    with caplog.at_level(logging.INFO):
+        worker.start()
+        backend.send([message])
+        wait_for(lambda: lanes.handled() == [0], timeout=10)
+        lanes.write_first(message)  # delivered again: verified, so a duplicate, not a forgery
+        lanes.bus.publish(Step(key, 0, 1))  # a marker behind it
+        wait_for(lambda: lanes.handled() == [0, 1], timeout=10)
+        time.sleep(0.2)
+    skipped = [line for line in ordering_records(caplog, logging.INFO) if line.startswith("Skipping message")]
+    assert len(skipped) == 1 and shown(message.message_id) in skipped[0], skipped
     assert not [line for line in ordering_records(caplog, logging.WARNING) if line.startswith("Skipping")]
 
 
