@@ -182,7 +182,10 @@ class EventBus:
             if support.set_max_message_bytes is not None:
                 support.set_max_message_bytes(message_bytes)
             lanes = _resolve_lanes(support, redis_url, lane_lease_seconds, lane_stall_seconds)
-            resolved_backend = _resolve_backend(backend, resolved_broker, resolved_codec, lanes, support, signer)
+            checked_bytes = message_bytes if support.set_max_message_bytes is not None else None
+            resolved_backend = _resolve_backend(
+                backend, resolved_broker, resolved_codec, lanes, support, signer, checked_bytes
+            )
             install_middleware(
                 resolved_broker,
                 coordinator=_coordinator(support, lanes),
@@ -455,9 +458,10 @@ def _resolve_backend(
     lanes: LaneStore | None,
     support: BrokerSupport,
     signer: Signer | None,
+    max_message_bytes: int | None,
 ) -> Backend:
     if backend == "dramatiq":
-        return DramatiqBackend(broker, lanes=lanes, support=support, signer=signer)
+        return DramatiqBackend(broker, lanes=lanes, support=support, signer=signer, max_message_bytes=max_message_bytes)
     if backend == "inline":
         return InlineBackend(codec)
     if isinstance(backend, Backend) and not isinstance(backend, str):

@@ -12,9 +12,10 @@ from dramatiq.broker import Broker
 from dramatiq.message import Message
 
 from ..brokers import BatchFailed, BrokerSupport, support_for
+from ..brokers.limits import check_all_sendable
 from ..codecs import type_name
 from ..delivery import Delivery
-from ..errors import PublishError
+from ..errors import EventEncodeError, PublishError
 from ..ordering import LaneStore, lane_name
 from ..signing import OPTION, Signer
 from ..untrusted import REASON_CHARACTERS, described, escaped
@@ -37,6 +38,8 @@ class DramatiqBackend:
       lanes(LaneStore | None): The lanes that order partitioned events across the cluster.
       support(BrokerSupport | None): What the bus can do with ``broker``; asked of it if None.
       signer(Signer | None): Signs every message, when the bus has a secret key.
+      max_message_bytes(int | None): The workers' limit, checked here for the messages that
+        wait in lanes (the broker's own sending checks the others); None checks nothing.
     """
 
     def __init__(
@@ -46,9 +49,11 @@ class DramatiqBackend:
         lanes: LaneStore | None = None,
         support: BrokerSupport | None = None,
         signer: Signer | None = None,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.broker = broker
         self.lanes = lanes
+        self._max_bytes = max_message_bytes
         support = support_for(broker) if support is None else support
         self._send = support.send
         self._priorities = support.priorities
@@ -134,7 +139,14 @@ class DramatiqBackend:
                 laned = [lanes.as_enqueued(m) for m in laned]
                 for message in laned:
                     self.broker.emit_before("enqueue", message, None)
-            heads = lanes.append([(m.options["lane"], m.message_id, m.encode(), m.queue_name) for m in laned])
+            bodies = [m.encode() for m in laned]
+            if self._max_bytes is not None:
+                check_all_sendable(laned, bodies, self._max_bytes)  # before anything is written
+            heads = lanes.append(
+                [(m.options["lane"], m.message_id, body, m.queue_name) for m, body in zip(laned, bodies, strict=True)]
+            )
+        except EventEncodeError:
+            raise
         except Exception as exc:
             raise _publish_error([], messages, exc) from exc
         if lanes.sends_heads:

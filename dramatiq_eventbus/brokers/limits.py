@@ -10,6 +10,14 @@ default 1 MiB, and at least :data:`MIN_CONTAINERS`); both are checked on the byt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from dramatiq.message import Message
+
+from ..errors import EventEncodeError
+from ..untrusted import shown
+
 #: The largest message a consumer reads, by default: larger ones are refused before JSON parsing.
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 
@@ -60,3 +68,44 @@ def size_problem(body: bytes, max_bytes: int, *, json: bool = True) -> str | Non
                 f"{BYTES_PER_CONTAINER} bytes of max_message_bytes, {max_bytes:,}; raise it to allow more)"
             )
     return None
+
+
+def smallest_checked(max_bytes: int) -> int:
+    """The size above which a body must go through :func:`check_sendable`; smaller ones always pass.
+
+    Comparing with this is all a publisher pays per message: bodies are a few hundred bytes.
+    """
+    return min(max_bytes, 2 * containers_allowed(max_bytes))
+
+
+def check_sendable(message: Message[Any], body: bytes, max_bytes: int) -> None:
+    """Refuse at ``publish()`` what a worker's consumer would refuse unread.
+
+    Parameters:
+      message(Message): The message ``body`` encodes, to name in the error.
+      body(bytes): The message as it will travel.
+      max_bytes(int): The bus's ``max_message_bytes``.
+
+    Raises:
+      EventEncodeError: ``body`` is too large; the error says how to fix it.
+    """
+    problem = size_problem(body, max_bytes)
+    if problem is not None:
+        event_type = message.options.get("event_type")
+        raise EventEncodeError(
+            f"cannot send {'an event' if event_type is None else shown(event_type)} to {message.actor_name}: "
+            f"{problem}, so a worker would dead-letter it unread. Send less in one event (an id to fetch the "
+            f"rest by), or raise max_message_bytes on workers and publishers alike"
+        )
+
+
+def check_all_sendable(messages: Sequence[Message[Any]], bodies: Sequence[bytes], max_bytes: int) -> None:
+    """:func:`check_sendable` for a batch, paying one comparison per small message.
+
+    Raises:
+      EventEncodeError: A message of the batch is too large.
+    """
+    checked_above = smallest_checked(max_bytes)
+    for message, body in zip(messages, bodies, strict=True):
+        if len(body) > checked_above:
+            check_sendable(message, body, max_bytes)

@@ -9,19 +9,23 @@ returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis as redis_client
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.message import Message
 
 from . import rabbitmq
 from . import redis as redis_package
+from .limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
 from .rabbitmq import EventBusRabbitmqBroker
 from .redis import EventBusRedisBroker, FetchHook, RedisKeys
-from .sending import Send, sender_for
+from .sending import Send, enqueue_each, sender_for
 
 
 @dataclass(frozen=True)
@@ -101,4 +105,27 @@ def support_for(broker: Broker) -> BrokerSupport:
             lacks=_CONSUMER_GAPS,
             instead="dramatiq_eventbus.brokers.EventBusRabbitmqBroker",
         )
-    return BrokerSupport(send=sender_for(broker))  # a StubBroker, or another kind: one message at a time
+    if isinstance(broker, StubBroker):
+        checked = _SizeCheckedSending(broker)
+        return BrokerSupport(send=checked.send, set_max_message_bytes=checked.limit)
+    return BrokerSupport(send=sender_for(broker))  # another kind: one message at a time
+
+
+class _SizeCheckedSending:
+    """A StubBroker's sends, one by one, refusing at publish() what the bus's brokers refuse there.
+
+    A StubBroker's consumers read messages of any size: without this, a test of an event
+    too large for production's workers would pass. Each message is encoded once more; a
+    test can afford that.
+    """
+
+    def __init__(self, broker: StubBroker) -> None:
+        self.broker = broker
+        self.max_bytes = DEFAULT_MAX_MESSAGE_BYTES
+
+    def limit(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    def send(self, messages: Sequence[Message[Any]]) -> None:
+        check_all_sendable(messages, [message.encode() for message in messages], self.max_bytes)
+        enqueue_each(self.broker, messages)

@@ -214,7 +214,7 @@ def test_messages_rabbitmq_keeps_refusing_are_named_apart_from_those_it_confirme
     batch_ = messages(queues[:1], 3)
     attempts: list[list[str]] = []
 
-    def nack_the_middle_one(self: Any, sent: list[Message[Any]]) -> Any:
+    def nack_the_middle_one(self: Any, sent: list[Message[Any]], bodies: Any = None) -> Any:
         attempts.append([m.message_id for m in sent])
         refused = [i for i, m in enumerate(sent) if m is batch_[1]]
         return confirms.Outcome(

@@ -139,14 +139,17 @@ class Deployment:
         self.workers.append(worker)
         return worker.start()
 
-    def configure_publisher(self, *, queue: str | None = None, partitioned_queue: str | None = None) -> EventBus:
-        """Configure the default bus, in this process, the way the worker configured its own."""
+    def configure_publisher(
+        self, *, queue: str | None = None, partitioned_queue: str | None = None, **settings: Any
+    ) -> EventBus:
+        """Configure the default bus, in this process, the way the worker configured its own (plus ``settings``)."""
         bus = dramatiq_eventbus.configure(
             handlers=HANDLERS,
             broker=self.url,
             queue=queue or self.queue,
             partitioned_queue=partitioned_queue or self.partitioned_queue,
             default_actor_options=ACTOR_OPTIONS,
+            **settings,
         )
         broker_id = getattr(bus.broker, "broker_id", None)
         if broker_id:

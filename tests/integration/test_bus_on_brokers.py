@@ -81,36 +81,61 @@ def test_one_event_fans_out_to_each_of_three_handlers_once_in_the_worker(bus: De
     assert {line["ppid"] for line in records} == {bus.worker.pid}
 
 
-def test_no_message_is_written_when_no_handler_is_interested(deployment: Deployment, tag: str) -> None:
+@pytest.fixture
+def unconsumed(deployment: Deployment) -> Iterator[tuple[str, str]]:
+    """A queue and a partitioned queue no worker consumes, so that whatever publish() writes stays there
+    to be seen; the default bus is configured for them."""
     require(deployment.broker)
-    # Queues no worker consumes, so that whatever publish() writes stays there to be seen.
     queue, partitioned = unique("eventbus_it_unconsumed"), unique("eventbus_it_unconsumed_partitioned")
     try:
         bus = deployment.configure_publisher(queue=queue, partitioned_queue=partitioned)
-        probe = deployment.probe
-        if isinstance(probe, RabbitmqQueues):
+        if isinstance(deployment.probe, RabbitmqQueues):
             # Declared up front (as the bus would), so that a count of 0 means empty, not missing.
             for name in (queue, partitioned):
                 bus.broker.declare_queue(name, ensure=True)  # type: ignore[call-arg]
-                assert probe.count(name) == 0
-
-        dramatiq_eventbus.publish(handlers.Announced(tag, audience="nobody"))
-        dramatiq_eventbus.publish([handlers.Announced(tag, audience="nobody"), handlers.Announced(tag, "nobody")])
-
-        for name in (queue, partitioned):
-            assert probe.count(name) == 0
-            assert probe.messages(name) == []
-
-        # The control: one interested handler gives one message, which the same probe sees.
-        dramatiq_eventbus.publish(handlers.Announced(tag, audience="vip"))
-
-        assert probe.count(partitioned) == 0
-        assert probe.count(queue) == 1
-        [message] = probe.messages(queue)
-        assert message["actor_name"] == handler_name(handlers.VipOnly)
-        assert message["args"][0]["audience"] == "vip"
+                assert deployment.probe.count(name) == 0
+        yield queue, partitioned
     finally:
         deployment.probe.delete((queue, partitioned))
+
+
+def test_no_message_is_written_when_no_handler_is_interested(
+    deployment: Deployment, unconsumed: tuple[str, str], tag: str
+) -> None:
+    queue, partitioned = unconsumed
+    probe = deployment.probe
+    dramatiq_eventbus.publish(handlers.Announced(tag, audience="nobody"))
+    dramatiq_eventbus.publish([handlers.Announced(tag, audience="nobody"), handlers.Announced(tag, "nobody")])
+
+    for name in (queue, partitioned):
+        assert probe.count(name) == 0
+        assert probe.messages(name) == []
+
+    # The control: one interested handler gives one message, which the same probe sees.
+    dramatiq_eventbus.publish(handlers.Announced(tag, audience="vip"))
+
+    assert probe.count(partitioned) == 0
+    assert probe.count(queue) == 1
+    [message] = probe.messages(queue)
+    assert message["actor_name"] == handler_name(handlers.VipOnly)
+    assert message["args"][0]["audience"] == "vip"
+
+
+def test_an_event_too_large_for_the_workers_fails_at_publish_and_nothing_is_sent(
+    deployment: Deployment, unconsumed: tuple[str, str], tag: str
+) -> None:
+    queue, partitioned = unconsumed
+    huge = handlers.Announced(tag + "x" * (1 << 20), audience="vip")  # over the default 1 MiB
+
+    # The small event before it is not sent either: publish() of a list sends all or nothing.
+    with pytest.raises(dramatiq_eventbus.EventEncodeError, match=r"more than max_message_bytes \(1,048,576\)"):
+        dramatiq_eventbus.publish([handlers.Announced(tag, audience="vip"), huge])
+    assert deployment.probe.count(queue) == 0
+
+    # Within a raised limit, the same event goes.
+    deployment.configure_publisher(queue=queue, partitioned_queue=partitioned, max_message_bytes=2 << 20)
+    dramatiq_eventbus.publish(huge)
+    assert deployment.probe.count(queue) == 1
 
 
 def test_error_results_and_exceptions_are_retried_then_dead_lettered(bus: Deployment, tag: str) -> None:

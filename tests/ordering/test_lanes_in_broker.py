@@ -22,7 +22,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, SkipMessage
 
-from dramatiq_eventbus import EventBus
+from dramatiq_eventbus import EventBus, EventEncodeError
 from dramatiq_eventbus.brokers import EventBusRedisBroker, RedisLaneStore
 from dramatiq_eventbus.ordering import LaneGate, PartitionOrdering
 
@@ -111,6 +111,15 @@ def test_publish_puts_each_lanes_head_on_the_broker_and_runs_the_hooks_once_per_
     assert all(m["options"]["redis_message_id"] == m["message_id"] for m in held)
     # Every message, waiting or not, went through the enqueue hooks once, when it was published.
     assert len(hooks.before) == 9 and sorted(hooks.before) == sorted(hooks.after) and len(set(hooks.before)) == 9
+
+
+def test_a_partitioned_event_too_large_for_the_workers_fails_at_publish_and_no_lane_holds_it(bus: EventBus) -> None:
+    key = f"k-{keyed_queue(bus)}"
+    with pytest.raises(EventEncodeError, match=r"more than max_message_bytes"):
+        bus.publish([Step(key, 0, 0), Step(key + "x" * (1 << 20), 0, 1)])  # the key is in the message thrice
+    assert RedisQueues(require_redis()).messages(keyed_queue(bus)) == []
+    client: Any = redis.Redis.from_url(require_redis())
+    assert [lane for lane in client.zrange("eventbus:lanes", 0, -1) if key.encode() in lane] == []
 
 
 def test_a_fetch_takes_the_leases_of_its_heads_in_one_round_trip(bus: EventBus) -> None:

@@ -129,6 +129,21 @@ def test_an_event_that_cannot_be_encoded_fails_the_whole_call_with_nothing_sent(
     assert queued(configured.broker, "events") == []
 
 
+def test_an_event_too_large_for_the_workers_fails_at_publish_on_a_stub_broker_too(configured: EventBus) -> None:
+    # What the bus's Redis and RabbitMQ brokers refuse at publish() (tests/integration), so that
+    # a test on the StubBroker does not pass where production would fail.
+    too_long = OrderCreated("2", Decimal("5"), lines=[Line("x" * (1 << 20), 1)])
+    too_many = OrderCreated("3", Decimal("5"), lines=[Line("", 1)] * 17_000)  # 16,384 objects and lists at most
+    for event, problem in ((too_long, "more than max_message_bytes"), (too_many, "JSON objects and lists")):
+        with pytest.raises(EventEncodeError, match=problem) as raised:
+            configured.publish([OrderCreated("1", Decimal("5")), event])
+        assert "raise max_message_bytes on workers and publishers alike" in str(raised.value)
+        assert queued(configured.broker, "events") == []
+    configured.reconfigure(max_message_bytes=4 << 20)
+    configured.publish([too_long, too_many])
+    assert {message.args[0]["order_id"] for message in queued(configured.broker, "events")} == {"2", "3"}
+
+
 @pytest.mark.parametrize("value", [None, "OrderCreated", 42, {"order_id": "1"}, [None], [OrderShipped("1"), "x"]])
 def test_publish_refuses_values_that_are_not_events(configured: EventBus, value: Any) -> None:
     with pytest.raises(TypeError, match="publish\\(\\) takes an event object or a list of them"):

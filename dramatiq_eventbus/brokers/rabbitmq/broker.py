@@ -12,7 +12,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
-from ..limits import DEFAULT_MAX_MESSAGE_BYTES
+from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
 from ..sending import BatchFailed, emit_before_enqueue, enqueue_each
 from . import upstream
 from .confirms import ConfirmingChannel
@@ -50,10 +50,10 @@ class EventBusRabbitmqBroker(RabbitmqBroker):
 
     def enqueue_many(self, messages: Sequence[Message[Any]]) -> None:
         """See :func:`enqueue_many`."""
-        enqueue_many(self, messages)
+        enqueue_many(self, messages, max_bytes=self.max_message_bytes)
 
 
-def enqueue_many(broker: RabbitmqBroker, messages: Sequence[Message[Any]]) -> None:
+def enqueue_many(broker: RabbitmqBroker, messages: Sequence[Message[Any]], *, max_bytes: int | None = None) -> None:
     """Publish every message, then wait once for RabbitMQ to confirm them all.
 
     Without publisher confirms, or for one message, they are sent one by one. As
@@ -62,13 +62,26 @@ def enqueue_many(broker: RabbitmqBroker, messages: Sequence[Message[Any]]) -> No
     confirmed are sent again. A message RabbitMQ returned as unroutable (its queue was
     deleted) has its queue declared again first.
 
+    Parameters:
+      broker(RabbitmqBroker): Any Dramatiq RabbitmqBroker.
+      messages(Sequence[Message]): The batch, in order.
+      max_bytes(int | None): The consumers' ``max_message_bytes``, when they check it.
+
     Raises:
       BatchFailed: Naming exactly the messages RabbitMQ confirmed.
+      EventEncodeError: A message is larger than the consumers read; nothing was sent.
     """
     if len(messages) < 2 or not broker.confirm_delivery:
+        if max_bytes is not None:
+            # Dramatiq's enqueue encodes the message itself: encoded once more here, about 10 µs
+            # against the 600 µs of a confirmed publish.
+            check_all_sendable(messages, [message.encode() for message in messages], max_bytes)
         enqueue_each(broker, messages)
         return
     emit_before_enqueue(broker, messages)
+    bodies = [message.encode() for message in messages]
+    if max_bytes is not None:
+        check_all_sendable(messages, bodies, max_bytes)
     accepted: set[int] = set()
     attempts = 0
     while True:
@@ -80,7 +93,7 @@ def enqueue_many(broker: RabbitmqBroker, messages: Sequence[Message[Any]]) -> No
             for queue_name in dict.fromkeys(messages[index].queue_name for index in pending):
                 broker.declare_queue(queue_name, ensure=True)
             channel = ConfirmingChannel.of(broker)
-            outcome = channel.publish([messages[index] for index in pending])
+            outcome = channel.publish([messages[index] for index in pending], [bodies[index] for index in pending])
         except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
             if channel is not None:
                 # What RabbitMQ confirmed before the connection failed is on its queue: never send it again.

@@ -79,13 +79,19 @@ class ConfirmingChannel:
             channel = state.eventbus_confirming_channel = cls(connection)
         return channel
 
-    def publish(self, messages: Sequence[Message[Any]]) -> Outcome:
+    def publish(self, messages: Sequence[Message[Any]], bodies: Sequence[bytes] | None = None) -> Outcome:
         """Publish ``messages`` as RabbitmqBroker.enqueue would, then wait for all their confirms.
+
+        Parameters:
+          messages(Sequence[Message]): The batch, in order.
+          bodies(Sequence[bytes] | None): Their encodings, when the caller made them already.
 
         Raises:
           pika.exceptions.AMQPError: The connection or the channel failed; :meth:`outcome` then
             still says which messages RabbitMQ had confirmed.
         """
+        if bodies is None:
+            bodies = [message.encode() for message in messages]
         self._first_tag = self._last_tag + 1
         self._acked.clear()
         self._nacked.clear()
@@ -93,8 +99,7 @@ class ConfirmingChannel:
         self._bodies = []
         try:
             with upstream.one_write(self.protocol_channel.connection):
-                for message in messages:
-                    body = message.encode()
+                for message, body in zip(messages, bodies, strict=True):
                     self.protocol_channel.basic_publish(
                         exchange="",
                         routing_key=message.queue_name,

@@ -14,7 +14,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 
-from ..limits import DEFAULT_MAX_MESSAGE_BYTES
+from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_sendable, smallest_checked
 from ..sending import BatchFailed, emit_before_enqueue
 from . import scripts, upstream
 from .consumer import FetchHook, Holdings, RedisConsumer
@@ -63,14 +63,20 @@ class EventBusRedisBroker(RedisBroker):
 
     def enqueue_many(self, messages: Sequence[Message[Any]]) -> None:
         """See :func:`enqueue_many`."""
-        enqueue_many(self, messages, self.keys)
+        enqueue_many(self, messages, self.keys, max_bytes=self.max_message_bytes)
 
     def keep_dead_letter(self, message: MessageProxy) -> None:
         """See :func:`keep_dead_letter`."""
         keep_dead_letter(self, message)
 
 
-def enqueue_many(broker: RedisBroker, messages: Sequence[Message[Any]], keys: RedisKeys | None = None) -> None:
+def enqueue_many(
+    broker: RedisBroker,
+    messages: Sequence[Message[Any]],
+    keys: RedisKeys | None = None,
+    *,
+    max_bytes: int | None = None,
+) -> None:
     """What ``broker.enqueue`` does per message, for a whole batch in one script call.
 
     One atomic script: a fan-out is written whole or not at all, in one round trip.
@@ -81,9 +87,11 @@ def enqueue_many(broker: RedisBroker, messages: Sequence[Message[Any]], keys: Re
       broker(RedisBroker): Any Dramatiq RedisBroker; its keys are Dramatiq's.
       messages(Sequence[Message]): The batch, in order.
       keys(RedisKeys | None): The broker's keys, when the caller keeps them; made if None.
+      max_bytes(int | None): The consumers' ``max_message_bytes``, when they check it.
 
     Raises:
       BatchFailed: Nothing was written.
+      EventEncodeError: A message is larger than the consumers read; nothing was written.
     """
     if not messages:
         return
@@ -91,9 +99,13 @@ def enqueue_many(broker: RedisBroker, messages: Sequence[Message[Any]], keys: Re
     emit_before_enqueue(broker, prepared)
     keys = RedisKeys(broker.namespace) if keys is None else keys
     args: list[Any] = [current_millis(), broker.broker_id]
+    checked_above = smallest_checked(max_bytes) if max_bytes is not None else 0
     for message in prepared:
         queue = message.queue_name
-        args += (keys.queue(queue), keys.messages(queue), message.options["redis_message_id"], message.encode())
+        body = message.encode()
+        if max_bytes is not None and len(body) > checked_above:
+            check_sendable(message, body, max_bytes)
+        args += (keys.queue(queue), keys.messages(queue), message.options["redis_message_id"], body)
     try:
         _script(broker, "enqueue_many")(keys=[keys.heartbeats], args=args)
     except Exception as exc:
