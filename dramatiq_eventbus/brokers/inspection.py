@@ -39,6 +39,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "message_timestamp": (int, float),
 }
 _REQUIRED = ("queue_name", "actor_name", "args", "kwargs", "options")
+#: How many of an envelope's unknown fields its refusal names.
+_UNKNOWN_FIELDS_NAMED = 4
 
 #: Options Dramatiq's middleware does arithmetic with: anything but a number (or null)
 #: there raises inside a worker thread, outside any handler.
@@ -137,7 +139,8 @@ def _envelope_problem(fields: dict[str, Any]) -> str | None:
         return f"its envelope lacks {', '.join(missing)}"
     unknown = sorted(set(fields) - set(_FIELD_TYPES))
     if unknown:
-        return f"its envelope has unknown field(s) {shown(unknown)}"
+        named = ", ".join(shown(name) for name in unknown[:_UNKNOWN_FIELDS_NAMED])
+        return f"its envelope has unknown field(s) {named}{', …' if len(unknown) > _UNKNOWN_FIELDS_NAMED else ''}"
     for name, types in _FIELD_TYPES.items():
         value = fields.get(name)
         # bool is an int to isinstance(), never a timestamp.
