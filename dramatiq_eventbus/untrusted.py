@@ -13,6 +13,10 @@ name, a queue it consumes) is written as it is.
 
 from __future__ import annotations
 
+import reprlib
+from itertools import islice
+from typing import Any
+
 #: How much of one value from a message a log line shows.
 SHOWN_CHARACTERS = 80
 
@@ -23,6 +27,42 @@ REASON_CHARACTERS = 500
 def shown(value: object, limit: int = SHOWN_CHARACTERS) -> str:
     """``value``'s repr (escaped: no newline or control character survives), cut to ``limit``."""
     return cut(repr(value), limit)
+
+
+def briefly(value: object, limit: int = REASON_CHARACTERS) -> str:
+    """``value``'s repr at a cost bounded whatever its size: long strings and numbers shortened in
+    their middle, a few items of each list and dict, a few levels deep; escaped, cut to ``limit``.
+
+    For a value that may be large (a message's arguments, up to ``max_message_bytes``), where
+    :func:`shown` would first build its whole repr.
+    """
+    return escaped(_BRIEF.repr(value), limit)
+
+
+class _Brief(reprlib.Repr):
+    """reprlib's bounded repr, with a dict's items in their order rather than sorted (a sort of a
+    large dict's keys costs what this avoids)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = 60
+        self.maxother = 60
+        self.maxlong = 40
+        self.maxtuple = self.maxlist = self.maxdict = self.maxset = self.maxfrozenset = 6
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        pieces = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}" for k, v in islice(x.items(), self.maxdict)]
+        if len(x) > self.maxdict:
+            pieces.append("...")
+        return "{" + ", ".join(pieces) + "}"
+
+
+_BRIEF = _Brief()
 
 
 def escaped(text: str, limit: int) -> str:

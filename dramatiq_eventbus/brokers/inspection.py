@@ -5,15 +5,22 @@ service, an attacker with broker access) can hold an envelope that Dramatiq cann
 decode, or fields of the wrong type that crash a consumer or worker thread far from the
 message that caused it. The bus's consumers run every delivery through :func:`inspect_body`
 first, and dead-letter whatever it refuses, with one log line saying why.
+
+What it lets through is a :class:`ReceivedMessage`: Dramatiq's worker and middleware quote a
+message in their log lines (``Failed to process message %s ...``, ``Message %s was skipped.``,
+``Retrying message %r ...``), and a plain Message renders its whole arguments there, up to
+``max_message_bytes``, and its id however long a forger made it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -23,7 +30,7 @@ from dramatiq.message import Message, get_encoder
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
 from ..ordering.lanes import lane_name
-from ..untrusted import escaped, shown
+from ..untrusted import REASON_CHARACTERS, SHOWN_CHARACTERS, briefly, cut, escaped, shown
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, size_problem
 
 logger = logging.getLogger(__name__)
@@ -45,6 +52,71 @@ _UNKNOWN_FIELDS_NAMED = 4
 #: Options Dramatiq's middleware does arithmetic with: anything but a number (or null)
 #: there raises inside a worker thread, outside any handler.
 _NUMERIC_OPTIONS = frozenset(("retries", "max_retries", "min_backoff", "max_backoff", "time_limit", "max_age", "eta"))
+
+
+class ReceivedId(str):
+    """A message id read from a broker: the same str, whose repr is cut to a log line's measure.
+
+    Dramatiq's lines name a message by ``%r`` of its id (AgeLimit's, Retries'), and a forged id
+    may be as long as a message.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        # The slice first: the repr of the whole would cost as much as the id is long.
+        return shown(str.__getitem__(self, slice(SHOWN_CHARACTERS + 1)))
+
+
+class ReceivedMessage(Message[Any]):
+    """A message a consumer read from a broker and hands to Dramatiq's worker.
+
+    A Dramatiq :class:`~dramatiq.message.Message` in every way (its fields, ``encode()``,
+    ``copy()``, which keeps this class, pickling, equality with a Message of the same fields),
+    but ``str()`` and ``repr()`` are bounded in length and cost, and escaped: a few items of
+    its arguments and options, long values shortened, and its id a :class:`ReceivedId`.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[no-untyped-call]
+        if type(self.message_id) is str:
+            object.__setattr__(self, "message_id", ReceivedId(self.message_id))
+
+    def __str__(self) -> str:
+        # Dramatiq's form, actor(arguments), each argument shortened.
+        params = [briefly(arg, _ARGUMENT_CHARACTERS) for arg in self.args[:_ARGUMENTS_SHOWN]]
+        params += [
+            f"{escaped(str(name), SHOWN_CHARACTERS)}={briefly(value, _ARGUMENT_CHARACTERS)}"
+            for name, value in islice(self.kwargs.items(), _ARGUMENTS_SHOWN)
+        ]
+        if len(self.args) + len(self.kwargs) > len(params):
+            params.append("...")
+        return cut(f"{escaped(self.actor_name, SHOWN_CHARACTERS)}({', '.join(params)})", REASON_CHARACTERS)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f.name}={briefly(getattr(self, f.name), _ARGUMENT_CHARACTERS)}" for f in _FIELDS)
+        return cut(f"{type(self).__name__}({fields})", 2 * REASON_CHARACTERS)
+
+    def __eq__(self, other: object) -> bool:
+        # Message's own __eq__ (a dataclass's) holds only between instances of one class; a message
+        # received is equal to the Message it was sent as, both ways (Python asks the subclass first).
+        if isinstance(other, Message):
+            return _astuple(self) == _astuple(other)
+        return NotImplemented
+
+    # Defining __eq__ would drop the inherited __hash__; a Message's raises (its options are a dict) all the same.
+    __hash__ = Message.__hash__
+
+
+#: How many of a message's arguments its str() shows, and how much of each (or of each field, in its repr()).
+_ARGUMENTS_SHOWN = 6
+_ARGUMENT_CHARACTERS = 240
+_FIELDS = dataclasses.fields(Message)
+
+
+def _astuple(message: Message[Any]) -> tuple[Any, ...]:
+    """The fields a dataclass's __eq__ compares, without the deep copy of dataclasses.astuple()."""
+    return tuple(getattr(message, f.name) for f in _FIELDS)
 
 
 @dataclass(frozen=True)
@@ -92,7 +164,7 @@ def inspect_body(
     problem = _envelope_problem(fields)
     if problem is not None:
         return Refusal(f"{problem}; it starts {_start(body)}", message_id)
-    message: Message[Any] = Message(**{**fields, "args": tuple(fields["args"])})
+    message: Message[Any] = ReceivedMessage(**{**fields, "args": tuple(fields["args"])})
     problem = _placement_problem(queue_name, message) or _delivery_problem(actors, message)
     if problem is not None:
         return Refusal(problem, message.message_id)
