@@ -73,7 +73,12 @@ class LaneCoordinator(Protocol):
         """Retries will send the running ``message_id`` again after ``delay_ms``."""
 
     def finish(self, broker: Broker, message: MessageProxy, lane: str, *, retrying: bool) -> None:
-        """``message`` was handled, dead-lettered (``message.failed``), or will be retried."""
+        """``message`` was handled, dead-lettered (``message.failed``), or will be retried.
+
+        A message dead-lettered without :meth:`start` having let it run (a middleware before
+        the ordering failed it: AgeLimit's max_age, or the lanes unreachable on every attempt)
+        moves its lane on too, when it is the lane's head.
+        """
 
     def leases(self) -> list[tuple[str, str]]:
         """The ``(lane, token)`` leases this process holds, to renew."""
@@ -201,6 +206,8 @@ class SharedCallsCoordinator:
         with self._lock:
             entry = self._running.pop(id(message), None)
         if entry is None:
+            if message.failed and not retrying:
+                self._finish_unstarted(broker, message, lane)
             return
         _, token, _ = entry
         retry_at = self._retry_at.pop(message.message_id, None)
@@ -217,6 +224,49 @@ class SharedCallsCoordinator:
         warn_if_lost(lane, message.message_id, finished.status)
         if finished.next_message is not None:
             broker.enqueue(Message.decode(finished.next_message))
+
+    def _finish_unstarted(self, broker: Broker, message: MessageProxy, lane: str) -> None:
+        """Move ``lane`` on past ``message``, dead-lettered before :meth:`start` saw it, if it is the head.
+
+        Dramatiq's AgeLimit runs before the ordering: it fails and skips a head past its max_age,
+        which then never entered its lane, and nothing finished it. The lanes' sweep sent the head
+        again every lane_stall_seconds, AgeLimit skipped it again (its timestamp travels with
+        it), and the lane's later events never ran. Such a head is dead-lettered as surely as one
+        that failed while running, so its lane moves on the same way: the lease is taken now, as
+        :meth:`start` would, and the head finished at once. A message that is not the head (a
+        second delivery), or whose head another delivery holds, leaves the lane alone.
+        """
+        signer = self._signer
+        if signer is not None and is_handler_actor(broker, message.actor_name) and signer.problem(message) is not None:
+            # Refused by the keys (and so failed and skipped too): a forgery carrying the head's id
+            # must not move the lane past the real head.
+            return
+        try:
+            verdict, token = self._enter(message, lane)
+            if verdict is not Verdict.RUN:
+                return
+            finished = self.store.finish(lane, message.message_id, token, queue_name=message.queue_name)
+        except Exception as exc:
+            # Dramatiq would log a traceback for an after-hook that raises: say what it means instead.
+            logger.warning(
+                "Could not move lane %s on past message %s, dead-lettered before it started (%s); the lanes' "
+                "sweep sends it again within lane_stall_seconds.",
+                shown(lane),
+                shown(message.message_id),
+                described(exc),
+            )
+            return
+        logger.warning(
+            "Lane %s moves on past message %s, dead-lettered before it started (e.g. past its max_age).",
+            shown(lane),
+            shown(message.message_id),
+        )
+        warn_if_lost(lane, message.message_id, finished.status)
+        if finished.next_message is not None:
+            try:
+                broker.enqueue(Message.decode(finished.next_message))
+            except Exception as exc:
+                _log_lane_failure(exc)
 
     def _finish_handled(self, message: MessageProxy, head: HandledHead) -> None:
         # Finished before its delivery is acked, or a worker killed in between would leave the

@@ -1,0 +1,197 @@
+"""A lane's head that Dramatiq skips before it starts (AgeLimit's max_age) moves its lane on.
+
+On a real Redis with an in-process Dramatiq worker, with the lanes in the broker's Redis (the
+consumer takes the leases at fetch) and in a Redis of their own (the worker threads enter the
+lanes). AgeLimit runs before the ordering: a head past its max_age was failed and skipped
+without its lane ever being entered, so nothing finished the lane. The sweep sent the head
+again every lane_stall_seconds, AgeLimit skipped it again, and the key's later events never
+ran. Such a head is now dead-lettered like a failed one: its lane moves on, with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+
+from dramatiq_eventbus import EventBus
+from dramatiq_eventbus.backends import DramatiqBackend
+from dramatiq_eventbus.brokers import EventBusRedisBroker
+from dramatiq_eventbus.delivery import Delivery
+from dramatiq_eventbus.handler import handler_name
+from dramatiq_eventbus.ordering import GatedCoordinator, PartitionOrdering, SharedCallsCoordinator
+
+from ..support.broker_queues import RedisQueues
+from ..support.servers import require_redis
+from ..support.worker_process import wait_for
+from .handlers import OrderingA, Step, log_key
+
+#: The handlers' max_age: the head published first is older than this when the worker starts.
+MAX_AGE_MS = 2_000
+#: Far longer than the test: a lane that needed its sweep to move on would fail it.
+STALL_SECONDS = 60.0
+KEY = "skipped-heads-key-0123456789abcdef"
+HANDLERS = ("OrderingA", "OrderingB", "OrderingC")
+
+IN_BROKER = "lanes in the broker's Redis"
+OWN_REDIS = "lanes in a Redis of their own"
+
+
+@dataclass
+class Lanes:
+    bus: EventBus
+    run: str
+    redis: Any
+
+    @property
+    def queue(self) -> str:
+        return self.bus.config.queues.partitioned
+
+    def handled(self, handler: str) -> list[int]:
+        entries = [json.loads(raw) for raw in self.redis.lrange(log_key(self.run), 0, -1)]
+        return [entry["n"] for entry in entries if entry["h"] == handler and entry["ok"]]
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return RedisQueues(require_redis()).dead_letters(self.queue)
+
+    def write_first(self, message: Any) -> None:
+        redis_id = str(uuid.uuid4())
+        self.redis.hset(f"dramatiq:{self.queue}.msgs", redis_id, message.encode())
+        self.redis.lpush(f"dramatiq:{self.queue}", redis_id)
+
+
+def _lanes_url(url: str, where: str) -> str | None:
+    return None if where == IN_BROKER else url.rsplit("/", 1)[0] + "/5"
+
+
+@pytest.fixture
+def bus_settings() -> dict[str, Any]:
+    """More configure() arguments; a test parametrizes it to change them."""
+    return {}
+
+
+@pytest.fixture(params=[IN_BROKER, OWN_REDIS])
+def lanes(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, bus_settings: dict[str, Any]
+) -> Iterator[Lanes]:
+    url = require_redis()
+    run = uuid.uuid4().hex[:10]
+    monkeypatch.setenv("ORDERING_RUN", run)
+    monkeypatch.setenv("ORDERING_REDIS_URL", url)
+    lanes_url = _lanes_url(url, request.param)
+    bus = EventBus().configure(
+        handlers="tests.ordering.handlers:HANDLERS",
+        broker=url,
+        queue=f"skipped_{run}",
+        partitioned_queue=f"skipped_{run}_keyed",
+        redis_url=lanes_url,
+        lane_lease_seconds=STALL_SECONDS,
+        lane_stall_seconds=STALL_SECONDS,
+        default_actor_options={"min_backoff": 20, "max_backoff": 200, "max_age": MAX_AGE_MS},
+        **bus_settings,
+    )
+    ordering = next(m for m in bus.broker.middleware if isinstance(m, PartitionOrdering))
+    expected = GatedCoordinator if request.param == IN_BROKER else SharedCallsCoordinator
+    assert type(ordering.coordinator) is expected
+    client: Any = redis.Redis.from_url(url)
+    yield Lanes(bus, run, client)
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    for lane_client in {client, redis.Redis.from_url(lanes_url or url)}:
+        for key in [*lane_client.scan_iter(match=f"eventbus:lane:*{run}*", count=1000), log_key(run)]:
+            lane_client.delete(key)
+        for lane in lane_client.zrange("eventbus:lanes", 0, -1):
+            if run in lane.decode():
+                lane_client.zrem("eventbus:lanes", lane)
+    for key in client.scan_iter(match=f"ordering:{run}:*", count=1000):
+        client.delete(key)
+    probe = RedisQueues(url)
+    probe.delete((bus.config.queues.default, bus.config.queues.partitioned))
+    probe.forget_brokers([broker.broker_id])
+    probe.close()
+    client.close()
+    broker.close()
+
+
+@pytest.fixture
+def worker(lanes: Lanes) -> Iterator[dramatiq.Worker]:
+    made = dramatiq.Worker(lanes.bus.broker, worker_threads=2, worker_timeout=100)
+    yield made
+    made.stop()
+
+
+def moved_on_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("dramatiq_eventbus.ordering") and "moves on past" in r.getMessage()
+    ]
+
+
+def test_a_head_past_its_max_age_is_dead_lettered_and_its_lane_moves_on(
+    lanes: Lanes, worker: dramatiq.Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = f"k-{lanes.run}"
+    lanes.bus.publish(Step(key, 0, 0))
+    time.sleep(MAX_AGE_MS / 1000 + 0.2)  # the head ages past max_age, as in a backlog...
+    lanes.bus.publish([Step(key, 0, 1), Step(key, 0, 2)])  # ...and the events behind it do not
+    with caplog.at_level(logging.INFO):
+        worker.start()
+        wait_for(
+            lambda: all(lanes.handled(h) == [1, 2] for h in HANDLERS),
+            timeout=10,
+            describe=lambda: f"handled {[lanes.handled(h) for h in HANDLERS]}",
+        )
+        time.sleep(0.3)
+    assert sorted((m["actor_name"].rsplit(".", 1)[1], m["args"][0]["n"]) for m in lanes.dead_letters()) == [
+        (h, 0) for h in HANDLERS
+    ]
+    lines = moved_on_lines(caplog)
+    assert len(lines) == 3, lines  # one per lane
+    assert all("before it started" in line for line in lines), lines
+    assert not [lane for lane in lanes.bus.lanes() if lane.partition_key == key]  # nothing left for the sweep
+
+
+@pytest.mark.parametrize("bus_settings", [{"secret_key": KEY}])
+def test_with_a_key_a_refused_message_under_the_heads_id_does_not_move_the_lane(
+    lanes: Lanes, worker: dramatiq.Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Refused before AgeLimit looks at it, but failed and skipped all the same: it must not pass
+    # for the head, which would then be dropped.
+    key = f"k-{lanes.run}"
+    lanes.bus.publish([Step(key, 0, 0), Step(key, 0, 1)])
+    (head,) = [
+        lane.head_message_id
+        for lane in lanes.bus.lanes()
+        if lane.handler == handler_name(OrderingA) and lane.partition_key == key
+    ]
+    spec = next(s for s in lanes.bus.config.registry.handlers_for(Step) if s.name == handler_name(OrderingA))
+    backend = lanes.bus.config.backend
+    assert isinstance(backend, DramatiqBackend)
+    genuine = backend.message_for(
+        Delivery(spec, Step(key, 0, 99), lanes.bus.config.codec.encode(Step(key, 0, 99)), key, lanes.queue)
+    )
+    forged = dataclasses.replace(
+        genuine,
+        message_id=head,
+        message_timestamp=0,
+        options={k: v for k, v in genuine.options.items() if k != "signature"},
+    )
+    lanes.write_first(forged)
+    with caplog.at_level(logging.INFO):
+        worker.start()
+        wait_for(
+            lambda: lanes.handled("OrderingA") == [0, 1], timeout=10, describe=lambda: f"{lanes.handled('OrderingA')}"
+        )
+        time.sleep(0.3)
+    assert [m["args"][0]["n"] for m in lanes.dead_letters()] == [99]
+    assert not moved_on_lines(caplog)
