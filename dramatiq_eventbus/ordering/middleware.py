@@ -35,6 +35,10 @@ class PartitionOrdering(Middleware):
     def __init__(self, coordinator: LaneCoordinator) -> None:
         self.coordinator = coordinator
         self.local = LocalLanes()
+        # The deliveries (by id() of their proxy, alive until the after hooks) that took their
+        # local lane: one skipped before this middleware saw it (AgeLimit, or refused by the
+        # keys) took none, and must not give up the lane a delivery of the same id holds.
+        self._in_local_lanes: dict[int, str] = {}
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self.coordinator.worker_booted()
@@ -46,7 +50,9 @@ class PartitionOrdering(Middleware):
             return
         key = message.options.get("partition_key")
         if isinstance(key, str) and is_handler_actor(broker, message.actor_name):
-            self.local.enter(lane_name(message.actor_name, key), message.message_id)
+            local_lane = lane_name(message.actor_name, key)
+            self.local.enter(local_lane, message.message_id)
+            self._in_local_lanes[id(message)] = local_lane
 
     def before_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
         # Retries sends a failed head again with a delay; the lane waits for it until then.
@@ -67,9 +73,9 @@ class PartitionOrdering(Middleware):
         if isinstance(lane, str):
             self.coordinator.finish(broker, message, lane, retrying=retrying)
             return
-        key = options.get("partition_key")
-        if isinstance(key, str) and is_handler_actor(broker, message.actor_name):
-            self.local.leave(lane_name(message.actor_name, key), message.message_id)
+        local_lane = self._in_local_lanes.pop(id(message), None)
+        if local_lane is not None:
+            self.local.leave(local_lane, message.message_id)
 
 
 class LaneSweeper(Middleware):

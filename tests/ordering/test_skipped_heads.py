@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from typing import Any
 import dramatiq
 import pytest
 import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.message import Message
 
 from dramatiq_eventbus import EventBus
 from dramatiq_eventbus.backends import DramatiqBackend
@@ -33,6 +36,7 @@ from dramatiq_eventbus.ordering import GatedCoordinator, PartitionOrdering, Shar
 from ..support.broker_queues import RedisQueues
 from ..support.servers import require_redis
 from ..support.worker_process import wait_for
+from ..unit.handlers import NotifyHandler
 from .handlers import OrderingA, Step, log_key
 
 #: The handlers' max_age: the head published first is older than this when the worker starts.
@@ -195,3 +199,27 @@ def test_with_a_key_a_refused_message_under_the_heads_id_does_not_move_the_lane(
         time.sleep(0.3)
     assert [m["args"][0]["n"] for m in lanes.dead_letters()] == [99]
     assert not moved_on_lines(caplog)
+
+
+def test_without_lanes_a_skipped_delivery_does_not_free_the_lane_a_running_one_holds() -> None:
+    # Order within each process: a lane is held from before_process_message to the after hooks.
+    # A delivery skipped before the ordering saw it (AgeLimit, or refused by the keys) never
+    # took the lane, and must not give it up for the delivery of the same id that runs.
+    bus = EventBus().configure(handlers="tests.unit.handlers:HANDLERS", broker="stub")
+    ordering = next(m for m in bus.broker.middleware if isinstance(m, PartitionOrdering))
+    actor = handler_name(NotifyHandler)
+    options = {"partition_key": "k", "event_type": "tests.unit.handlers:OrderShipped"}
+    running = MessageProxy(Message(queue_name="q", actor_name=actor, args=({},), kwargs={}, options=options))
+    duplicate = MessageProxy(Message(**{**running.asdict(), "options": dict(options)}))
+    after = MessageProxy(Message(queue_name="q", actor_name=actor, args=({},), kwargs={}, options=options))
+    ordering.before_process_message(bus.broker, running)
+    duplicate.fail()
+    ordering.after_skip_message(bus.broker, duplicate)
+    entered = threading.Event()
+    waiting = threading.Thread(target=lambda: (ordering.before_process_message(bus.broker, after), entered.set()))
+    waiting.start()
+    assert not entered.wait(0.3), "the next message took the lane while the first still ran"
+    ordering.after_process_message(bus.broker, running)
+    assert entered.wait(5)
+    waiting.join(5)
+    ordering.after_process_message(bus.broker, after)
