@@ -46,6 +46,10 @@ class Outbox:
     Each row is one Dramatiq message, built and encoded at publish() time exactly as the
     ``"dramatiq"`` backend would have sent it. ``id`` orders the rows of one transaction
     in publish order; the relay sends committed rows in ``id`` order and sets ``sent_at``.
+    A row the relay cannot send (it holds no Dramatiq message: written by something else,
+    or damaged) is set aside instead: ``failed_at`` and ``failure`` (why) are set, and the
+    row stays in the table, never pruned, until it is corrected (then set ``failed_at`` to
+    NULL, and the relay sends it) or deleted.
 
     On PostgreSQL, :meth:`create` also installs a statement trigger that NOTIFYs the
     relays when rows are committed, so they wake at once instead of polling.
@@ -90,12 +94,49 @@ class Outbox:
     # -- the table's lifetime -----------------------------------------------------------------
 
     def create(self, bind: Engine | Connection) -> None:
-        """Create the table, its indexes and, on PostgreSQL, its NOTIFY trigger, unless the table exists.
+        """Create the table, its indexes and, on PostgreSQL, its NOTIFY trigger, unless the table
+        exists; add to an existing table the columns it lacks (:meth:`add_missing_columns`).
 
         The migration helper: call it from an Alembic migration with ``op.get_bind()``, or
         at start-up with the engine.
         """
         self.table.create(bind, checkfirst=True)
+        self.add_missing_columns(bind)
+
+    def missing_columns(self, bind: Engine | Connection) -> list[str]:
+        """The columns of :attr:`table` that the table in the database lacks (made by an older
+        version: ``failed_at`` and ``failure`` came with setting unsendable rows aside).
+
+        Raises:
+          sqlalchemy.exc.SQLAlchemyError: The database failed, or the table does not exist.
+        """
+        present = {column["name"] for column in inspect(bind).get_columns(self.name, schema=self.schema)}
+        return [column.name for column in self.table.columns if column.name not in present]
+
+    def add_missing_columns(self, bind: Engine | Connection) -> list[str]:
+        """Add the columns the table lacks, all nullable and without a default (instant on
+        PostgreSQL); return their names.
+
+        Raises:
+          sqlalchemy.exc.SQLAlchemyError: The database refused (e.g. the user does not own the table).
+        """
+        missing = self.missing_columns(bind)
+        if not missing:
+            return []
+        # Another relay starting at the same time may add them first: PostgreSQL and MariaDB say
+        # IF NOT EXISTS; elsewhere a failed ALTER is checked against the columns found after it.
+        if_not_exists = "IF NOT EXISTS " if bind.dialect.name in ("postgresql", "mariadb") else ""
+        with _connection(bind) as connection:
+            for name in missing:
+                column = self.table.columns[name]
+                kind = column.type.compile(dialect=connection.dialect)
+                statement = f'ALTER TABLE {self._quoted_name()} ADD COLUMN {if_not_exists}"{name}" {kind}'
+                try:
+                    connection.exec_driver_sql(statement)
+                except Exception:
+                    if if_not_exists or name in self.missing_columns(connection):
+                        raise
+        return missing
 
     def drop(self, bind: Engine | Connection) -> None:
         """Drop the table (with its trigger), if it exists."""
@@ -182,6 +223,10 @@ def _define_table(metadata: MetaData, name: str, schema: str | None) -> Table:
         Column("partition_key", Text(), nullable=True),
         Column("message", LargeBinary(), nullable=False),
         Column("sent_at", DateTime(timezone=True), nullable=True),
+        # Set, with why, on a row the relay cannot send: it is set aside rather than stop every
+        # row after it. Nullable without a default, so that an older table takes them at once.
+        Column("failed_at", DateTime(timezone=True), nullable=True),
+        Column("failure", Text(), nullable=True),
         # The relay's query: unsent rows in id order. Partial where the database allows, so
         # it stays as small as the backlog however many sent rows wait to be pruned.
         Index(

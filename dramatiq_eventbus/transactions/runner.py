@@ -63,7 +63,7 @@ class RelayRunner:
                 if failures:
                     logger.info("Outbox relay recovered after %d failed pass(es).", failures)
                     failures = 0
-                if batch.sent + batch.held_back >= relay.batch_size:
+                if batch.sent + batch.held_back + batch.set_aside >= relay.batch_size:
                     continue
                 if batch.held_back:
                     stop.wait(HELD_BACK_PAUSE_SECONDS)
