@@ -35,6 +35,11 @@ def briefly(value: object, limit: int = REASON_CHARACTERS) -> str:
 
     For a value that may be large (a message's arguments, up to ``max_message_bytes``), where
     :func:`shown` would first build its whole repr.
+
+    Parameters:
+      value(object): What to show; JSON's types and containers are shortened item by item,
+        anything else through its own repr, cut.
+      limit(int): The longest text returned.
     """
     return escaped(_BRIEF.repr(value), limit)
 

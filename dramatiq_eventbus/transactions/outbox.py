@@ -107,6 +107,9 @@ class Outbox:
         """The columns of :attr:`table` that the table in the database lacks (made by an older
         version: ``failed_at`` and ``failure`` came with setting unsendable rows aside).
 
+        Parameters:
+          bind(Engine | Connection): The database holding the table.
+
         Raises:
           sqlalchemy.exc.SQLAlchemyError: The database failed, or the table does not exist.
         """
@@ -116,6 +119,10 @@ class Outbox:
     def add_missing_columns(self, bind: Engine | Connection) -> list[str]:
         """Add the columns the table lacks, all nullable and without a default (instant on
         PostgreSQL); return their names.
+
+        Parameters:
+          bind(Engine | Connection): The database holding the table; a connection's own
+            transaction, if any, takes the change.
 
         Raises:
           sqlalchemy.exc.SQLAlchemyError: The database refused (e.g. the user does not own the table).
