@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -186,12 +187,14 @@ class EventBus:
             resolved_backend = _resolve_backend(
                 backend, resolved_broker, resolved_codec, lanes, support, signer, checked_bytes
             )
-            install_middleware(
+            authentication = install_middleware(
                 resolved_broker,
                 coordinator=_coordinator(support, lanes),
                 keep_dead_letter=support.keep_dead_letter,
                 signer=signer,
             )
+            if support.set_message_check is not None:
+                support.set_message_check(functools.partial(authentication.problem, resolved_broker))
             actors = declare_actors(resolved_broker, registry, resolved_codec, queues)
         except BaseException:
             if owns_broker:

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
 from dramatiq.common import current_millis, q_name
@@ -83,7 +83,8 @@ class ReceivedMessage(Message[Any]):
             object.__setattr__(self, "message_id", ReceivedId(self.message_id))
 
     def __str__(self) -> str:
-        # Dramatiq's form, actor(arguments), each argument shortened.
+        # Dramatiq's form, actor(arguments), each argument shortened, and the id: Dramatiq's lines
+        # that quote a message this way ("Message %s was skipped.") otherwise do not say which it was.
         params = [briefly(arg, _ARGUMENT_CHARACTERS) for arg in self.args[:_ARGUMENTS_SHOWN]]
         params += [
             f"{escaped(str(name), SHOWN_CHARACTERS)}={briefly(value, _ARGUMENT_CHARACTERS)}"
@@ -91,7 +92,8 @@ class ReceivedMessage(Message[Any]):
         ]
         if len(self.args) + len(self.kwargs) > len(params):
             params.append("...")
-        return cut(f"{escaped(self.actor_name, SHOWN_CHARACTERS)}({', '.join(params)})", REASON_CHARACTERS)
+        call = cut(f"{escaped(self.actor_name, SHOWN_CHARACTERS)}({', '.join(params)})", REASON_CHARACTERS)
+        return f"{call} (id {self.message_id!r})"  # a ReceivedId: its repr is cut
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={briefly(getattr(self, f.name), _ARGUMENT_CHARACTERS)}" for f in _FIELDS)
@@ -132,8 +134,17 @@ class Refusal:
     message_id: str | None = None
 
 
+#: What the bus checks of a message besides its envelope: why it must not run, or None.
+MessageCheck = Callable[[Message[Any]], str | None]
+
+
 def inspect_body(
-    body: bytes | None, actors: Mapping[str, Any], queue_name: str, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    body: bytes | None,
+    actors: Mapping[str, Any],
+    queue_name: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    check: MessageCheck | None = None,
 ) -> Message[Any] | Refusal:
     """Decode ``body``, found on ``queue_name``, into a message the worker can run, or say why it cannot be.
 
@@ -144,7 +155,9 @@ def inspect_body(
     options of a type or range that neither Dramatiq nor the bus writes (an ``eta`` on
     a queue of undelayed messages, a ``lane`` that is not its handler's and key's). The
     event itself is not decoded here: a payload the codec cannot read is the handler
-    actor's to dead-letter, with the codec's reason.
+    actor's to dead-letter, with the codec's reason. Last, ``check`` (the bus's: a handler's
+    message must be signed, and set no option the bus never writes) refuses it here too,
+    so that Dramatiq's worker never sees it, nor adds a line of its own about it.
     """
     if body is None:
         return Refusal("it has an id in the queue but no body")
@@ -166,9 +179,25 @@ def inspect_body(
         return Refusal(f"{problem}; it starts {_start(body)}", message_id)
     message: Message[Any] = ReceivedMessage(**{**fields, "args": tuple(fields["args"])})
     problem = _placement_problem(queue_name, message) or _delivery_problem(actors, message)
+    if problem is None and check is not None:
+        refused = check(message)
+        problem = None if refused is None else f"refused: {refused}"
     if problem is not None:
         return Refusal(problem, message.message_id)
     return message
+
+
+class ConsumedBroker(Protocol):
+    """What :func:`inspect_delivery` reads of a bus broker: its actors and its consumers' settings."""
+
+    actors: dict[str, Any]
+    max_message_bytes: int
+    message_check: MessageCheck | None
+
+
+def inspect_delivery(broker: ConsumedBroker, queue_name: str, body: bytes | None) -> Message[Any] | Refusal:
+    """:func:`inspect_body` with ``broker``'s actors, ``max_message_bytes`` and ``message_check``."""
+    return inspect_body(body, broker.actors, queue_name, max_bytes=broker.max_message_bytes, check=broker.message_check)
 
 
 def log_dead_lettered(queue_name: str, refusal: Refusal, *, where: str | None = None) -> None:
@@ -325,6 +354,11 @@ def _option_problem(actor: Any, message: Message[Any]) -> str | None:
         latest = current_millis() + _max_backoff(actor) + ETA_MARGIN_MS
         if not eta <= latest:  # NaN and infinity too
             return f"its eta {shown(eta)} lies beyond its actor's max_backoff (at most {latest})"
+    priority = options.get("broker_priority")
+    if priority is not None and (type(priority) is not int or not 0 <= priority <= MAX_BROKER_PRIORITY):
+        # pika writes it in one byte: anything else failed the consumer that moves a due message
+        # from its delay queue, every time it tried, and no delayed message of the queue ran again.
+        return f"its option 'broker_priority' is {shown(priority)}, not an int from 0 to {MAX_BROKER_PRIORITY}"
     key = options.get("partition_key")
     if key is not None and not isinstance(key, str):
         return f"its option 'partition_key' is {_a(type(key).__name__)}, not a str"
@@ -333,6 +367,10 @@ def _option_problem(actor: Any, message: Message[Any]) -> str | None:
         # A lane names a handler and a key: another lane's name would run or drop that lane's head.
         return f"its option 'lane' is {shown(lane)}, not the lane of its actor and partition key"
     return None
+
+
+#: The highest priority AMQP can carry.
+MAX_BROKER_PRIORITY = 255
 
 
 def _max_backoff(actor: Any) -> int:

@@ -22,6 +22,7 @@ from dramatiq.message import Message
 
 from . import rabbitmq
 from . import redis as redis_package
+from .inspection import MessageCheck
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
 from .rabbitmq import EventBusRabbitmqBroker
 from .redis import EventBusRedisBroker, FetchHook, RedisKeys
@@ -43,6 +44,9 @@ class BrokerSupport:
         broker's queues a hook for their fetches and acks.
       set_max_message_bytes(Callable[[int], None] | None): Sets the largest message the
         broker's consumers read.
+      set_message_check(Callable[[MessageCheck], None] | None): Hands the broker's consumers
+        the bus's check of each message (signature, options), so that they refuse what fails
+        it before Dramatiq's worker sees it.
       lacks(tuple[str, ...]): What this broker lacks of the bus's own, for a warning.
       instead(str): The class to use instead, for that warning.
     """
@@ -54,6 +58,7 @@ class BrokerSupport:
     keep_dead_letter: Callable[[MessageProxy], None] | None = None
     set_fetch_hook: Callable[[FetchHook | None], None] | None = None
     set_max_message_bytes: Callable[[int], None] | None = None
+    set_message_check: Callable[[MessageCheck], None] | None = None
     lacks: tuple[str, ...] = field(default=())
     instead: str = ""
 
@@ -81,12 +86,14 @@ def support_for(broker: Broker) -> BrokerSupport:
             keep_dead_letter=broker.keep_dead_letter,
             set_fetch_hook=lambda hook: setattr(broker, "fetch_hook", hook),
             set_max_message_bytes=lambda limit: setattr(broker, "max_message_bytes", limit),
+            set_message_check=lambda check: setattr(broker, "message_check", check),
         )
     if isinstance(broker, EventBusRabbitmqBroker):
         return BrokerSupport(
             send=broker.enqueue_many,
             priorities=broker.max_priority is not None,
             set_max_message_bytes=lambda limit: setattr(broker, "max_message_bytes", limit),
+            set_message_check=lambda check: setattr(broker, "message_check", check),
         )
     if isinstance(broker, RedisBroker):
         keys = RedisKeys(broker.namespace)

@@ -22,9 +22,10 @@ def install(
     coordinator: LaneCoordinator,
     keep_dead_letter: Callable[[MessageProxy], None] | None,
     signer: Signer | None = None,
-) -> None:
+) -> MessageAuthentication:
     """Add the bus's middleware to ``broker`` once; configuring again only updates it.
 
+    Returns the MessageAuthentication, whose ``problem`` the broker's consumers may run too.
     DeadLetterReasons and PartitionOrdering go before Retries, so that their
     ``after_process_message`` runs after Retries has decided between a retry and a dead
     letter (Dramatiq runs "after" hooks in reverse order).
@@ -40,6 +41,7 @@ def install(
     _ensure(broker, DeadLetterReasons, lambda: DeadLetterReasons(keep_dead_letter)).keep_dead_letter = keep_dead_letter
     _ensure(broker, PartitionOrdering, lambda: PartitionOrdering(coordinator)).coordinator = coordinator
     _ensure(broker, LaneSweeper, lambda: LaneSweeper(coordinator)).coordinator = coordinator
+    return authentication
 
 
 def _ensure(broker: Broker, kind: type[_M], make: Callable[[], _M]) -> _M:

@@ -113,23 +113,11 @@ COUNTING_HANDLERS = (*handlers.TICK_HANDLERS, *KEYED_HANDLERS)
 
 #: Forgeries the library mishandles today. Each is reproduced by a strict xfail case in
 #: test_hostile_messages.py; the generator leaves it out while its name is here. Once the
-#: library is fixed, that case passes (and fails as XPASS): remove its name here and its mark.
-KNOWN_BUGS: dict[str, str] = {
-    "Dramatiq's lines": (
-        "Dramatiq logs a second WARNING line about a message the bus refuses after its consumer, with its "
-        "whole payload ('Message X(...) was skipped.'), or its id uncut (AgeLimit's 'Message ... has exceeded "
-        "its age limit.')"
-    ),
-    "broker priority": (
-        "on RabbitMQ, a message on a delay queue whose broker_priority option is not an int from 0 to 255 "
-        "(the signature does not cover it) makes the delay queue's consumer fail to send it on when due, "
-        "and restart, every 3 s, for good: no delayed message of that queue runs again"
-    ),
-    "callback options": (
-        "a genuine message's on_success, on_failure or pipe_target option, which the signature does not "
-        "cover, makes the worker send a message on the forger's say, or log a CRITICAL traceback"
-    ),
-}
+#: library is fixed, that case passes (and fails as XPASS): remove its name here, and the case
+#: stays as a test. Fixed so far: "Dramatiq's lines" (a second line quoting a refused payload
+#: whole, or its id uncut), "broker priority" (a delay queue's consumer failing for good),
+#: "callback options" (messages sent on a forger's say).
+KNOWN_BUGS: dict[str, str] = {}
 
 
 # -- forging ------------------------------------------------------------------------------------

@@ -104,9 +104,9 @@ def test_it_pickles_as_it_is() -> None:
 
 
 @pytest.mark.parametrize("args", [(), ({"n": 1, "text": "short"},), (1, "two", None)])
-def test_a_small_message_renders_as_dramatiqs(args: tuple[Any, ...]) -> None:
+def test_a_small_message_renders_as_dramatiqs_with_its_id(args: tuple[Any, ...]) -> None:
     message = ReceivedMessage(queue_name="q", actor_name="a.Handler", args=args, kwargs={}, options={})
-    assert str(message) == str(Message(**message.asdict()))
+    assert str(message) == f"{Message(**message.asdict())} (id {message.message_id!r})"
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from ..inspection import MessageCheck
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
 from ..sending import BatchFailed, emit_before_enqueue, enqueue_each
 from . import upstream
@@ -43,6 +44,8 @@ class EventBusRabbitmqBroker(RabbitmqBroker):
         super().__init__(**kwargs)
         #: The largest message its consumers read; configure(max_message_bytes=...) sets it.
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+        #: What the bus checks of each message its consumers read (its signature...); configure() sets it.
+        self.message_check: MessageCheck | None = None
 
     @property
     def consumer_class(self) -> type[RabbitmqConsumer]:

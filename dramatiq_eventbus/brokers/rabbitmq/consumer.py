@@ -25,7 +25,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 
 from ...untrusted import shown
-from ..inspection import Refusal, inspect_body, log_dead_lettered
+from ..inspection import Refusal, inspect_delivery, log_dead_lettered
 from . import upstream
 
 
@@ -79,7 +79,7 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
                 # The queue vanished: declare it again when the consumer restarts.
                 upstream.queues_to_declare(self.broker).add(q_name(self.queue_name))
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
-        inspected = inspect_body(body, self.broker.actors, self.queue_name, max_bytes=self.broker.max_message_bytes)
+        inspected = inspect_delivery(self.broker, self.queue_name, body)
         if isinstance(inspected, Refusal):
             log_dead_lettered(self.queue_name, inspected)
             # Not requeued: the queue's dead-letter exchange routes it to <queue>.XQ.

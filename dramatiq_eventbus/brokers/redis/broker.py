@@ -14,6 +14,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 
+from ..inspection import MessageCheck
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_sendable, smallest_checked
 from ..sending import BatchFailed, emit_before_enqueue
 from . import scripts, upstream
@@ -42,6 +43,8 @@ class EventBusRedisBroker(RedisBroker):
             _script(self, name)
         #: The largest message its consumers read; configure(max_message_bytes=...) sets it.
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+        #: What the bus checks of each message its consumers read (its signature...); configure() sets it.
+        self.message_check: MessageCheck | None = None
         #: Set by the bus's ordering when its lanes live in this broker's Redis.
         self.fetch_hook: FetchHook | None = None
         self._holdings: dict[str, Holdings] = {}

@@ -46,7 +46,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 from ...untrusted import shown
-from ..inspection import Refusal, inspect_body, log_dead_lettered
+from ..inspection import Refusal, inspect_delivery, log_dead_lettered
 from . import upstream
 
 if TYPE_CHECKING:
@@ -340,7 +340,7 @@ class RedisConsumer(Consumer):
     def _admit(self, fetched: _Fetched) -> Message[Any] | None:
         """The message to run, or None once a delivery that cannot run was dealt with."""
         redis_id, body = fetched.redis_id, fetched.body
-        inspected = inspect_body(body, self.broker.actors, self.queue_name, max_bytes=self.broker.max_message_bytes)
+        inspected = inspect_delivery(self.broker, self.queue_name, body)
         if isinstance(inspected, Refusal):
             if body is None:
                 # Nothing to keep: drop the id, or it stays in this worker's ack set.
