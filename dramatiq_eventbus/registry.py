@@ -9,6 +9,7 @@ lookup and a mistake is reported once, with the entry that caused it.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -190,9 +191,32 @@ def _make_spec(handler_class: type, allowed: frozenset[str], defaults: Mapping[s
     interested = getattr(instance, "interested", None)
     if interested is not None and not callable(interested):
         raise ConfigurationError(f"{name}.interested must be a method taking the event")
+    refuse_async_interested(name, interested)
     return HandlerSpec(
         handler_class, instance, name, priority, MappingProxyType(options), interested or _always_interested
     )
+
+
+def refuse_async_interested(name: str, interested: object) -> None:
+    """Refuse an ``async def interested``: publish() calls it synchronously and cannot await it.
+
+    Its coroutine object, which is always true, would make the handler interested in every
+    event, with nothing but a "never awaited" RuntimeWarning to tell.
+
+    Parameters:
+      name(str): The handler's name, for the error.
+      interested(object): Its ``interested`` method.
+
+    Raises:
+      ConfigurationError: ``interested`` is a coroutine function.
+    """
+    if inspect.iscoroutinefunction(interested):
+        raise ConfigurationError(
+            f"{name}.interested is an async def, but interested() runs synchronously in the publisher, "
+            "before anything is encoded or sent, so its answer could not be awaited (a coroutine is always "
+            "true): make it a plain def. It must be pure anyway, with nothing to await; handle_event may be "
+            "an async def"
+        )
 
 
 def _always_interested(event: object) -> bool:
