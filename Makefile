@@ -1,15 +1,16 @@
-# The commands of the README: `make demo`, `make test` and `make bench`. Each sets up .venv from nothing.
+# The commands of the README: `make demo`, `make test`, `make bench` and `make docs`. Each sets up .venv from nothing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench test-upstream clean
+.PHONY: demo test lint typecheck unit bench docs test-upstream clean
 
-$(STAMP): pyproject.toml
+# docs/requirements.txt too: `make test` builds the manual (tests/docs/).
+$(STAMP): pyproject.toml docs/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -r docs/requirements.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -31,6 +32,11 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# The manual, from docs/ and the docstrings, into site/; --strict makes any warning an error.
+# NO_MKDOCS_2_WARNING silences Material's banner about its own end of life, which is no build problem.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 # The contract and broker tests against the newest dramatiq, pika and redis-py, past the pins, in
 # a scratch venv: whether an upgrade keeps what dramatiq_eventbus/brokers/*/upstream.py relies on.
 UPSTREAM := .venv-upstream
@@ -46,4 +52,4 @@ test-upstream:
 	$(UPSTREAM)/bin/pytest -m "not slow" $(UPSTREAM_TESTS) $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(UPSTREAM) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(UPSTREAM) .mypy_cache .pytest_cache .ruff_cache site
