@@ -14,7 +14,7 @@ from typing import Any
 
 from . import environment
 from .backends import Backend
-from .bus import EventBus
+from .bus import EventBus, InterestedFailed
 from .codecs import Codec
 from .errors import (
     ConfigurationError,
@@ -38,6 +38,7 @@ __all__ = [
     "EventEncodeError",
     "Handler",
     "HandlerFailed",
+    "InterestedFailed",
     "PublishError",
     "configure",
     "configure_from_env",
@@ -60,6 +61,7 @@ register_type = default_bus.register_type
 def configure_from_env(**overrides: Any) -> EventBus:
     """Configure the default bus from the ``EVENTBUS_*`` environment variables.
 
-    Keyword ``overrides`` win over the environment. See the README for every variable.
+    Keyword ``overrides`` win over the environment, and give what no variable can, such as
+    ``handler_factory``. See the README for every variable.
     """
     return configure(**{**environment.arguments_from_env(), **overrides})

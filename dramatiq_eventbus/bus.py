@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -13,9 +14,10 @@ from typing import Any, Protocol
 
 import dramatiq
 from dramatiq.broker import Broker
+from dramatiq.brokers.stub import StubBroker
 
 from . import signing
-from .actors import declare_actors
+from .actors import HandlerActor, declare_actors
 from .backends import Backend, DramatiqBackend, InlineBackend
 from .brokers import BrokerSupport, RedisLaneStore, broker_from_url, support_for
 from .brokers.limits import DEFAULT_MAX_MESSAGE_BYTES
@@ -23,7 +25,7 @@ from .brokers.urls import redact as _redacted
 from .codecs import Codec, CustomTypes, make_codec
 from .codecs.names import qualified_name
 from .delivery import Delivery, PublishBuffer
-from .errors import ConfigurationError
+from .errors import ConfigurationError, EventBusError
 from .middleware import install as install_middleware
 from .ordering import (
     DEFAULT_LEASE_SECONDS,
@@ -37,7 +39,7 @@ from .ordering import (
     SharedCallsCoordinator,
 )
 from .partition import partition_key
-from .registry import HandlersConfig, Registry
+from .registry import HandlerFactory, HandlersConfig, Registry
 from .routing import Queues
 from .signing import Signer
 
@@ -47,6 +49,33 @@ BACKENDS = ("dramatiq", "inline")
 
 #: Below this, ordinary events would be refused.
 MIN_MAX_MESSAGE_BYTES = 1024
+#: How much of an event's repr an error shows: enough to tell which event it was.
+_EVENT_REPR_CHARACTERS = 200
+
+
+class InterestedFailed(EventBusError):
+    """A handler's ``interested(event)`` raised, in publish(): nothing of that publish() was sent.
+
+    The exception ``interested`` raised is this one's ``__cause__``.
+
+    Parameters:
+      handler(str): The handler's name, ``package.module.ClassName``.
+      event(object): The event it was asked about.
+      error(Exception): What ``interested`` raised.
+    """
+
+    def __init__(self, handler: str, event: object, error: Exception) -> None:
+        shown_event = repr(event)
+        if len(shown_event) > _EVENT_REPR_CHARACTERS:
+            shown_event = shown_event[: _EVENT_REPR_CHARACTERS - 1] + "…"
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        super().__init__(
+            f"{handler}.interested() raised {reason}, for the event {qualified_name(type(event))} {shown_event}; "
+            f"nothing of this publish() was sent"
+        )
+        self.handler = handler
+        self.event = event
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -93,6 +122,9 @@ class EventBus:
     def __init__(self, *, sets_global_broker: bool = False) -> None:
         self._config: BusConfig | None = None
         self._lock = threading.Lock()
+        # Held while a configuration is built, so that configure() and register_type() never
+        # build from one configuration and both swap theirs in, the second undoing the first.
+        self._configuring = threading.RLock()
         self._recorder: PublishRecorder | None = None
         self._interceptors: list[Callable[[], PublishRecorder | None]] = []
         # One buffer per thread or asyncio task, for deferred() blocks.
@@ -120,8 +152,14 @@ class EventBus:
         lane_stall_seconds: float = DEFAULT_STALL_SECONDS,
         redis_heartbeat_seconds: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        handler_factory: HandlerFactory | None = None,
     ) -> EventBus:
         """Resolve, validate and apply a configuration, replacing any earlier one.
+
+        Each handler class gets one instance, made here (so a handler that cannot be made
+        fails configure(), not every message), and shared by every thread of the process:
+        publishers call its ``interested``, worker threads its ``handle_event``, at once.
+        Keep per-event state in local variables, not on ``self``.
 
         Parameters:
           handlers: Event class (or ``"pkg.module:Name"``) to a list of handler classes
@@ -152,72 +190,70 @@ class EventBus:
           max_message_bytes: The largest message a worker's consumer reads (with the bus's
             brokers); a larger one, or one holding more than one JSON object or list per 64 bytes
             of this limit, is dead-lettered before it is parsed. Default 1 MiB.
+          handler_factory: Makes each handler's one instance: called with the handler class,
+            it returns an instance of that class, e.g. ``lambda cls: container.get(cls)``, to
+            give handlers their dependencies (``__init__(self, db)``). Called once per class,
+            here. Default: the class called with no arguments.
 
         Raises:
-          ConfigurationError: Naming the entry that is wrong.
+          ConfigurationError: Naming the entry that is wrong: a handler that cannot be made,
+            or a ``handler_factory`` that is not callable, raises, or returns something other
+            than an instance of the class it was given.
         """
         arguments = {key: value for key, value in locals().items() if key != "self"}
-        queues = Queues(queue, partitioned_queue)
-        keys = signing.secret_keys(secret_key, secret_keys)
-        signer = Signer(keys) if keys else None
-        resolved_broker, owns_broker = _resolve_broker(broker, redis_heartbeat_seconds)
-        try:
-            registry = Registry.from_config(
-                handlers,
-                allowed_options=frozenset(resolved_broker.actor_options),
-                default_options=default_actor_options,
-            )
-            resolved_codec = (
-                codec
-                if isinstance(codec, Codec) and not isinstance(codec, str)
-                else make_codec(
-                    codec,
-                    event_classes=registry.event_classes,
-                    custom_types=self.custom_types,
-                    secret_key=keys or None,
-                    pickle_fallback=pickle_fallback,
+        with self._configuring:
+            queues = Queues(queue, partitioned_queue)
+            keys = signing.secret_keys(secret_key, secret_keys)
+            signer = Signer(keys) if keys else None
+            resolved_broker, owns_broker = _resolve_broker(broker, redis_heartbeat_seconds)
+            try:
+                registry = Registry.from_config(
+                    handlers,
+                    allowed_options=frozenset(resolved_broker.actor_options),
+                    default_options=default_actor_options,
+                    handler_factory=handler_factory,
                 )
-            )
-            support = support_for(resolved_broker)
-            message_bytes = _message_bytes(max_message_bytes)
-            if support.set_max_message_bytes is not None:
-                support.set_max_message_bytes(message_bytes)
-            lanes = _resolve_lanes(support, redis_url, lane_lease_seconds, lane_stall_seconds)
-            checked_bytes = message_bytes if support.set_max_message_bytes is not None else None
-            resolved_backend = _resolve_backend(
-                backend, resolved_broker, resolved_codec, lanes, support, signer, checked_bytes
-            )
-            authentication = install_middleware(
+                resolved_codec = _resolve_codec(codec, registry, self.custom_types, arguments)
+                support = support_for(resolved_broker)
+                message_bytes = _message_bytes(max_message_bytes)
+                if support.set_max_message_bytes is not None:
+                    support.set_max_message_bytes(message_bytes)
+                lanes = _resolve_lanes(support, redis_url, lane_lease_seconds, lane_stall_seconds)
+                checked_bytes = message_bytes if support.set_max_message_bytes is not None else None
+                resolved_backend = _resolve_backend(
+                    backend, resolved_broker, resolved_codec, lanes, support, signer, checked_bytes
+                )
+                authentication = install_middleware(
+                    resolved_broker,
+                    coordinator=_coordinator(resolved_broker, support, lanes),
+                    keep_dead_letter=support.keep_dead_letter,
+                    signer=signer,
+                )
+                if support.set_message_check is not None:
+                    support.set_message_check(functools.partial(authentication.problem, resolved_broker))
+                actors = declare_actors(resolved_broker, registry, resolved_codec, queues)
+            except BaseException:
+                if owns_broker:
+                    resolved_broker.close()
+                raise
+            config = BusConfig(
+                registry,
                 resolved_broker,
-                coordinator=_coordinator(support, lanes),
-                keep_dead_letter=support.keep_dead_letter,
-                signer=signer,
+                resolved_codec,
+                resolved_backend,
+                queues,
+                actors,
+                lanes,
+                owns_broker,
+                signer,
+                arguments,
             )
-            if support.set_message_check is not None:
-                support.set_message_check(functools.partial(authentication.problem, resolved_broker))
-            actors = declare_actors(resolved_broker, registry, resolved_codec, queues)
-        except BaseException:
-            if owns_broker:
-                resolved_broker.close()
-            raise
-        config = BusConfig(
-            registry,
-            resolved_broker,
-            resolved_codec,
-            resolved_backend,
-            queues,
-            actors,
-            lanes,
-            owns_broker,
-            signer,
-            arguments,
-        )
-        with self._lock:
-            previous, self._config = self._config, config
-        if previous is not None and previous.owns_broker and previous.broker is not resolved_broker:
-            previous.broker.close()
-        if self._sets_global_broker:
-            dramatiq.set_broker(resolved_broker)
+            with self._lock:
+                previous, self._config = self._config, config
+            if previous is not None and previous.owns_broker and previous.broker is not resolved_broker:
+                previous.broker.close()
+            if self._sets_global_broker:
+                dramatiq.set_broker(resolved_broker)
         if support.lacks:
             logger.warning(
                 "configure() was given a %s made elsewhere, which works, but without the bus's consumer: %s. "
@@ -231,7 +267,8 @@ class EventBus:
 
     def reconfigure(self, **changes: Any) -> EventBus:
         """Configure again with the last configure()'s arguments, updated by ``changes``."""
-        return self.configure(**{**self.config.arguments, **changes})
+        with self._configuring:
+            return self.configure(**{**self.config.arguments, **changes})
 
     def lanes(self, *, older_than_seconds: float = 0.0) -> list[LaneStatus]:
         """The lanes whose head has waited longer than ``older_than_seconds``, oldest first.
@@ -260,9 +297,48 @@ class EventBus:
         class is carried by its fields, which is how an event class gets a stable ``name``
         or ``aliases`` for the names it had before a move or rename.
 
-        It takes effect at the next configure(), and lasts across configure() calls.
+        It takes effect at once: on a configured bus, the codec is rebuilt with it and
+        swapped in for publish() and for this process's handler actors together (a
+        ``Codec`` object given to configure() is left as it is). It lasts across configure()
+        calls. Call it in publishers and workers alike.
+
+        Parameters:
+          cls: The class.
+          encode: Turns an instance into a value the typed codec can encode; with ``decode``.
+          decode: Turns that value back into an instance; with ``encode``.
+          name: The class's name on the wire; default ``package.module:QualName``.
+          aliases: Names the class went by before; messages under them still decode.
+
+        Raises:
+          ConfigurationError: Naming what is wrong with the registration, or, on a configured
+            bus, what the codec cannot take (a wire name another class has). The
+            registration is then not kept, and the configuration is unchanged.
         """
-        self.custom_types.register(cls, encode=encode, decode=decode, name=name, aliases=aliases)
+        with self._configuring:
+            config = self._config
+            codec = None if config is None else config.arguments["codec"]
+            if config is None or not isinstance(codec, str):
+                self.custom_types.register(cls, encode=encode, decode=decode, name=name, aliases=aliases)
+                return
+            # Built from a copy first, so that a registration the codec refuses is not kept.
+            candidate = CustomTypes()
+            for known in self.custom_types:
+                candidate.register(
+                    known.cls, encode=known.encode, decode=known.decode, name=known.name, aliases=known.aliases
+                )
+            candidate.register(cls, encode=encode, decode=decode, name=name, aliases=aliases)
+            rebuilt = _resolve_codec(codec, config.registry, candidate, config.arguments)
+            self.custom_types.register(cls, encode=encode, decode=decode, name=name, aliases=aliases)
+            backend = InlineBackend(rebuilt) if config.arguments["backend"] == "inline" else config.backend
+            # The actors first: once publish() encodes with the new codec, this process's
+            # worker threads decode with it too. The actors are updated in place rather than
+            # declared again, so that no running worker ever looks one up while it is gone.
+            for actor in config.actors.values():
+                body = _handler_body(actor)
+                if body is not None:
+                    body.codec = rebuilt
+            with self._lock:
+                self._config = dataclasses.replace(config, codec=rebuilt, backend=backend)
 
     @property
     def config(self) -> BusConfig:
@@ -291,6 +367,15 @@ class EventBus:
         is ``interested``, encode the event once, route it to a queue by its partition key,
         and hand every delivery of the call to the backend together. Every event is encoded
         before anything is sent, so one that cannot be encoded fails the call with nothing sent.
+
+        Parameters:
+          events: An event, or a list or tuple of events.
+
+        Raises:
+          InterestedFailed: A handler's ``interested`` raised; nothing of the call was sent.
+          EventEncodeError: An event the codec cannot carry; nothing of the call was sent.
+          PublishError: The broker refused or dropped messages.
+          ConfigurationError: The bus is not configured.
         """
         config = self.config
         batch = _as_event_list(events)
@@ -298,9 +383,17 @@ class EventBus:
         for event in batch:
             handlers = config.registry.handlers_for(type(event))
             if not handlers:
-                logger.warning("No handlers registered for event: %s", qualified_name(type(event)))
+                _warn_unhandled(config.registry, type(event))
                 continue
-            interested = [spec for spec in handlers if spec.interested(event)]
+            interested = []
+            for spec in handlers:
+                try:
+                    wanted = spec.interested(event)
+                except Exception as exc:
+                    # Raised before anything of the call is handed over: nothing is sent.
+                    raise InterestedFailed(spec.name, event, exc) from exc
+                if wanted:
+                    interested.append(spec)
             if not interested:
                 continue
             payload = config.codec.encode(event)
@@ -434,7 +527,7 @@ def _resolve_lanes(support: BrokerSupport, redis_url: str | None, lease: float, 
     return RedisLaneStore(support.redis, lease_seconds=lease, stall_seconds=stall, broker_keys=support.redis_keys)
 
 
-def _coordinator(support: BrokerSupport, lanes: RedisLaneStore | None) -> LaneCoordinator:
+def _coordinator(broker: Broker, support: BrokerSupport, lanes: RedisLaneStore | None) -> LaneCoordinator:
     """How the workers keep lanes: per fetch in the consumer where it can, else in the worker threads."""
     if support.set_fetch_hook is not None:
         gate = LaneGate(lanes) if lanes is not None and lanes.sends_heads else None
@@ -442,8 +535,50 @@ def _coordinator(support: BrokerSupport, lanes: RedisLaneStore | None) -> LaneCo
         if gate is not None:
             return GatedCoordinator(gate, support.send)
     if lanes is None:
-        return LocalCoordinator()
+        # A StubBroker's workers all live in one process: order within it is order everywhere.
+        return LocalCoordinator(warns=not isinstance(broker, StubBroker))
     return SharedCallsCoordinator(lanes, support.send)
+
+
+def _resolve_codec(
+    codec: str | Codec, registry: Registry, custom_types: CustomTypes, arguments: Mapping[str, Any]
+) -> Codec:
+    """The codec configure() named, for the registry's event classes; a Codec object as it is."""
+    if isinstance(codec, Codec) and not isinstance(codec, str):
+        return codec
+    keys = signing.secret_keys(arguments["secret_key"], arguments["secret_keys"])
+    return make_codec(
+        codec,
+        event_classes=registry.event_classes,
+        custom_types=custom_types,
+        secret_key=keys or None,
+        pickle_fallback=arguments["pickle_fallback"],
+    )
+
+
+def _handler_body(actor: dramatiq.Actor[Any, Any]) -> HandlerActor | None:
+    """The bus's body behind a handler's actor: its function, or the object behind the wrapper
+    Dramatiq puts around a coroutine function."""
+    fn: Any = getattr(actor.fn, "__wrapped__", actor.fn)
+    fn = getattr(fn, "__self__", fn)
+    return fn if isinstance(fn, HandlerActor) else None
+
+
+def _warn_unhandled(registry: Registry, event_class: type) -> None:
+    """Warn of an event no handler is registered for, and of its base classes that have some."""
+    bases = registry.subscribed_bases(event_class)
+    if not bases:
+        logger.warning("No handlers registered for event: %s", qualified_name(event_class))
+        return
+    logger.warning(
+        "No handlers registered for event: %s; its base class%s %s %s handlers: subscriptions are to the exact "
+        "class, register the handlers for %s too",
+        qualified_name(event_class),
+        "es" if len(bases) > 1 else "",
+        ", ".join(map(qualified_name, bases)),
+        "have" if len(bases) > 1 else "has",
+        qualified_name(event_class),
+    )
 
 
 def _message_bytes(limit: object) -> int:

@@ -19,6 +19,18 @@ from .untrusted import shown
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; return its exit status.
+
+    Parameters:
+      argv: The arguments after the program's name. None, as the ``eventbus`` script and
+        ``python -m dramatiq_eventbus`` call it, reads them from ``sys.argv`` and puts the
+        current directory first on ``sys.path``, as ``dramatiq`` does, so that the
+        application that ``EVENTBUS_HANDLERS`` names imports from where the command runs.
+    """
+    if argv is None:
+        # A console script's sys.path holds the script's own directory, not the current one
+        # (``python -m`` adds it, the ``eventbus`` script does not).
+        _put_current_directory_on_path()
     parser = argparse.ArgumentParser(
         prog="eventbus",
         description="Inspect a dramatiq-eventbus configuration. It is read from the EVENTBUS_* variables.",
@@ -44,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"eventbus: {exc}", file=sys.stderr)
         return 2
     return 0  # pragma: no cover - argparse rejects unknown commands
+
+
+def _put_current_directory_on_path() -> None:
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
 
 
 def _add_outbox_relay_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from .codecs.names import qualified_name
 from .errors import ConfigurationError
-from .handler import handler_name
+from .handler import Handler, handler_name
 
 #: Retries of a handler that sets none: five attempts in all, as the reference's max_attempts 5.
 DEFAULT_MAX_RETRIES = 4
@@ -25,6 +25,8 @@ DEFAULT_MAX_RETRIES = 4
 DEFAULT_PRIORITY = 0
 
 HandlersConfig = Mapping[Any, Sequence[Any]] | str
+#: Makes the one instance of a handler class: given the class, returns an instance of it.
+HandlerFactory = Callable[[type], Any]
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class HandlerSpec:
 
     Parameters:
       handler_class(type): The class as configured.
-      instance(Any): The one instance whose ``interested`` and ``handle_event`` are called.
+      instance(Any): The one instance whose ``interested`` and ``handle_event`` are called,
+        made once at configure() and shared by every thread of the process.
       name(str): Its stable actor name, ``package.module.ClassName``.
       priority(int): 0-9, lower is more urgent.
       actor_options(Mapping[str, Any]): Options for its Dramatiq actor, defaults included.
@@ -70,6 +73,14 @@ class Registry:
         """The handlers registered for exactly ``event_class``; empty when there are none."""
         return self._routes.get(event_class, ())
 
+    def subscribed_bases(self, event_class: type) -> tuple[type, ...]:
+        """The base classes of ``event_class`` that have handlers, nearest first.
+
+        Subscriptions are to the exact class, so these handlers do not get ``event_class``'s
+        events; a publish() that finds no handler says so, since that is rarely what was meant.
+        """
+        return tuple(base for base in event_class.__mro__[1:] if base in self._routes)
+
     @property
     def event_classes(self) -> tuple[type, ...]:
         return tuple(self._routes)
@@ -90,15 +101,30 @@ class Registry:
         *,
         allowed_options: frozenset[str] | set[str],
         default_options: Mapping[str, Any] | None = None,
+        handler_factory: HandlerFactory | None = None,
     ) -> Registry:
         """Resolve and check a ``handlers`` mapping; raise ConfigurationError naming any bad entry.
+
+        Each handler class gets one instance, made here, so that a handler that cannot be
+        made fails configure() rather than every message; it is shared by all the threads
+        that publish (``interested``) or run the handler (``handle_event``).
 
         Parameters:
           handlers: Event class (or ``"pkg.module:Name"``) to a list of handler classes
             (or strings); or a ``"pkg.module:ATTR"`` string naming such a mapping.
           allowed_options: The actor option names the broker's middleware accepts.
           default_options: Actor options applied to every handler under its own.
+          handler_factory: Makes each handler's instance from its class; None calls the
+            class with no arguments.
+
+        Raises:
+          ConfigurationError: Naming the entry that is wrong.
         """
+        if handler_factory is not None and not callable(handler_factory):
+            raise ConfigurationError(
+                f"handler_factory must be a callable that takes a handler class and returns an instance of it, "
+                f"not {handler_factory!r}"
+            )
         if isinstance(handlers, str):
             handlers = _resolve_handlers_mapping(handlers)
         if not isinstance(handlers, Mapping):
@@ -128,7 +154,7 @@ class Registry:
             for raw_handler in raw_handlers:
                 handler_class = _resolve_class(raw_handler, what=f"handler of {qualified_name(event_class)}")
                 if handler_class not in specs:
-                    specs[handler_class] = _make_spec(handler_class, allowed, defaults)
+                    specs[handler_class] = _make_spec(handler_class, allowed, defaults, handler_factory)
                 spec = specs[handler_class]
                 if spec in resolved:
                     raise ConfigurationError(f"handler {spec.name} is listed twice for {qualified_name(event_class)}")
@@ -174,20 +200,20 @@ def _resolve_class(raw: object, *, what: str) -> type:
     return obj
 
 
-def _make_spec(handler_class: type, allowed: frozenset[str], defaults: Mapping[str, Any]) -> HandlerSpec:
+def _make_spec(
+    handler_class: type, allowed: frozenset[str], defaults: Mapping[str, Any], factory: HandlerFactory | None
+) -> HandlerSpec:
     name = handler_name(handler_class)
     if not callable(getattr(handler_class, "handle_event", None)):
         raise ConfigurationError(f"handler {name} has no handle_event(event) method")
+    _check_handle_event_defined(handler_class, name)
     own_options = getattr(handler_class, "actor_options", None) or {}
     if not isinstance(own_options, Mapping):
         raise ConfigurationError(f"{name}.actor_options must be a dict, not {type(own_options).__qualname__}")
     _check_options(f"{name}.actor_options", own_options, allowed)
     options = {"max_retries": DEFAULT_MAX_RETRIES, **defaults, **own_options}
     priority = options.pop("priority", DEFAULT_PRIORITY)
-    try:
-        instance = handler_class()
-    except Exception as exc:
-        raise ConfigurationError(f"handler {name} cannot be created with no arguments: {exc!r}") from exc
+    instance = _make_instance(handler_class, name, factory)
     interested = getattr(instance, "interested", None)
     if interested is not None and not callable(interested):
         raise ConfigurationError(f"{name}.interested must be a method taking the event")
@@ -195,6 +221,58 @@ def _make_spec(handler_class: type, allowed: frozenset[str], defaults: Mapping[s
     return HandlerSpec(
         handler_class, instance, name, priority, MappingProxyType(options), interested or _always_interested
     )
+
+
+def _check_handle_event_defined(handler_class: type, name: str) -> None:
+    """Refuse a Handler subclass that inherits Handler's own handle_event, which only raises.
+
+    Without this, configure() succeeds and every message fails with NotImplementedError
+    until it is dead-lettered: the usual cause is a method given another name.
+    """
+    if not (issubclass(handler_class, Handler) and handler_class.handle_event is Handler.handle_event):
+        return
+    # The methods it does define that look meant to be it, to name in the error.
+    near_misses = sorted(
+        {
+            attribute
+            for klass in handler_class.__mro__
+            if not issubclass(Handler, klass)  # neither Handler nor object
+            for attribute, value in vars(klass).items()
+            if "handle" in attribute.lower() and not attribute.startswith("__") and callable(value)
+        }
+    )
+    hint = ""
+    if near_misses:
+        which = "it" if len(near_misses) == 1 else "the one meant to handle events"
+        hint = f" (it defines {', '.join(f'{a}()' for a in near_misses)}; rename {which} handle_event)"
+    raise ConfigurationError(
+        f"handler {name} does not define handle_event(event): Handler's own only raises NotImplementedError, "
+        f"so every message would fail. Define handle_event(self, event) on {handler_class.__qualname__}{hint}"
+    )
+
+
+def _make_instance(handler_class: type, name: str, factory: HandlerFactory | None) -> Any:
+    """The handler's one instance, made now so that a handler that cannot be made fails configure()."""
+    if factory is None:
+        try:
+            return handler_class()
+        except Exception as exc:
+            raise ConfigurationError(
+                f"handler {name} cannot be created with no arguments: {exc!r}. To give handlers their "
+                f"dependencies, pass configure(handler_factory=...): a callable that takes the handler class "
+                f"and returns its instance"
+            ) from exc
+    try:
+        instance = factory(handler_class)
+    except Exception as exc:
+        raise ConfigurationError(f"handler_factory failed to create handler {name}: {exc!r}") from exc
+    if not isinstance(instance, handler_class):
+        made = "None" if instance is None else f"a {type(instance).__qualname__}"
+        raise ConfigurationError(
+            f"handler_factory returned {made} for handler {name}: it must return an instance of "
+            f"{handler_class.__qualname__}, the class it was given"
+        )
+    return instance
 
 
 def refuse_async_interested(name: str, interested: object) -> None:

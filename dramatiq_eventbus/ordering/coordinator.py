@@ -91,11 +91,21 @@ class LocalCoordinator:
     turns per lane in each process (:class:`.local.LocalLanes`, in the middleware). A
     message that does carry a lane was published by a bus with lanes: it runs unordered,
     with an error that says to configure the worker like the publisher.
+
+    Parameters:
+      warns(bool): Say at worker start that order holds within each process only. Not for
+        a StubBroker: its one process is all the cluster there is, so the warning would
+        only be noise in every test and demo.
     """
 
     store: LaneStore | None = None
 
+    def __init__(self, *, warns: bool = True) -> None:
+        self.warns = warns
+
     def worker_booted(self) -> None:
+        if not self.warns:
+            return
         logger.warning(
             "Partitioned events are ordered only within each worker process: give the bus a Redis "
             "(a Redis broker, configure(redis_url=...) or EVENTBUS_REDIS_URL) for order across the cluster."

@@ -39,7 +39,10 @@ def main() -> None:
         worker.join()
     finally:
         worker.stop()
-    print("done: every handler ran; A-2 sent no message to finances because it was not interested")
+    print(
+        "done: every handler ran, and saw A-1 placed before it was cancelled (its events share a partition "
+        "key); A-2 sent no message to finances because it was not interested"
+    )
 
 
 if __name__ == "__main__":

@@ -90,7 +90,11 @@ def test_lookup_is_by_exact_class(configured: EventBus, caplog: pytest.LogCaptur
     with caplog.at_level(logging.WARNING, logger="dramatiq_eventbus"):
         configured.publish(SpecialOrderCreated("1", Decimal("5")))
     assert queued(configured.broker, "events") == []
-    assert "No handlers registered for event: tests.unit.handlers.SpecialOrderCreated" in caplog.messages
+    assert caplog.messages == [
+        "No handlers registered for event: tests.unit.handlers.SpecialOrderCreated; its base class "
+        "tests.unit.handlers.OrderCreated has handlers: subscriptions are to the exact class, register the "
+        "handlers for tests.unit.handlers.SpecialOrderCreated too"
+    ]
 
 
 def test_a_list_is_sent_together_after_every_event_is_encoded(bus: EventBus) -> None:

@@ -31,3 +31,8 @@ class OrderCreated:
 class OrderCancelled:
     order_id: str
     reason: str
+
+    def partition_key(self) -> str:
+        # The same key as the order's OrderCreated: each handler sees the order placed, then
+        # cancelled. Without it, a cancellation could be handled before the order it cancels.
+        return self.order_id
