@@ -7,6 +7,8 @@ import threading
 import traceback
 from traceback import FrameSummary, StackSummary
 
+import dramatiq
+
 import dramatiq_eventbus
 
 #: The innermost frames kept; the caller of publish() and a few of its callers are what a reader needs.
@@ -19,6 +21,8 @@ _STDLIB = os.path.dirname(os.path.abspath(threading.__file__)) + os.sep
 _RUNNER_FILES = tuple(_STDLIB + name for name in ("threading.py", "runpy.py"))
 _RUNNER_DIRS = (
     *(_STDLIB + name + os.sep for name in ("asyncio", "concurrent", "unittest")),
+    # A Dramatiq worker, a stub worker's: the handler that published is where the story starts.
+    os.path.dirname(os.path.abspath(dramatiq.__file__)) + os.sep,
     f"{os.sep}_pytest{os.sep}",
     f"{os.sep}pluggy{os.sep}",
 )

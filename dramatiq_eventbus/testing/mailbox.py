@@ -17,6 +17,9 @@ from traceback import StackSummary
 from typing import Any, Literal, get_args
 
 from ..actors import handle_payload
+from ..backends import DramatiqBackend
+from ..brokers import support_for
+from ..brokers.limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
 from ..bus import EventBus
 from ..delivery import Delivery
 from ._codec import codec_for
@@ -77,7 +80,9 @@ class EventMailbox:
         self._mode: Mode = "default"
         self._records: list[RecordedEvent] = []
         self._pending: list[RecordedEvent] = []
-        # Set once the bus hands over events that no handler wanted (see published()).
+        # The deliveries of recorded events that no stub worker has had yet: one that starts
+        # later delivers them (see take_undelivered()), as production would have sent them.
+        self._undelivered: list[Delivery] = []
 
     def __repr__(self) -> str:
         with self._lock:
@@ -113,12 +118,77 @@ class EventMailbox:
 
         The bus calls it with each event of the call in order and the deliveries of those
         some handler wants (maybe none). An event without deliveries makes the same round
-        trip through the configured codec.
+        trip through the configured codec. The deliveries are kept for a stub worker that
+        starts later (:meth:`take_undelivered`).
         """
         mode = self._mode
+        self._check_sendable(deliveries)
         if mode == "inline":
             self._run_inline(deliveries)
             return
+        self._record(self._decoded(events, deliveries), mode, undelivered=deliveries)
+
+    def published_and_sent(
+        self, events: Sequence[object], deliveries: Sequence[Delivery], send: Callable[[Sequence[Delivery]], None]
+    ) -> None:
+        """Record one publish() call, as :meth:`published` does, and have ``send`` deliver it too.
+
+        A stub worker's recorder calls it, so that a test both asserts on what was published
+        and sees its handlers run. Nothing stays recorded if decoding or sending fails.
+
+        Raises:
+          RuntimeError: The mailbox is in inline mode, which runs the handlers here, while
+            the stub worker is there to run them.
+        """
+        mode = self._mode
+        if mode == "inline":
+            raise RuntimeError(
+                "the event bus mailbox is in inline mode, but a stub worker is running: inline mode runs handlers "
+                "in the publisher, the stub worker runs them in its worker, and a handler must not run twice. "
+                "Call set_event_bus_mode('default') or set_event_bus_mode('strict') to record events for the "
+                "worker, or leave stub_worker out to run handlers inline"
+            )
+        self._check_sendable(deliveries)
+        records = self._record(self._decoded(events, deliveries), mode)
+        # Recorded before it is sent: a worker thread may handle it at once, and what its handler
+        # publishes must come after it in the mailbox, as it did in time.
+        try:
+            if deliveries:
+                send(deliveries)
+        except BaseException:
+            with self._lock:
+                self._records = [record for record in self._records if record not in records]
+                self._pending = [record for record in self._pending if record not in records]
+            raise
+
+    def take_undelivered(self) -> list[Delivery]:
+        """The deliveries of the events recorded since the last call, for a stub worker to send.
+
+        Each is returned once; events recorded while a stub worker delivered them are not among them.
+        """
+        with self._lock:
+            taken, self._undelivered = self._undelivered, []
+        return taken
+
+    def _check_sendable(self, deliveries: Sequence[Delivery]) -> None:
+        """Refuse, as the configured backend would, a message too large for the workers to read.
+
+        Without this, a test of an event that production's publish() refuses would pass.
+        Only a bus that sends messages, to a broker whose consumers have the limit, refuses.
+        """
+        config = self.bus.config
+        backend = config.backend
+        if not deliveries or not isinstance(backend, DramatiqBackend):
+            return
+        if support_for(config.broker).set_max_message_bytes is None:
+            return
+        messages = [backend.message_for(delivery) for delivery in deliveries]
+        limit = config.arguments.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+        check_all_sendable(messages, [message.encode() for message in messages], limit)
+
+    def _decoded(
+        self, events: Sequence[object], deliveries: Sequence[Delivery]
+    ) -> list[tuple[object, Sequence[Delivery]]]:
         groups = iter(_group_by_event(deliveries))
         group = next(groups, None)
         decoded: list[tuple[object, Sequence[Delivery]]] = []
@@ -129,22 +199,26 @@ class EventMailbox:
             else:
                 codec = codec_for(self.bus, type(event))
                 decoded.append((codec.decode(codec.encode(event)), ()))
-        self._record(decoded, mode)
+        return decoded
 
     def _run_inline(self, deliveries: Sequence[Delivery]) -> None:
         codec = self.bus.config.codec
         for delivery in deliveries:
             handle_payload(delivery.handler, codec, delivery.payload)
 
-    def _record(self, decoded: Sequence[tuple[object, Sequence[Delivery]]], mode: Mode) -> None:
+    def _record(
+        self, decoded: Sequence[tuple[object, Sequence[Delivery]]], mode: Mode, undelivered: Sequence[Delivery] = ()
+    ) -> list[RecordedEvent]:
         # Every event is decoded before any is recorded: a call that fails records nothing, as
         # a call that fails to encode sends nothing.
         stack = capture_stack()
         records = [RecordedEvent(event, mode, tuple(d.handler.name for d in group), stack) for event, group in decoded]
         with self._lock:
             self._records.extend(records)
+            self._undelivered.extend(undelivered)
             if mode == "strict":
                 self._pending.extend(records)
+        return records
 
     # -- what was recorded ---------------------------------------------------------------------
 
@@ -331,10 +405,10 @@ def current_mailbox() -> EventMailbox:
     return mailbox
 
 
-def active_mailbox() -> EventMailbox | None:
-    """The innermost recording mailbox, or None."""
+def active_mailbox(bus: EventBus | None = None) -> EventMailbox | None:
+    """The innermost recording mailbox (of ``bus``, if given), or None."""
     with _active_lock:
-        return _active[-1] if _active else None
+        return next((mailbox for mailbox in reversed(_active) if bus is None or mailbox.bus is bus), None)
 
 
 @contextmanager

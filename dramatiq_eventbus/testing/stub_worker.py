@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from queue import Empty
 from typing import Any
 
 import dramatiq
 from dramatiq.broker import Broker, MessageProxy
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
+from dramatiq.errors import DecodeError
+from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries, TimeLimit, default_middleware
+from dramatiq.middleware.threading import raise_thread_exception
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from ..bus import EventBus
+from ..delivery import Delivery
 from ..errors import ConfigurationError
+from ..routing import Queues
 from .mailbox import EventMailbox, active_mailbox
 
 #: The retry backoff, in milliseconds, of every message a stub worker processes.
 RETRY_BACKOFF_MS = 1
+
+#: How often, in milliseconds, a stub worker looks for handlers past their time limit.
+TIME_LIMIT_INTERVAL_MS = 100
 
 
 class StubWorker:
@@ -35,7 +46,7 @@ class StubWorker:
         self.bus = bus
         self.broker = broker
         self.worker = worker
-        self._mailbox_at_start: EventMailbox | None = active_mailbox()
+        self._mailbox_at_start: EventMailbox | None = active_mailbox(bus)
         self._reported: set[str] = set()
         self._failures = next(m for m in broker.middleware if isinstance(m, _Failures))
 
@@ -86,7 +97,7 @@ class StubWorker:
                 "the bus was configured with another broker inside stub_worker(), so publish() no longer "
                 "reaches the worker: configure before entering it, or use reconfigure(), which keeps the broker"
             )
-        if active_mailbox() is not self._mailbox_at_start:
+        if active_mailbox(self.bus) is not self._mailbox_at_start:
             raise RuntimeError(
                 "a mailbox began recording inside stub_worker(), so publish() records instead of "
                 "enqueueing: start the recording (or request the event_bus fixture) before stub_worker"
@@ -105,10 +116,19 @@ def stub_worker(
 
     The bus is configured again, with its own handlers and options, onto a fresh
     StubBroker with Dramatiq's default middleware, with backend ``"dramatiq"``; a Worker
-    consumes every queue. publish() enqueues there, even inside a recording mailbox,
-    which is suspended meanwhile; :meth:`StubWorker.drain` runs the messages. Every
-    retry waits 1 ms instead of its backoff. On exit the worker stops and the bus gets
-    its previous configuration back (configured again from the same arguments).
+    consumes every queue. publish() enqueues there; :meth:`StubWorker.drain` runs the
+    messages. Every retry waits 1 ms instead of its backoff. On exit the worker stops and
+    the bus gets its previous configuration back (configured again from the same arguments).
+
+    What was published before it started and not handled yet is delivered to it too: the
+    messages of the bus's handlers waiting on the StubBroker the bus was configured onto
+    (messages on a Redis or RabbitMQ broker stay there, for its own workers), then what a
+    recording mailbox of the bus recorded and no stub worker has had.
+
+    While a mailbox records (the ``event_bus`` fixture, or ``recording()``, started
+    before), every publish(), the code's and the handlers', is both recorded there, for
+    assertions, and enqueued for the worker; the mailbox must then be in ``"default"`` or
+    ``"strict"`` mode.
 
     Parameters:
       bus(EventBus | None): The bus; the default bus if None. It must be configured.
@@ -124,25 +144,150 @@ def stub_worker(
         from .. import default_bus
 
         bus = default_bus
+    with run_stub_worker(
+        bus, worker_threads=worker_threads, worker_timeout=worker_timeout, middleware=middleware
+    ) as worker:
+        yield worker
+
+
+@dataclass(frozen=True)
+class WaitingMark:
+    """Where the queues of a bus's StubBroker ended at one moment: see :func:`mark_waiting`.
+
+    Parameters:
+      broker(StubBroker): The broker.
+      last(Mapping[str, object]): Each queue's last message then, as the queue holds it.
+    """
+
+    broker: StubBroker
+    last: Mapping[str, object]
+
+
+def mark_waiting(bus: EventBus) -> WaitingMark | None:
+    """Mark the messages waiting now on the bus's StubBroker, for a later stub worker to leave alone.
+
+    The pytest plugin marks them as each test's setup begins: messages that earlier tests
+    left there are not this test's to run. None if the bus has no StubBroker.
+    """
+    if not bus.is_configured or not isinstance(bus.config.broker, StubBroker):
+        return None
+    broker = bus.config.broker
+    last: dict[str, object] = {}
+    for name in _queue_names(bus.config.queues):
+        queue = broker.queues.get(name)
+        if queue is not None:
+            # The last message's identity is enough: a queue is first in, first out, and
+            # nothing consumes the queues of a StubBroker without a worker.
+            with queue.mutex:
+                if queue.queue:
+                    last[name] = queue.queue[-1]
+    return WaitingMark(broker, last)
+
+
+@contextmanager
+def run_stub_worker(
+    bus: EventBus,
+    *,
+    after: WaitingMark | None = None,
+    worker_threads: int = 1,
+    worker_timeout: int = 20,
+    middleware: Iterable[Middleware] = (),
+) -> Iterator[StubWorker]:
+    """:func:`stub_worker`, leaving on the bus's StubBroker the messages that ``after`` marked.
+
+    Raises:
+      ConfigurationError: The bus is not configured.
+    """
     if not bus.is_configured:
         raise ConfigurationError(
             "stub_worker() runs the configured handlers: call configure(handlers=...) before entering it"
         )
-    previous = dict(bus.config.arguments)
-    broker = _stub_broker(middleware)
+    previous = bus.config
+    mailbox = active_mailbox(bus)
+    time_limit = _TimeLimit(TIME_LIMIT_INTERVAL_MS)
+    broker = _stub_broker(middleware, time_limit)
     bus.reconfigure(broker=broker, backend="dramatiq")
-    try:
+    with ExitStack() as undo:  # in the reverse order of these lines
+        undo.callback(bus.configure, **previous.arguments)
+        undo.callback(broker.close)
         worker = dramatiq.Worker(broker, worker_timeout=worker_timeout, worker_threads=worker_threads)
+        time_limit.start()
+        undo.callback(time_limit.stop)
         worker.start()
-        try:
-            # A recording mailbox would keep the messages from the broker; this block, innermost, wins.
-            with bus.recording_to(None):
-                yield StubWorker(bus, broker, worker)
-        finally:
-            worker.stop()
-    finally:
-        broker.close()
-        bus.configure(**previous)
+        undo.callback(worker.stop)
+        _deliver_earlier(bus, previous.broker, after, mailbox)
+        # This block is innermost: with a mailbox, publish() is recorded there and enqueued
+        # here; without one, enqueued here, whatever recorder was taking publish() calls.
+        with bus.recording_to(None if mailbox is None else _RecordAndSend(mailbox, bus)):
+            yield StubWorker(bus, broker, worker)
+
+
+def _deliver_earlier(
+    bus: EventBus, earlier_broker: Broker, after: WaitingMark | None, mailbox: EventMailbox | None
+) -> None:
+    """Hand the new worker what was published before it started, oldest first."""
+    config = bus.config
+    if isinstance(earlier_broker, StubBroker) and earlier_broker is not config.broker:
+        names = _queue_names(config.queues)
+        marked = after.last if after is not None and after.broker is earlier_broker else {}
+        for name, data in _take_waiting(earlier_broker, names, config.actors, marked):
+            # As the earlier broker held it: signed, delayed (a retry's eta) or not.
+            config.broker.queues[name].put(data)
+    if mailbox is not None:
+        undelivered = mailbox.take_undelivered()
+        if undelivered:
+            config.backend.deliver(undelivered)
+
+
+def _take_waiting(
+    broker: StubBroker, names: Sequence[str], actors: Collection[str], marked: Mapping[str, object]
+) -> list[tuple[str, bytes]]:
+    """Remove from ``broker`` the messages of ``actors`` queued after those ``marked``, in order.
+
+    Other messages (another application's actors, those marked) stay, in their order.
+    """
+    taken: list[tuple[str, bytes]] = []
+    for name in names:
+        queue = broker.queues.get(name)
+        if queue is None:
+            continue
+        items: list[bytes] = []
+        while True:
+            try:
+                items.append(queue.get_nowait())
+            except Empty:
+                break
+            queue.task_done()
+        last = marked.get(name)
+        start = next((index + 1 for index, item in enumerate(items) if item is last), 0)
+        staying = items[:start]
+        for data in items[start:]:
+            try:
+                ours = Message.decode(data).actor_name in actors
+            except DecodeError:
+                ours = False
+            if ours:
+                taken.append((name, data))
+            else:
+                staying.append(data)
+        for data in staying:
+            queue.put(data)
+    return taken
+
+
+def _queue_names(queues: Queues) -> list[str]:
+    return [name for queue in (queues.default, queues.partitioned) for name in (queue, dq_name(queue))]
+
+
+class _RecordAndSend:
+    """What publish() reaches while a stub worker runs inside a recording mailbox: both."""
+
+    def __init__(self, mailbox: EventMailbox, bus: EventBus) -> None:
+        self.mailbox = mailbox
+        self.bus = bus
+
+    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+        self.mailbox.published_and_sent(events, deliveries, self.bus.config.backend.deliver)
 
 
 class _ShortBackoff(Middleware):
@@ -177,23 +322,65 @@ class _Failures(Middleware):
             self.exceptions[message.message_id] = exception
 
 
-_time_limit: TimeLimit | None = None
-_time_limit_lock = threading.Lock()
+class _TimeLimit(TimeLimit):
+    """Dramatiq's TimeLimit, for one stub worker: its watching thread ends with the worker.
+
+    Dramatiq's own starts a thread that never ends: one per stub worker would pile up over
+    a test run, and one shared by all would be state outliving each of them.
+
+    Parameters:
+      interval(int): Milliseconds between two looks for handlers past their limit.
+    """
+
+    def __init__(self, interval: int) -> None:
+        super().__init__()  # Dramatiq's watcher is made here, but never started
+        self._interval = interval / 1000
+        self._deadlines: dict[int, float] = {}
+        self._deadlines_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="stub_worker time limit", daemon=True)
+            self._watcher.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join()
+
+    def after_process_boot(self, broker: Broker) -> None:
+        self.start()
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        actor = broker.get_actor(message.actor_name)
+        limit = message.options.get("time_limit") or actor.options.get("time_limit", self.time_limit)
+        with self._deadlines_lock:
+            self._deadlines[threading.get_ident()] = time.monotonic() + limit / 1000
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        with self._deadlines_lock:
+            self._deadlines.pop(threading.get_ident(), None)
+
+    after_skip_message = after_process_message
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self._interval):
+            now = time.monotonic()
+            with self._deadlines_lock:
+                late = [thread for thread, deadline in self._deadlines.items() if now >= deadline]
+                for thread in late:
+                    del self._deadlines[thread]
+            for thread in late:
+                self.logger.warning("Time limit exceeded. Raising exception in worker thread %r.", thread)
+                raise_thread_exception(thread, TimeLimitExceeded)  # type: ignore[no-untyped-call]
 
 
-def _shared_time_limit() -> TimeLimit:
-    # TimeLimit starts a thread that never ends; one for every stub worker would pile up over a
-    # test run, and its deadlines are per thread id, so one instance can serve every broker.
-    global _time_limit
-    with _time_limit_lock:
-        if _time_limit is None:
-            _time_limit = TimeLimit()
-            _time_limit.after_process_boot(None)  # type: ignore[no-untyped-call]
-        return _time_limit
-
-
-def _stub_broker(extra: Iterable[Middleware]) -> StubBroker:
-    middleware: list[Any] = [_shared_time_limit() if cls is TimeLimit else cls() for cls in default_middleware]
+def _stub_broker(extra: Iterable[Middleware], time_limit: TimeLimit) -> StubBroker:
+    middleware: list[Any] = [time_limit if cls is TimeLimit else cls() for cls in default_middleware]
     retries = next(index for index, m in enumerate(middleware) if isinstance(m, Retries))
     middleware.insert(retries, _Failures())
     return StubBroker(middleware=[*middleware, *extra, _ShortBackoff(RETRY_BACKOFF_MS)])

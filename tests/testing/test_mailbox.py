@@ -324,6 +324,25 @@ def test_an_event_the_codec_cannot_decode_fails_in_every_mode(event_bus: EventMa
         assert_event_published(OrderCreated, order_id="2")
 
 
+@pytest.mark.parametrize("mode", ["default", "strict", "inline"])
+def test_an_event_too_large_for_the_workers_fails_in_every_mode(event_bus: EventMailbox, mode: str) -> None:
+    eventbus.default_bus.reconfigure(max_message_bytes=1024)
+    set_event_bus_mode(mode)
+    with pytest.raises(EventEncodeError, match=r"more than max_message_bytes \(1,024\)"):
+        eventbus.publish([OrderShipped("1"), OrderShipped("x" * 2000)])
+    assert event_bus.records == ()
+    assert JOURNAL.entries == []
+    eventbus.publish(OrderShipped("x" * 50))  # below the limit
+    if mode == "strict":
+        assert_event_published(OrderShipped)
+
+
+def test_an_event_of_any_size_is_recorded_for_a_backend_that_sends_no_messages(event_bus: EventMailbox) -> None:
+    eventbus.default_bus.reconfigure(max_message_bytes=1024, backend="inline")
+    eventbus.publish(OrderShipped("x" * 2000))
+    assert published_events() == [OrderShipped("x" * 2000)]
+
+
 # -- configuration, threads and tasks ------------------------------------------------------------
 
 
