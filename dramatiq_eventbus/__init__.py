@@ -14,7 +14,7 @@ from typing import Any
 
 from . import environment
 from .backends import Backend
-from .bus import EventBus, InterestedFailed
+from .bus import EventBus
 from .codecs import Codec
 from .errors import (
     ConfigurationError,
@@ -22,6 +22,7 @@ from .errors import (
     EventDecodeError,
     EventEncodeError,
     HandlerFailed,
+    InterestedFailed,
     PublishError,
 )
 from .handler import Error, Handler

@@ -25,7 +25,7 @@ from .brokers.urls import redact as _redacted
 from .codecs import Codec, CustomTypes, make_codec
 from .codecs.names import qualified_name
 from .delivery import Delivery, PublishBuffer
-from .errors import ConfigurationError, EventBusError
+from .errors import ConfigurationError, InterestedFailed
 from .middleware import install as install_middleware
 from .ordering import (
     DEFAULT_LEASE_SECONDS,
@@ -50,32 +50,6 @@ BACKENDS = ("dramatiq", "inline")
 #: Below this, ordinary events would be refused.
 MIN_MAX_MESSAGE_BYTES = 1024
 #: How much of an event's repr an error shows: enough to tell which event it was.
-_EVENT_REPR_CHARACTERS = 200
-
-
-class InterestedFailed(EventBusError):
-    """A handler's ``interested(event)`` raised, in publish(): nothing of that publish() was sent.
-
-    The exception ``interested`` raised is this one's ``__cause__``.
-
-    Parameters:
-      handler(str): The handler's name, ``package.module.ClassName``.
-      event(object): The event it was asked about.
-      error(Exception): What ``interested`` raised.
-    """
-
-    def __init__(self, handler: str, event: object, error: Exception) -> None:
-        shown_event = repr(event)
-        if len(shown_event) > _EVENT_REPR_CHARACTERS:
-            shown_event = shown_event[: _EVENT_REPR_CHARACTERS - 1] + "…"
-        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        super().__init__(
-            f"{handler}.interested() raised {reason}, for the event {qualified_name(type(event))} {shown_event}; "
-            f"nothing of this publish() was sent"
-        )
-        self.handler = handler
-        self.event = event
-        self.error = error
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,32 @@ class PublishError(EventBusError):
         self.unsent = unsent
 
 
+class InterestedFailed(EventBusError):
+    """A handler's ``interested(event)`` raised, in publish(): nothing of that publish() was sent.
+
+    The exception ``interested`` raised is this one's ``__cause__``.
+
+    Parameters:
+      handler(str): The handler's name, ``package.module.ClassName``.
+      event(object): The event it was asked about.
+      error(Exception): What ``interested`` raised.
+    """
+
+    def __init__(self, handler: str, event: object, error: Exception) -> None:
+        shown_event = repr(event)
+        if len(shown_event) > 200:  # an event of any size: the error stays a line
+            shown_event = shown_event[:199] + "…"
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        super().__init__(
+            f"{handler}.interested() raised {reason}, for the event "
+            f"{type(event).__module__}.{type(event).__qualname__} {shown_event}; "
+            f"nothing of this publish() was sent"
+        )
+        self.handler = handler
+        self.event = event
+        self.error = error
+
+
 class EventDecodeError(EventBusError):
     """A payload could not be turned back into an event.
 
