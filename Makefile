@@ -6,11 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench docs test-upstream clean
 
-# docs/requirements.txt too: `make test` builds the manual (tests/docs/).
+# docs/requirements.txt too: `make test` builds the manual (tests/docs/). PYTHONWARNINGS hides
+# setuptools' notice about editable installs, which no user can act on.
 $(STAMP): pyproject.toml docs/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# setuptools prints a notice about editable installs that no user can act on.
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[dev]' -r docs/requirements.txt
 	touch $(STAMP)
 
