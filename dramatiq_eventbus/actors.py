@@ -3,19 +3,28 @@
 Each handler class becomes one actor named after its import path, declared when
 configure() runs, so that a publisher and a ``dramatiq`` worker that load the same
 configuration agree on every name. The body is: decode, handle, map the result.
+
+A handler whose ``handle_event`` is an ``async def`` gets an actor whose function is a
+coroutine function, which Dramatiq runs on the event loop of its AsyncIO middleware (the
+bus adds it to the broker then); elsewhere (inline, the test mailbox, run_event) its
+coroutine is run to completion in the caller.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import inspect
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import dramatiq
 from dramatiq.broker import Broker
 
 from .codecs import Codec, JSONValue, type_name
-from .errors import EventDecodeError, HandlerFailed
+from .errors import ConfigurationError, EventDecodeError, HandlerFailed
 from .handler import Error
 from .registry import HandlerSpec, Registry
 from .routing import Queues
@@ -23,9 +32,16 @@ from .untrusted import REASON_CHARACTERS, escaped
 
 logger = logging.getLogger("dramatiq_eventbus.actors")
 
+T = TypeVar("T")
+
 
 def handle_payload(spec: HandlerSpec, codec: Codec, payload: JSONValue) -> Any:
     """Decode ``payload`` and give it to the handler; return what it returned.
+
+    Parameters:
+      spec(HandlerSpec): The handler.
+      codec(Codec): The bus's codec.
+      payload(JSONValue): The encoded event.
 
     Raises:
       EventDecodeError: The payload cannot be decoded. Never worth a retry.
@@ -37,30 +53,146 @@ def handle_payload(spec: HandlerSpec, codec: Codec, payload: JSONValue) -> Any:
 
 
 def call_handler(spec: HandlerSpec, event: object) -> Any:
-    """Give a decoded event to the handler, turning an ``Error`` result into HandlerFailed."""
-    result = spec.instance.handle_event(event)
+    """Give a decoded event to the handler from synchronous code, turning an ``Error`` result
+    into HandlerFailed; an async handler is run to completion (see :func:`handled`).
+
+    Parameters:
+      spec(HandlerSpec): The handler.
+      event(object): The decoded event.
+
+    Raises:
+      HandlerFailed: The handler returned ``Error(reason)``.
+      Exception: Whatever the handler raised.
+    """
+    return _checked(spec, handled(spec.instance, event))
+
+
+async def call_async_handler(spec: HandlerSpec, event: object) -> Any:
+    """Await an async handler's ``handle_event(event)``, turning an ``Error`` result into HandlerFailed.
+
+    Parameters:
+      spec(HandlerSpec): The handler; its ``handle_event`` is an ``async def``.
+      event(object): The decoded event.
+
+    Raises:
+      HandlerFailed: The handler returned ``Error(reason)``.
+      Exception: Whatever the handler raised.
+    """
+    return _checked(spec, await spec.instance.handle_event(event))
+
+
+def _checked(spec: HandlerSpec, result: Any) -> Any:
     if isinstance(result, Error):
         raise HandlerFailed(spec.handler_class.__qualname__, result.reason)
     return result
 
 
+def is_async_handler(handler: object) -> bool:
+    """Whether ``handler``'s ``handle_event`` is a coroutine function (an ``async def``).
+
+    The same test Dramatiq makes of an actor's function (``inspect.iscoroutinefunction``).
+
+    Parameters:
+      handler(object): A handler instance or class.
+    """
+    return inspect.iscoroutinefunction(getattr(handler, "handle_event", None))
+
+
+def handled(handler: Any, event: object) -> Any:
+    """Call ``handler.handle_event(event)`` from synchronous code; return what it returned.
+
+    An ``async def handle_event`` is run to completion (see :func:`run_to_completion`). A
+    plain ``def`` that returns a coroutine (say, wrapped by a decorator that hid the
+    ``async``) is an error rather than a coroutine silently never run.
+
+    Parameters:
+      handler(Any): The handler instance.
+      event(object): The event it is given.
+
+    Raises:
+      TypeError: A plain ``def handle_event`` returned a coroutine.
+      Exception: Whatever the handler raised.
+    """
+    handle_event = handler.handle_event
+    if inspect.iscoroutinefunction(handle_event):
+        return run_to_completion(handle_event(event))
+    result = handle_event(event)
+    if inspect.iscoroutine(result):
+        # Closed, never run: running it would make a worker differ from the other paths, where
+        # Dramatiq decides at declaration whether an actor is async.
+        result.close()
+        raise TypeError(
+            f"{type(handler).__qualname__}.handle_event returned a coroutine, but it is a plain def, so the bus "
+            "does not await it: declare it async def handle_event (a decorator on it must keep it a coroutine "
+            "function, as inspect.iscoroutinefunction sees it)"
+        )
+    return result
+
+
+def run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run an async handler's coroutine to its end from synchronous code, and return its result.
+
+    For the inline backend, the test mailbox's inline mode and run_event. On a thread with
+    no running event loop, it runs on a new loop (``asyncio.run``). On a thread whose loop
+    is running (publish() or run_event() called from a coroutine), that loop cannot run it
+    until the caller returns, so it runs on a new loop in a thread of its own, with a copy
+    of the caller's context variables, while the caller waits as it would for a sync
+    handler. Either way the handler is not on the caller's loop, as in a worker, where it
+    runs on Dramatiq's loop thread: it must not use objects bound to another loop.
+
+    Parameters:
+      coroutine(Coroutine): The coroutine ``handle_event(event)`` returned.
+
+    Raises:
+      Exception: Whatever the coroutine raised.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventbus-async-handler") as pool:
+        return pool.submit(context.run, asyncio.run, coroutine).result()
+
+
 def declare_actors(
     broker: Broker, registry: Registry, codec: Codec, queues: Queues
 ) -> dict[str, dramatiq.Actor[Any, Any]]:
-    """Declare one actor per handler on ``broker``, replacing any earlier ones of the same name."""
+    """Declare one actor per handler on ``broker``, replacing any earlier ones of the same name.
+
+    When a handler is async, Dramatiq's AsyncIO middleware is added to ``broker`` too (once).
+
+    Parameters:
+      broker(Broker): Where to declare them.
+      registry(Registry): The handlers.
+      codec(Codec): The bus's codec.
+      queues(Queues): The bus's queues.
+
+    Raises:
+      ConfigurationError: This Dramatiq does not run an async handler's actor as a coroutine.
+    """
     broker.declare_queue(queues.default)
     broker.declare_queue(queues.partitioned)
-    return {
-        spec.name: _declare_actor(broker, HandlerActor(spec, codec, registry.events_of(spec)), queues)
-        for spec in registry.handlers
-    }
+    if any(is_async_handler(spec.instance) for spec in registry.handlers):
+        # Imported here: the middleware package imports this module.
+        from .middleware import install_asyncio
+
+        install_asyncio(broker)
+    return {spec.name: _declare_actor(broker, _body(spec, codec, registry), queues) for spec in registry.handlers}
+
+
+def _body(spec: HandlerSpec, codec: Codec, registry: Registry) -> SyncHandlerActor | AsyncHandlerActor:
+    if is_async_handler(spec.instance):
+        return AsyncHandlerActor(spec, codec, registry.events_of(spec))
+    return SyncHandlerActor(spec, codec, registry.events_of(spec))
 
 
 class HandlerActor:
     """The function behind a handler's actor: decode the payload, handle it, map the result.
 
     A class rather than a closure so that middleware can tell the bus's actors apart
-    from other actors on the same broker.
+    from other actors on the same broker (see :func:`handler_actor`). This base holds what
+    both kinds share; :class:`SyncHandlerActor` and :class:`AsyncHandlerActor` are called.
 
     Parameters:
       spec(HandlerSpec): The handler.
@@ -77,41 +209,112 @@ class HandlerActor:
         self.__module__ = spec.handler_class.__module__
         self.__name__ = spec.handler_class.__qualname__
 
-    def __call__(self, payload: JSONValue) -> None:
+    def received(self, payload: JSONValue) -> object:
+        """The event ``payload`` carries, refused unless this handler is registered for its class.
+
+        Parameters:
+          payload(JSONValue): The message's one argument.
+
+        Raises:
+          EventDecodeError: It cannot be decoded, or carries another handler's event.
+        """
         # An EventDecodeError is in the actor's ``throws``: Dramatiq dead-letters it without
         # retries, and the DeadLetterReasons middleware logs it with the reason.
         event = self.codec.decode(payload)
         if type(event) not in self.event_classes:
             # A forged or misrouted message: another handler's event, or a signed payload replayed.
             raise EventDecodeError(f"{self.__name__} is not a handler of {type_name(type(event))}")
+        return event
+
+    def log_failure(self, failure: HandlerFailed) -> None:
+        """Log a handler's ``Error(reason)`` in one line, escaped.
+
+        Parameters:
+          failure(HandlerFailed): What the ``Error`` was turned into.
+        """
+        # The handler's reason may quote the event, which a forged message controls.
+        logger.warning("%s", escaped(str(failure), REASON_CHARACTERS))
+
+
+class SyncHandlerActor(HandlerActor):
+    """The actor function of a handler whose ``handle_event`` is a plain ``def``."""
+
+    def __call__(self, payload: JSONValue) -> None:
+        event = self.received(payload)
         try:
             call_handler(self.spec, event)
         except HandlerFailed as exc:
-            # The handler's reason may quote the event, which a forged message controls.
-            logger.warning("%s", escaped(str(exc), REASON_CHARACTERS))
+            self.log_failure(exc)
             raise
         # The result is dropped on purpose: Dramatiq warns about non-None results without a
         # result backend, and a handler's return value is only meaningful to run_event().
 
 
+class AsyncHandlerActor(HandlerActor):
+    """The actor function of a handler whose ``handle_event`` is an ``async def``.
+
+    Dramatiq gets the bound ``__call__``, not the instance: it runs an actor on its AsyncIO
+    event loop when ``inspect.iscoroutinefunction`` is true of the actor's function, which
+    it is of a bound coroutine method and not of an instance whose ``__call__`` is one.
+    Dramatiq then blocks the worker thread until the coroutine ends, so the middleware
+    (retries, time limits, ordering) sees the message as it sees a sync one.
+    """
+
+    async def __call__(self, payload: JSONValue) -> None:
+        event = self.received(payload)
+        try:
+            await call_async_handler(self.spec, event)
+        except HandlerFailed as exc:
+            self.log_failure(exc)
+            raise
+
+
+def handler_actor(actor: dramatiq.Actor[Any, Any] | None) -> HandlerActor | None:
+    """The bus's body behind ``actor``, or None for another actor (or None).
+
+    Parameters:
+      actor(dramatiq.Actor | None): An actor of a broker.
+    """
+    fn: Any = getattr(actor, "fn", None)
+    # An async handler's actor holds Dramatiq's async_to_sync wrapper of the bound __call__.
+    fn = getattr(fn, "__wrapped__", fn)
+    fn = getattr(fn, "__self__", fn)
+    return fn if isinstance(fn, HandlerActor) else None
+
+
 def is_handler_actor(broker: Broker, actor_name: str) -> bool:
-    """Whether ``actor_name`` is one of the bus's handler actors on ``broker``."""
-    actor = broker.actors.get(actor_name)
-    return actor is not None and isinstance(actor.fn, HandlerActor)
+    """Whether ``actor_name`` is one of the bus's handler actors on ``broker``.
+
+    Parameters:
+      broker(Broker): The broker.
+      actor_name(str): The name a message gives.
+    """
+    return handler_actor(broker.actors.get(actor_name)) is not None
 
 
-def _declare_actor(broker: Broker, body: HandlerActor, queues: Queues) -> dramatiq.Actor[Any, Any]:
+def _declare_actor(
+    broker: Broker, body: SyncHandlerActor | AsyncHandlerActor, queues: Queues
+) -> dramatiq.Actor[Any, Any]:
     spec = body.spec
     # Configuring again replaces the actor; Dramatiq refuses to declare a name twice.
     broker.actors.pop(spec.name, None)
-    return dramatiq.Actor(
-        body,
+    fn: Callable[..., Any] = body.__call__ if isinstance(body, AsyncHandlerActor) else body
+    actor: dramatiq.Actor[Any, Any] = dramatiq.Actor(
+        fn,
         broker=broker,
         actor_name=spec.name,
         queue_name=queues.default,
         priority=spec.priority,
         options=_with_decode_errors_thrown(spec.actor_options),
     )
+    if isinstance(body, AsyncHandlerActor) and actor.fn is fn:
+        # Dramatiq called it as a plain function: each message would make a coroutine and drop it.
+        broker.actors.pop(spec.name, None)
+        raise ConfigurationError(
+            f"handler {spec.name}: this version of Dramatiq does not run a coroutine function as an async "
+            "actor, so its async def handle_event would never run"
+        )
+    return actor
 
 
 def _with_decode_errors_thrown(options: Mapping[str, Any]) -> dict[str, Any]:

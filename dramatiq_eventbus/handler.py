@@ -24,8 +24,12 @@ class Error:
 class Handler:
     """Base class of event handlers.
 
-    Subclasses implement ``handle_event(event)``. Each handler class becomes one
-    Dramatiq actor, so each is processed, retried and prioritized on its own.
+    Subclasses implement ``handle_event(event)``, as a plain ``def`` or an ``async def``.
+    Each handler class becomes one Dramatiq actor, so each is processed, retried and
+    prioritized on its own. An async one runs on the event loop of Dramatiq's AsyncIO
+    middleware in a worker (the bus installs it), and to completion in the caller inline,
+    in the test mailbox's inline mode and in ``run_event``; its results, retries, time
+    limits and ordering are those of a sync one.
 
     Class attributes:
       actor_options(dict[str, Any]): Options for the handler's actor: ``priority``
@@ -39,13 +43,21 @@ class Handler:
     def interested(self, event: Any) -> bool:
         """Say whether this handler wants ``event``; runs in the publisher, before any I/O.
 
-        It must be pure: no database queries, no API calls, no side effects.
-        The default is True.
+        It must be pure: no database queries, no API calls, no side effects. It is always
+        a plain ``def``, also in an async handler: publish() cannot await it, and an
+        ``async def interested`` is a ConfigurationError at configure(). The default is True.
         """
         return True
 
     def handle_event(self, event: Any) -> Any:
-        """Handle one event. Return anything for success, or ``Error(reason)`` for a failure."""
+        """Handle one event. Return anything for success, or ``Error(reason)`` for a failure.
+
+        Override it as ``def handle_event`` or ``async def handle_event``; an async one's
+        return value means the same.
+
+        Raises:
+          NotImplementedError: Always, here: subclasses implement it.
+        """
         raise NotImplementedError(f"{type(self).__qualname__} must implement handle_event(event)")
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..actors import handled
 from ..bus import EventBus
 from ..errors import HandlerFailed
-from ..handler import Error
-from ..registry import import_string
+from ..handler import Error, handler_name
+from ..registry import import_string, refuse_async_interested
 from ._codec import codec_for
 
 Status = Literal["processed", "not_interested", "failed"]
@@ -62,7 +63,9 @@ def run_event(event: object, handler: type | str, *, check: bool = False, bus: E
     interested (a typed codec is extended to an event class no handler is wired to yet;
     before configure(), a typed codec for the event's class is used). Then, as in
     production, ``interested`` sees the event as published and ``handle_event`` the
-    decoded copy. Exceptions from the handler propagate.
+    decoded copy. Exceptions from the handler propagate. An ``async def handle_event`` is
+    run to completion, also when run_event() is called from a coroutine (on a loop of its
+    own, in another thread, while the caller waits).
 
     Parameters:
       event(object): The event.
@@ -77,6 +80,8 @@ def run_event(event: object, handler: type | str, *, check: bool = False, bus: E
     Raises:
       HandlerFailed: With ``check``, for an ``Error(reason)`` result:
         ``FinanceEventHandler.handle_event failed: <reason>``.
+      ConfigurationError: The handler's ``interested`` is an ``async def``.
+      TypeError: A plain ``def handle_event`` returned a coroutine.
     """
     if bus is None:
         from .. import default_bus
@@ -87,9 +92,11 @@ def run_event(event: object, handler: type | str, *, check: bool = False, bus: E
     codec = codec_for(bus, type(event))
     received = codec.decode(codec.encode(event))
     interested = getattr(instance, "interested", None)
+    refuse_async_interested(handler_name(handler_class), interested)  # as configure() does
     if interested is not None and not interested(event):
         return Outcome.not_interested()
-    result = instance.handle_event(received)
+    # An async handle_event is awaited to its end, in this thread or, called from a coroutine, another.
+    result = handled(instance, received)
     if isinstance(result, Error):
         if check:
             raise HandlerFailed(handler_class.__qualname__, result.reason)
