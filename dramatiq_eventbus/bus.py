@@ -17,7 +17,7 @@ from dramatiq.broker import Broker
 from dramatiq.brokers.stub import StubBroker
 
 from . import signing
-from .actors import HandlerActor, declare_actors
+from .actors import declare_actors, handler_actor
 from .backends import Backend, DramatiqBackend, InlineBackend
 from .brokers import BrokerSupport, RedisLaneStore, broker_from_url, support_for
 from .brokers.limits import DEFAULT_MAX_MESSAGE_BYTES
@@ -308,7 +308,7 @@ class EventBus:
             # worker threads decode with it too. The actors are updated in place rather than
             # declared again, so that no running worker ever looks one up while it is gone.
             for actor in config.actors.values():
-                body = _handler_body(actor)
+                body = handler_actor(actor)
                 if body is not None:
                     body.codec = rebuilt
             with self._lock:
@@ -528,14 +528,6 @@ def _resolve_codec(
         secret_key=keys or None,
         pickle_fallback=arguments["pickle_fallback"],
     )
-
-
-def _handler_body(actor: dramatiq.Actor[Any, Any]) -> HandlerActor | None:
-    """The bus's body behind a handler's actor: its function, or the object behind the wrapper
-    Dramatiq puts around a coroutine function."""
-    fn: Any = getattr(actor.fn, "__wrapped__", actor.fn)
-    fn = getattr(fn, "__self__", fn)
-    return fn if isinstance(fn, HandlerActor) else None
 
 
 def _warn_unhandled(registry: Registry, event_class: type) -> None:

@@ -31,6 +31,10 @@ class Handler:
     in the test mailbox's inline mode and in ``run_event``; its results, retries, time
     limits and ordering are those of a sync one.
 
+    One instance per handler class is made at ``configure()`` (by ``handler_factory``, if
+    given) and shared by every thread of the process: keep per-event state in local
+    variables, not on ``self``.
+
     Class attributes:
       actor_options(dict[str, Any]): Options for the handler's actor: ``priority``
         (0-9, lower is more urgent, default 0), ``max_retries`` (default 4, i.e. five

@@ -88,7 +88,7 @@ def run_event(event: object, handler: type | str, *, check: bool = False, bus: E
 
         bus = default_bus
     handler_class = _handler_class(handler)
-    instance = handler_class()
+    instance = _instance(bus, handler_class)
     codec = codec_for(bus, type(event))
     received = codec.decode(codec.encode(event))
     interested = getattr(instance, "interested", None)
@@ -102,6 +102,20 @@ def run_event(event: object, handler: type | str, *, check: bool = False, bus: E
             raise HandlerFailed(handler_class.__qualname__, result.reason)
         return Outcome.failed(result.reason)
     return Outcome.processed(result)
+
+
+def _instance(bus: EventBus, handler_class: type) -> Any:
+    """The handler as the bus makes it: its configured instance, else one from its
+    ``handler_factory``, else the class called with no arguments."""
+    if bus.is_configured:
+        config = bus.config
+        for spec in config.registry.handlers:
+            if spec.handler_class is handler_class:
+                return spec.instance
+        factory = config.arguments.get("handler_factory")
+        if factory is not None:
+            return factory(handler_class)
+    return handler_class()
 
 
 def _handler_class(handler: type | str) -> type:

@@ -105,3 +105,24 @@ def test_the_contract_names_import_from_the_testing_package() -> None:
     )
 
     assert HandlerFailed is eventbus.HandlerFailed
+
+
+class NeedsALedger(Handler):
+    def __init__(self, ledger: list[str]) -> None:
+        self.ledger = ledger
+
+    def handle_event(self, event: OrderCreated) -> str:
+        self.ledger.append(event.order_id)
+        return f"entry-{event.order_id}"
+
+
+def test_a_handler_with_dependencies_is_made_as_the_bus_makes_it() -> None:
+    ledger: list[str] = []
+    bus = eventbus.EventBus().configure(
+        handlers={OrderCreated: [NeedsALedger]}, broker="stub", handler_factory=lambda cls: cls(ledger)
+    )
+    assert run_event(OrderCreated("7"), NeedsALedger, bus=bus) == Outcome.processed("entry-7")
+    assert ledger == ["7"]
+    # Not among the bus's handlers: made by its factory all the same.
+    other = eventbus.EventBus().configure(handlers={}, broker="stub", handler_factory=lambda cls: cls(ledger))
+    assert run_event(OrderCreated("8"), NeedsALedger, bus=other) == Outcome.processed("entry-8")
