@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -17,7 +18,6 @@ from dramatiq.common import dq_name
 from dramatiq.errors import DecodeError
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware, Retries, TimeLimit, default_middleware
-from dramatiq.middleware.threading import raise_thread_exception
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from ..bus import EventBus
@@ -376,7 +376,13 @@ class _TimeLimit(TimeLimit):
                     del self._deadlines[thread]
             for thread in late:
                 self.logger.warning("Time limit exceeded. Raising exception in worker thread %r.", thread)
-                raise_thread_exception(thread, TimeLimitExceeded)  # type: ignore[no-untyped-call]
+                _raise_in_thread(thread, TimeLimitExceeded)
+
+
+def _raise_in_thread(thread_id: int, exception: type[BaseException]) -> None:
+    """Raise ``exception`` in thread ``thread_id`` at its next bytecode, as Dramatiq's TimeLimit
+    does, through CPython's documented C API rather than Dramatiq's unexported helper."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exception))
 
 
 def _stub_broker(extra: Iterable[Middleware], time_limit: TimeLimit) -> StubBroker:
