@@ -26,6 +26,7 @@ from .errors import (
     PublishError,
 )
 from .handler import Error, Handler
+from .metadata import EventContext, EventContextFilter, EventMetadata, correlation, current_context
 from .partition import partition_key
 
 __all__ = [
@@ -35,14 +36,19 @@ __all__ = [
     "Error",
     "EventBus",
     "EventBusError",
+    "EventContext",
+    "EventContextFilter",
     "EventDecodeError",
     "EventEncodeError",
+    "EventMetadata",
     "Handler",
     "HandlerFailed",
     "InterestedFailed",
     "PublishError",
     "configure",
     "configure_from_env",
+    "correlation",
+    "current_context",
     "default_bus",
     "deferred",
     "partition_key",

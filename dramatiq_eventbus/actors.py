@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import threading
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -24,8 +25,10 @@ import dramatiq
 from dramatiq.broker import Broker
 
 from .codecs import Codec, JSONValue, type_name
+from .delivery import Delivery
 from .errors import ConfigurationError, EventDecodeError, HandlerFailed
 from .handler import Error
+from .metadata import EventContext, context_for, running
 from .registry import HandlerSpec, Registry
 from .routing import Queues
 from .untrusted import REASON_CHARACTERS, escaped
@@ -35,13 +38,14 @@ logger = logging.getLogger("dramatiq_eventbus.actors")
 T = TypeVar("T")
 
 
-def handle_payload(spec: HandlerSpec, codec: Codec, payload: JSONValue) -> Any:
+def handle_payload(spec: HandlerSpec, codec: Codec, payload: JSONValue, context: EventContext | None = None) -> Any:
     """Decode ``payload`` and give it to the handler; return what it returned.
 
     Parameters:
       spec(HandlerSpec): The handler.
       codec(Codec): The bus's codec.
       payload(JSONValue): The encoded event.
+      context(EventContext | None): What :func:`~.metadata.current_context` returns while the handler runs.
 
     Raises:
       EventDecodeError: The payload cannot be decoded. Never worth a retry.
@@ -49,7 +53,54 @@ def handle_payload(spec: HandlerSpec, codec: Codec, payload: JSONValue) -> Any:
       Exception: Whatever the handler raised.
     """
     event = codec.decode(payload)
-    return call_handler(spec, event)
+    with running(context):
+        return call_handler(spec, event)
+
+
+def delivery_context(delivery: Delivery, *, attempt: int = 1, message_id: str | None = None) -> EventContext | None:
+    """The context a handler runs in for ``delivery``; None for a delivery built without metadata.
+
+    Parameters:
+      delivery(Delivery): The event, its handler and its metadata.
+      attempt(int): 1 for the first try.
+      message_id(str | None): The message's id, where one was sent.
+    """
+    if delivery.metadata is None:
+        return None
+    return context_for(
+        delivery.metadata,
+        handler=delivery.handler.name,
+        partition_key=delivery.partition_key,
+        attempt=attempt,
+        message_id=message_id,
+    )
+
+
+# The context of each message a worker thread is about to run, by its payload: the actor is
+# called with the payload only (``actor(*message.args)``), and an async handler's coroutine runs
+# on Dramatiq's loop thread, where nothing the worker thread set in its context variables is
+# seen. The payload object is the one message.args holds, so its identity finds its message.
+_received: dict[int, tuple[object, EventContext]] = {}
+_received_lock = threading.Lock()
+
+
+def expect_message(payload: object, context: EventContext) -> None:
+    """Note that the actor called next with ``payload`` (that very object) runs in ``context``."""
+    with _received_lock:
+        _received[id(payload)] = (payload, context)
+
+
+def forget_message(payload: object) -> None:
+    """Forget what :func:`expect_message` noted of ``payload``, once its message is done."""
+    with _received_lock:
+        found = _received.get(id(payload))
+        if found is not None and found[0] is payload:
+            del _received[id(payload)]
+
+
+def _context_of(payload: object) -> EventContext | None:
+    found = _received.get(id(payload))
+    return found[1] if found is not None and found[0] is payload else None
 
 
 def call_handler(spec: HandlerSpec, event: object) -> Any:
@@ -242,7 +293,8 @@ class SyncHandlerActor(HandlerActor):
     def __call__(self, payload: JSONValue) -> None:
         event = self.received(payload)
         try:
-            call_handler(self.spec, event)
+            with running(_context_of(payload)):
+                call_handler(self.spec, event)
         except HandlerFailed as exc:
             self.log_failure(exc)
             raise
@@ -263,7 +315,9 @@ class AsyncHandlerActor(HandlerActor):
     async def __call__(self, payload: JSONValue) -> None:
         event = self.received(payload)
         try:
-            await call_async_handler(self.spec, event)
+            # Set in this coroutine's own task context: concurrent handlers on the loop each see theirs.
+            with running(_context_of(payload)):
+                await call_async_handler(self.spec, event)
         except HandlerFailed as exc:
             self.log_failure(exc)
             raise

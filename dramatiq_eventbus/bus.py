@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import dramatiq
 from dramatiq.broker import Broker
@@ -26,6 +26,7 @@ from .codecs import Codec, CustomTypes, make_codec
 from .codecs.names import qualified_name
 from .delivery import Delivery, PublishBuffer
 from .errors import ConfigurationError, InterestedFailed
+from .metadata import EventMetadata, new_metadata
 from .middleware import install as install_middleware
 from .ordering import (
     DEFAULT_LEASE_SECONDS,
@@ -334,16 +335,31 @@ class EventBus:
 
     # -- publishing --------------------------------------------------------------------------
 
-    def publish(self, events: object) -> None:
-        """Send an event, or a list of events, to every interested handler.
+    @overload
+    def publish(self, events: list[Any] | tuple[Any, ...]) -> list[str]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def publish(self, events: object) -> str: ...
+
+    def publish(self, events: object) -> str | list[str]:
+        """Send an event, or a list of events, to every interested handler; return their ids.
 
         The pipeline: look up the handlers of each event's exact class, ask each whether it
         is ``interested``, encode the event once, route it to a queue by its partition key,
         and hand every delivery of the call to the backend together. Every event is encoded
         before anything is sent, so one that cannot be encoded fails the call with nothing sent.
 
+        Each event gets its metadata (see :class:`~.metadata.EventMetadata`), carried in its
+        messages' options: a new ``event_id``, the time, the ``correlation_id`` of the enclosing
+        ``correlation()`` block or handler (else its own id) and, inside a handler, the
+        ``causation_id`` of the event being handled.
+
         Parameters:
           events: An event, or a list or tuple of events.
+
+        Returns:
+          str | list[str]: The event's ``event_id``; for a list or tuple, a list of them in
+          order (also for events no handler is interested in).
 
         Raises:
           InterestedFailed: A handler's ``interested`` raised; nothing of the call was sent.
@@ -354,7 +370,8 @@ class EventBus:
         config = self.config
         batch = _as_event_list(events)
         deliveries: list[Delivery] = []
-        for event in batch:
+        metadata = [new_metadata() for _ in batch]
+        for event, meta in zip(batch, metadata):  # noqa: B905  # the same length: made from batch
             handlers = config.registry.handlers_for(type(event))
             if not handlers:
                 _warn_unhandled(config.registry, type(event))
@@ -373,10 +390,15 @@ class EventBus:
             payload = config.codec.encode(event)
             key = partition_key(event)
             queue_name = config.queues.for_key(key)
-            deliveries.extend(Delivery(spec, event, payload, key, queue_name) for spec in interested)
-        self.hand_over(batch, deliveries)
+            deliveries.extend(Delivery(spec, event, payload, key, queue_name, meta) for spec in interested)
+        self.hand_over(batch, deliveries, metadata)
+        if batch is events:
+            return [meta.event_id for meta in metadata]
+        return metadata[0].event_id
 
-    def hand_over(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+    def hand_over(
+        self, events: Sequence[object], deliveries: Sequence[Delivery], metadata: Sequence[EventMetadata] = ()
+    ) -> None:
         """Where one publish() call's work goes, innermost first: an open ``deferred()`` block,
         an interceptor (a database transaction, an outbox), a recording test mailbox, or the
         backend. A deferral that ends calls this again, and so reaches the next one out.
@@ -390,7 +412,7 @@ class EventBus:
             target = self._recorder
         if target is not None:
             # A test mailbox sees every event, even one no handler wants, as the reference's does.
-            target.published(events, deliveries)
+            target.published(events, deliveries, metadata)
         elif deliveries:
             self.config.backend.deliver(deliveries)
 
@@ -412,7 +434,7 @@ class EventBus:
         finally:
             self._deferred.reset(token)
         if deferral.events:
-            self.hand_over(deferral.events, deferral.deliveries)
+            self.hand_over(deferral.events, deferral.deliveries, deferral.metadata)
 
     def _intercepting(self) -> PublishRecorder | None:
         """The innermost interceptor that wants publish() calls now, if any."""
@@ -463,8 +485,11 @@ class _Deferral(PublishBuffer):
 class PublishRecorder(Protocol):
     """What takes publish() calls in place of the backend: the test mailbox."""
 
-    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
-        """One publish() call: every event in order, and the deliveries of those a handler wants."""
+    def published(
+        self, events: Sequence[object], deliveries: Sequence[Delivery], metadata: Sequence[EventMetadata] = ()
+    ) -> None:
+        """One publish() call: every event in order, the deliveries of those a handler wants, and
+        each event's metadata, in the order of ``events``."""
 
 
 def _resolve_broker(broker: Broker | str | None, redis_heartbeat_seconds: float | None) -> tuple[Broker, bool]:

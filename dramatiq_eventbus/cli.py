@@ -95,7 +95,7 @@ def _lanes(older_than: float) -> int:
         print(
             f"{lane.age_seconds:7.1f}s  {lane.attempts:>8}  {lane.pending:>7}  {lane.state:<10}  "
             f"{shown(lane.handler)} / {shown(lane.partition_key)} / {shown(lane.event_type)} "
-            f"{shown(lane.head_message_id)}"
+            f"{shown(lane.head_message_id)} event {shown(lane.event_id)}"
         )
     return 1
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .codecs import JSONValue
+from .metadata import EventMetadata
 from .registry import HandlerSpec
 
 
@@ -19,6 +20,8 @@ class Delivery:
       payload(JSONValue): The event as the codec encoded it; what a worker decodes.
       partition_key(str | None): The event's partition key.
       queue_name(str): The queue the route chose.
+      metadata(EventMetadata | None): The event's id, time, correlation and causation: the
+        same object for every handler of one event. None only in deliveries built by hand.
     """
 
     handler: HandlerSpec
@@ -26,6 +29,7 @@ class Delivery:
     payload: JSONValue
     partition_key: str | None
     queue_name: str
+    metadata: EventMetadata | None = None
 
 
 class PublishBuffer:
@@ -34,12 +38,16 @@ class PublishBuffer:
     A recorder in the bus's sense (it has ``published()``), so a publish() can be handed to it.
     """
 
-    __slots__ = ("deliveries", "events")
+    __slots__ = ("deliveries", "events", "metadata")
 
     def __init__(self) -> None:
         self.events: list[object] = []
         self.deliveries: list[Delivery] = []
+        self.metadata: list[EventMetadata] = []
 
-    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+    def published(
+        self, events: Sequence[object], deliveries: Sequence[Delivery], metadata: Sequence[EventMetadata] = ()
+    ) -> None:
         self.events.extend(events)
         self.deliveries.extend(deliveries)
+        self.metadata.extend(metadata)

@@ -27,6 +27,7 @@ from dramatiq.common import q_name
 from dramatiq.message import Message
 
 from .errors import ConfigurationError
+from .metadata import CAUSATION_ID, CORRELATION_ID, EVENT_ID, PUBLISHED_AT
 
 #: The option that carries a message's signature.
 OPTION = "signature"
@@ -36,8 +37,8 @@ MIN_KEY_BYTES = 16
 
 #: Signed before the message's fields, so that a signature made with the same key for any
 #: other purpose (a pickled payload) never passes for one of these. v1 left the message id
-#: out: a message signed so is refused as wrongly signed.
-_DOMAIN = b"dramatiq-eventbus message v2\n"
+#: out, v2 the metadata: a message signed so is refused as wrongly signed.
+_DOMAIN = b"dramatiq-eventbus message v3\n"
 
 
 def secret_keys(secret_key: object = None, secret_keys: object = None) -> tuple[bytes, ...]:
@@ -127,6 +128,10 @@ def _signed(message: Any) -> bytes:
         options.get("event_type"),
         options.get("partition_key"),
         options.get("lane"),
+        options.get(EVENT_ID),
+        options.get(PUBLISHED_AT),
+        options.get(CORRELATION_ID),
+        options.get(CAUSATION_ID),
         list(message.args),
         message.kwargs,
     ]

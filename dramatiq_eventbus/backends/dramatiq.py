@@ -27,8 +27,9 @@ class DramatiqBackend:
     """Enqueues each delivery as a Dramatiq message for its handler's actor.
 
     The event travels as the message's only argument, already encoded by the codec, so
-    the envelope stays plain JSON. Each message's options carry the event's type name
-    and partition key, and on a broker with queue priorities, the handler's priority.
+    the envelope stays plain JSON. Each message's options carry the event's type name,
+    partition key and metadata (``event_id``, ``published_at`` in Unix milliseconds,
+    ``correlation_id``, ``causation_id``), and on a broker with queue priorities, the handler's priority.
 
     With lanes, a message with a partition key is first added to its lane in Redis, and
     sent only when it is its lane's head; the worker that handles a head sends the next.
@@ -64,6 +65,8 @@ class DramatiqBackend:
             "event_type": type_name(type(delivery.event)),
             "partition_key": delivery.partition_key,
         }
+        if delivery.metadata is not None:
+            options.update(delivery.metadata.options())
         if self.lanes is not None and delivery.partition_key is not None:
             options["lane"] = lane_name(delivery.handler.name, delivery.partition_key)
         if self._priorities:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..actors import handle_payload
+from ..actors import delivery_context, handle_payload
 from ..codecs import Codec
 from ..delivery import Delivery
 
@@ -37,4 +37,4 @@ class InlineBackend:
           Exception: Whatever a handler raised.
         """
         for delivery in deliveries:
-            handle_payload(delivery.handler, self.codec, delivery.payload)
+            handle_payload(delivery.handler, self.codec, delivery.payload, delivery_context(delivery))

@@ -29,6 +29,7 @@ from dramatiq.encoder import JSONEncoder
 from dramatiq.message import Message, get_encoder
 from dramatiq.middleware.retries import DEFAULT_MAX_BACKOFF
 
+from ..metadata import option_problem as metadata_problem
 from ..ordering.lanes import lane_name
 from ..untrusted import REASON_CHARACTERS, SHOWN_CHARACTERS, briefly, cut, escaped, shown
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, size_problem
@@ -366,7 +367,8 @@ def _option_problem(actor: Any, message: Message[Any]) -> str | None:
     if lane is not None and (not isinstance(key, str) or lane != lane_name(message.actor_name, key)):
         # A lane names a handler and a key: another lane's name would run or drop that lane's head.
         return f"its option 'lane' is {shown(lane)}, not the lane of its actor and partition key"
-    return None
+    # Ids a handler keys its writes on and a worker writes in log lines and new events.
+    return metadata_problem(options)
 
 
 #: The highest priority AMQP can carry.

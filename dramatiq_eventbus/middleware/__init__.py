@@ -14,6 +14,7 @@ from dramatiq.middleware import AsyncIO, Middleware, Retries
 from ..ordering import LaneCoordinator, LaneSweeper, PartitionOrdering
 from ..signing import Signer
 from .authentication import MessageAuthentication
+from .contexts import EventContexts
 from .dead_letters import DeadLetterReasons
 
 _M = TypeVar("_M", bound=Middleware)
@@ -45,6 +46,7 @@ def install(
     _ensure(broker, PartitionOrdering, lambda: PartitionOrdering(coordinator)).coordinator = coordinator
     _ensure(broker, LaneSweeper, lambda: LaneSweeper(coordinator)).coordinator = coordinator
     _ensure(broker, RunningWorkers, RunningWorkers)
+    _ensure(broker, EventContexts, EventContexts)
     return authentication
 
 
@@ -105,4 +107,11 @@ def _ensure(broker: Broker, kind: type[_M], make: Callable[[], _M]) -> _M:
     return middleware
 
 
-__all__ = ["DeadLetterReasons", "MessageAuthentication", "RunningWorkers", "install", "install_asyncio"]
+__all__ = [
+    "DeadLetterReasons",
+    "EventContexts",
+    "MessageAuthentication",
+    "RunningWorkers",
+    "install",
+    "install_asyncio",
+]

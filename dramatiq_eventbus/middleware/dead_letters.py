@@ -62,11 +62,12 @@ class DeadLetterReasons(Middleware):
     def _log(self, message: MessageProxy, reason: str) -> None:
         event_type = message.options.get("event_type")
         self.logger.error(
-            "Dead-lettered message %s: %s for %s (partition key %s) after %d attempt(s): %s",
+            "Dead-lettered message %s: %s for %s (partition key %s, event %s) after %d attempt(s): %s",
             shown(message.message_id),
             message.actor_name,  # one of the bus's handlers: its name is the configuration's
             "an unknown event" if event_type is None else shown(event_type),
             shown(message.options.get("partition_key")),
+            shown(message.options.get("event_id")),
             message.options.get("retries", 0) or 1,
             reason,
         )

@@ -222,7 +222,12 @@ class SharedCallsCoordinator:
         _, token, _ = entry
         retry_at = self._retry_at.pop(message.message_id, None)
         if message.failed:
-            logger.warning("Lane %s moves on past dead-lettered message %s.", shown(lane), shown(message.message_id))
+            logger.warning(
+                "Lane %s moves on past dead-lettered message %s (event %s).",
+                shown(lane),
+                shown(message.message_id),
+                shown(message.options.get("event_id")),
+            )
         elif not retrying:
             self._finish_handled(message, HandledHead(lane, message.message_id, token))
             return
@@ -267,9 +272,10 @@ class SharedCallsCoordinator:
             )
             return
         logger.warning(
-            "Lane %s moves on past message %s, dead-lettered before it started (e.g. past its max_age).",
+            "Lane %s moves on past message %s (event %s), dead-lettered before it started (e.g. past its max_age).",
             shown(lane),
             shown(message.message_id),
+            shown(message.options.get("event_id")),
         )
         warn_if_lost(lane, message.message_id, finished.status)
         if finished.next_message is not None:

@@ -114,6 +114,7 @@ class LaneStatus:
       age_seconds(float): How long the head has been the head.
       attempts(int): How many times the head has been started.
       pending(int): Events in the lane, the head included.
+      event_id(str): The head event's ``event_id`` (``"unknown"`` for a message without one).
     """
 
     handler: str
@@ -124,6 +125,7 @@ class LaneStatus:
     age_seconds: float
     attempts: int
     pending: int
+    event_id: str = "unknown"
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from traceback import StackSummary
 from typing import Any, Literal, get_args
 
-from ..actors import handle_payload
+from ..actors import delivery_context, handle_payload
 from ..backends import DramatiqBackend
 from ..brokers import support_for
 from ..brokers.limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
 from ..bus import EventBus
 from ..delivery import Delivery
+from ..metadata import EventMetadata
 from ._codec import codec_for
 from ._stack import capture_stack, format_stack, location
 
@@ -46,17 +47,22 @@ class RecordedEvent:
       handlers(tuple[str, ...]): The actor names of the handlers interested in it.
       published_at(traceback.StackSummary): The publisher's stack, outermost first, from
         the first frame of application code to the caller of publish().
+      metadata(EventMetadata | None): Its ``event_id``, ``published_at`` time,
+        ``correlation_id`` and ``causation_id``, as its messages would carry them.
     """
 
     event: object
     mode: Mode
     handlers: tuple[str, ...]
     published_at: StackSummary
+    metadata: EventMetadata | None = None
 
     def describe(self) -> str:
-        """The event's repr and where it was published, on one line."""
+        """The event's repr, its correlation and causation, and where it was published, on one line."""
         where = f"  (published at {location(self.published_at[-1])})" if self.published_at else ""
-        return f"{self.event!r}{where}"
+        meta = self.metadata
+        ids = "" if meta is None else f"  [correlation_id={meta.correlation_id!r}, causation_id={meta.causation_id!r}]"
+        return f"{self.event!r}{ids}{where}"
 
 
 class EventMailbox:
@@ -113,7 +119,9 @@ class EventMailbox:
 
     # -- the backend ---------------------------------------------------------------------------
 
-    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+    def published(
+        self, events: Sequence[object], deliveries: Sequence[Delivery], metadata: Sequence[EventMetadata] = ()
+    ) -> None:
         """Record every event of one publish() call, including those no handler is interested in.
 
         The bus calls it with each event of the call in order and the deliveries of those
@@ -126,10 +134,14 @@ class EventMailbox:
         if mode == "inline":
             self._run_inline(deliveries)
             return
-        self._record(self._decoded(events, deliveries), mode, undelivered=deliveries)
+        self._record(self._decoded(events, deliveries), mode, metadata, undelivered=deliveries)
 
     def published_and_sent(
-        self, events: Sequence[object], deliveries: Sequence[Delivery], send: Callable[[Sequence[Delivery]], None]
+        self,
+        events: Sequence[object],
+        deliveries: Sequence[Delivery],
+        send: Callable[[Sequence[Delivery]], None],
+        metadata: Sequence[EventMetadata] = (),
     ) -> None:
         """Record one publish() call, as :meth:`published` does, and have ``send`` deliver it too.
 
@@ -149,7 +161,7 @@ class EventMailbox:
                 "worker, or leave stub_worker out to run handlers inline"
             )
         self._check_sendable(deliveries)
-        records = self._record(self._decoded(events, deliveries), mode)
+        records = self._record(self._decoded(events, deliveries), mode, metadata)
         # Recorded before it is sent: a worker thread may handle it at once, and what its handler
         # publishes must come after it in the mailbox, as it did in time.
         try:
@@ -204,15 +216,24 @@ class EventMailbox:
     def _run_inline(self, deliveries: Sequence[Delivery]) -> None:
         codec = self.bus.config.codec
         for delivery in deliveries:
-            handle_payload(delivery.handler, codec, delivery.payload)
+            handle_payload(delivery.handler, codec, delivery.payload, delivery_context(delivery))
 
     def _record(
-        self, decoded: Sequence[tuple[object, Sequence[Delivery]]], mode: Mode, undelivered: Sequence[Delivery] = ()
+        self,
+        decoded: Sequence[tuple[object, Sequence[Delivery]]],
+        mode: Mode,
+        metadata: Sequence[EventMetadata],
+        undelivered: Sequence[Delivery] = (),
     ) -> list[RecordedEvent]:
         # Every event is decoded before any is recorded: a call that fails records nothing, as
         # a call that fails to encode sends nothing.
         stack = capture_stack()
-        records = [RecordedEvent(event, mode, tuple(d.handler.name for d in group), stack) for event, group in decoded]
+        # A recorder called without metadata (by hand) records events without it.
+        metas: Sequence[EventMetadata | None] = metadata if len(metadata) == len(decoded) else [None] * len(decoded)
+        records = [
+            RecordedEvent(event, mode, tuple(d.handler.name for d in group), stack, meta)
+            for (event, group), meta in zip(decoded, metas, strict=True)
+        ]
         with self._lock:
             self._records.extend(records)
             self._undelivered.extend(undelivered)
@@ -245,7 +266,8 @@ class EventMailbox:
 
         ``expected`` is an event class, whose exact instances match when each named
         attribute equals its value; an event, matched by ``==``; or a predicate taking
-        the event. Default-mode events never match.
+        the event. The keywords ``correlation_id`` and ``causation_id`` match the event's
+        metadata, not its attributes, whatever ``expected`` is. Default-mode events never match.
 
         Raises:
           AssertionError: Nothing matches; the message lists what was published.
@@ -254,7 +276,7 @@ class EventMailbox:
         matches, wanted = _matcher(expected, attributes)
         with self._lock:
             for index, record in enumerate(self._pending):
-                if matches(record.event):
+                if matches(record):
                     del self._pending[index]
                     return record.event
             raise AssertionError(self._no_match_message(wanted, expected))
@@ -270,7 +292,7 @@ class EventMailbox:
         __tracebackhide__ = True
         matches, wanted = _matcher(expected, attributes)
         with self._lock:
-            found = [record for record in self._records if matches(record.event)]
+            found = [record for record in self._records if matches(record)]
         if found:
             raise AssertionError(
                 "\n".join(
@@ -325,7 +347,31 @@ def unasserted_report(records: Sequence[RecordedEvent]) -> str:
     return "\n".join(lines)
 
 
-def _matcher(expected: object, attributes: dict[str, Any]) -> tuple[Callable[[object], bool], str]:
+#: The keywords of the assertions that match an event's metadata rather than its attributes.
+METADATA_KEYWORDS = ("correlation_id", "causation_id")
+
+
+def _matcher(expected: object, attributes: dict[str, Any]) -> tuple[Callable[[RecordedEvent], bool], str]:
+    """What a record must be to match, and how the failure names it."""
+    attributes = dict(attributes)
+    wanted_metadata = {name: attributes.pop(name) for name in METADATA_KEYWORDS if name in attributes}
+    matches_event, wanted = _event_matcher(expected, attributes)
+    if not wanted_metadata:
+        return (lambda record: matches_event(record.event)), wanted
+
+    def matches(record: RecordedEvent) -> bool:
+        metadata = record.metadata
+        return (
+            metadata is not None
+            and all(getattr(metadata, name) == value for name, value in wanted_metadata.items())
+            and matches_event(record.event)
+        )
+
+    shown = ", ".join(f"{name}={value!r}" for name, value in wanted_metadata.items())
+    return matches, f"{wanted} (metadata {shown})"
+
+
+def _event_matcher(expected: object, attributes: dict[str, Any]) -> tuple[Callable[[object], bool], str]:
     if isinstance(expected, type):
         event_class = expected
 

@@ -9,6 +9,8 @@ from ..actors import handled
 from ..bus import EventBus
 from ..errors import HandlerFailed
 from ..handler import Error, handler_name
+from ..metadata import EventContext, context_for, new_metadata, running
+from ..partition import partition_key
 from ..registry import import_string, refuse_async_interested
 from ._codec import codec_for
 
@@ -55,7 +57,14 @@ class Outcome:
         return "Outcome.not_interested()"
 
 
-def run_event(event: object, handler: type | str, *, check: bool = False, bus: EventBus | None = None) -> Outcome:
+def run_event(
+    event: object,
+    handler: type | str,
+    *,
+    check: bool = False,
+    bus: EventBus | None = None,
+    context: EventContext | None = None,
+) -> Outcome:
     """Run ``event`` through one handler, synchronously, in the caller.
 
     The event first makes the round trip through the bus's configured codec, so an event
@@ -73,6 +82,9 @@ def run_event(event: object, handler: type | str, *, check: bool = False, bus: E
       check(bool): Raise HandlerFailed for an ``Error(reason)`` result instead of
         returning ``Outcome.failed(reason)``.
       bus(EventBus | None): The bus whose codec to use; the default bus if None.
+      context(EventContext | None): What :func:`~dramatiq_eventbus.current_context` returns
+        while the handler runs. Default: a new event id, correlated and caused as a publish()
+        here would be, attempt 1, the handler's name, the event's partition key, and no message id.
 
     Returns:
       Outcome: ``Outcome.processed(result)``, ``Outcome.not_interested()`` or ``Outcome.failed(reason)``.
@@ -95,8 +107,11 @@ def run_event(event: object, handler: type | str, *, check: bool = False, bus: E
     refuse_async_interested(handler_name(handler_class), interested)  # as configure() does
     if interested is not None and not interested(event):
         return Outcome.not_interested()
+    if context is None:
+        context = context_for(new_metadata(), handler=handler_name(handler_class), partition_key=partition_key(event))
     # An async handle_event is awaited to its end, in this thread or, called from a coroutine, another.
-    result = handled(instance, received)
+    with running(context):
+        result = handled(instance, received)
     if isinstance(result, Error):
         if check:
             raise HandlerFailed(handler_class.__qualname__, result.reason)

@@ -23,6 +23,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from ..bus import EventBus
 from ..delivery import Delivery
 from ..errors import ConfigurationError
+from ..metadata import EventMetadata
 from ..routing import Queues
 from .mailbox import EventMailbox, active_mailbox
 
@@ -286,8 +287,10 @@ class _RecordAndSend:
         self.mailbox = mailbox
         self.bus = bus
 
-    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
-        self.mailbox.published_and_sent(events, deliveries, self.bus.config.backend.deliver)
+    def published(
+        self, events: Sequence[object], deliveries: Sequence[Delivery], metadata: Sequence[EventMetadata] = ()
+    ) -> None:
+        self.mailbox.published_and_sent(events, deliveries, self.bus.config.backend.deliver, metadata)
 
 
 class _ShortBackoff(Middleware):

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionm
 from ..codecs.names import qualified_name
 from ..delivery import Delivery, PublishBuffer
 from ..errors import ConfigurationError
+from ..metadata import EventMetadata
 from .outbox import message_backend
 
 if TYPE_CHECKING:
@@ -156,13 +157,19 @@ class SessionBinding:
             return False  # a backend that builds no messages (inline, your own) gets the deliveries at commit
         return True
 
-    def keep(self, session: Session, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+    def keep(
+        self,
+        session: Session,
+        events: Sequence[object],
+        deliveries: Sequence[Delivery],
+        metadata: Sequence[EventMetadata] = (),
+    ) -> None:
         """Keep one publish() call with the innermost transaction or savepoint of ``session``."""
         transaction = session.get_nested_transaction() or session.get_transaction()
         if transaction is None:  # pragma: no cover - _find() returned this session for its transaction
             raise RuntimeError("the session's transaction ended while publishing")
         pending: dict[SessionTransaction, _Pending] = session.info.setdefault(self._key, {})
-        pending.setdefault(transaction, _Pending()).published(events, deliveries)
+        pending.setdefault(transaction, _Pending()).published(events, deliveries, metadata)
         with self._keeping_lock:
             self._keeping.add(session)
 
@@ -190,7 +197,9 @@ class SessionBinding:
         pending = pending_by_transaction.pop(transaction, None)
         if pending is not None and pending.committed and transaction.parent is not None:
             enclosing = _keeping_transaction(transaction.parent)
-            pending_by_transaction.setdefault(enclosing, _Pending()).published(pending.events, pending.deliveries)
+            pending_by_transaction.setdefault(enclosing, _Pending()).published(
+                pending.events, pending.deliveries, pending.metadata
+            )
         if not pending_by_transaction:
             session.info.pop(self._key, None)
             with self._keeping_lock:
@@ -200,7 +209,7 @@ class SessionBinding:
         # What encloses the transaction now takes them: a deferred() block, a test mailbox, or the backend.
         token = self._handing_over.set(True)
         try:
-            self.bus.hand_over(pending.events, pending.deliveries)
+            self.bus.hand_over(pending.events, pending.deliveries, pending.metadata)
         finally:
             self._handing_over.reset(token)
 
@@ -214,12 +223,15 @@ class _TransactionTarget:
         self.binding = binding
         self.session = session
 
-    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+    def published(
+        self, events: Sequence[object], deliveries: Sequence[Delivery], metadata: Sequence[EventMetadata] = ()
+    ) -> None:
         binding = self.binding
         if binding.outbox is not None and binding.writes_rows():
+            # The rows hold the messages, options and so metadata included.
             binding.outbox.write(self.session, binding.bus, deliveries)
         else:
-            binding.keep(self.session, events, deliveries)
+            binding.keep(self.session, events, deliveries, metadata)
 
 
 def bind_session(target: object, *, bus: EventBus | None = None, outbox: Outbox | None = None) -> SessionBinding:

@@ -258,7 +258,7 @@ def capture_deliveries(events: Sequence[object]) -> list[Any]:
     caught: list[Any] = []
 
     class Catcher:
-        def published(self, events: Sequence[object], deliveries: Sequence[Any]) -> None:
+        def published(self, events: Sequence[object], deliveries: Sequence[Any], metadata: Sequence[Any] = ()) -> None:
             caught.extend(deliveries)
 
     with eventbus.default_bus.recording_to(Catcher()):

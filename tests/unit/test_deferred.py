@@ -91,17 +91,19 @@ class Transaction:
         self.open = False
         self.events: list[object] = []
         self.deliveries: list[Delivery] = []
+        self.metadata: list[Any] = []
 
     def find(self) -> Transaction | None:
         return self if self.open else None
 
-    def published(self, events: Sequence[object], deliveries: Sequence[Delivery]) -> None:
+    def published(self, events: Sequence[object], deliveries: Sequence[Delivery], metadata: Sequence[Any] = ()) -> None:
         self.events.extend(events)
         self.deliveries.extend(deliveries)
+        self.metadata.extend(metadata)
 
     def commit(self) -> None:
         self.open = False
-        self.bus.hand_over(self.events, self.deliveries)
+        self.bus.hand_over(self.events, self.deliveries, self.metadata)
 
 
 def test_a_block_inside_a_transaction_hands_its_events_to_the_transaction(bus: EventBus, sent: Sent) -> None:

@@ -64,7 +64,8 @@ def test_an_error_result_is_retried_then_dead_lettered_with_its_reason(
     (dead_line,) = [r.getMessage() for r in caplog.records if r.name == DEAD_LETTERS_LOGGER]
     assert dead_line == (
         f"Dead-lettered message '{dead.message_id}': tests.unit.handlers.FailingWithError for "
-        "'tests.unit.handlers:OrderShipped' (partition key '1') after 3 attempt(s): "
+        f"'tests.unit.handlers:OrderShipped' (partition key '1', event '{dead.options['event_id']}') "
+        "after 3 attempt(s): "
         "HandlerFailed: FailingWithError.handle_event failed: ledger locked"
     )
 

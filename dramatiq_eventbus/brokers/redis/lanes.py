@@ -217,27 +217,30 @@ class RedisLaneStore:
             if age < older_than_seconds:
                 continue
             handler, _, key = lane.partition(":")
+            event_type, event_id = self._head_event(lane, head_id)
             found.append(
                 LaneStatus(
                     handler=handler,
                     partition_key=key,
                     state=_state(head.get("state", "unknown")),
                     head_message_id=head_id.decode(),
-                    event_type=self._event_type(lane, head_id),
+                    event_type=event_type,
                     age_seconds=age,
                     attempts=int(head.get("attempts", 0)),
                     pending=int(pending),
+                    event_id=event_id,
                 )
             )
         return sorted(found, key=lambda status: -status.age_seconds)
 
-    def _event_type(self, lane: str, message_id: bytes) -> str:
+    def _head_event(self, lane: str, message_id: bytes) -> tuple[str, str]:
+        """The head's event type and event id, as its stored message gives them (the CLI escapes them)."""
         body = self.client.hget(self.keys.messages(lane), message_id)
         try:
             options: dict[str, Any] = json.loads(body or b"{}").get("options", {})
-            return str(options.get("event_type", "unknown"))
-        except ValueError:
-            return "unknown"
+            return str(options.get("event_type", "unknown")), str(options.get("event_id", "unknown"))
+        except (ValueError, AttributeError):
+            return "unknown", "unknown"
 
 
 #: The states the lane scripts write.

@@ -1,0 +1,296 @@
+"""Event metadata: ids, timestamps, correlation and causation, and the context a handler runs in.
+
+Every event a publish() call takes gets an :class:`EventMetadata`: a time-ordered
+``event_id`` (a UUIDv7), when it was published, the ``correlation_id`` of the request or
+flow it belongs to and the ``causation_id`` of the event whose handler published it. It
+travels in the message's options, never in the payload, and the signature covers it. A
+handler reads it, with what only the worker knows (the attempt, the message id), through
+:func:`current_context`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+#: The option names the metadata travels under, in every message of the bus.
+EVENT_ID = "event_id"
+PUBLISHED_AT = "published_at"
+CORRELATION_ID = "correlation_id"
+CAUSATION_ID = "causation_id"
+
+#: The longest correlation id accepted (and, on a worker, the longest id of any kind): a
+#: request id or a UUID fits many times over, and a forged message cannot make log lines long.
+MAX_ID_CHARACTERS = 200
+
+#: The latest ``published_at`` accepted in a message, in epoch milliseconds (the year 9999).
+MAX_PUBLISHED_AT_MS = 253_402_300_799_999
+
+# A generator seeded from os.urandom, not os.urandom per id: an id costs a third as much,
+# which matters to publish() calls no handler is interested in. Reseeded in a forked child,
+# so that two workers forked from one parent never make the same ids.
+_random = random.Random(os.urandom(32))
+
+
+def _reseed() -> None:
+    _random.seed(os.urandom(32))
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
+def uuid7(millis: int | None = None) -> str:
+    """A new UUIDv7 (RFC 9562) as a str: 48 bits of Unix milliseconds, then 74 random bits.
+
+    Ids made later sort after those made earlier (at millisecond precision), which keeps an
+    index on them compact; within one millisecond their order is random.
+
+    Parameters:
+      millis(int | None): The time, in Unix milliseconds; now if None.
+    """
+    if millis is None:
+        millis = time.time_ns() // 1_000_000
+    # 80 random bits, less the 4 of the version and the 2 of the variant; built and cut by hand,
+    # as uuid.UUID would take three times as long.
+    value = (millis << 80) | (_random.getrandbits(80) & _RANDOM_BITS) | _VERSION_AND_VARIANT
+    digits = value.to_bytes(16, "big").hex()
+    return digits[:8] + "-" + digits[8:12] + "-" + digits[12:16] + "-" + digits[16:20] + "-" + digits[20:]
+
+
+_RANDOM_BITS = 0x0FFF_3FFF_FFFF_FFFF_FFFF
+_VERSION_AND_VARIANT = 0x7000_8000_0000_0000_0000
+
+
+class EventMetadata(NamedTuple):
+    """What the bus adds to one published event, the same for each of its handlers.
+
+    A named tuple, not a frozen dataclass: one is made per event published, and a tuple is
+    made in a third of the time, which publish() calls no handler wants would notice.
+
+    Attributes:
+      event_id(str): Unique and time-ordered (a UUIDv7).
+      published_at_ms(int): When publish() was called, in Unix milliseconds (UTC).
+      correlation_id(str): The request or flow the event belongs to (see :func:`correlation`).
+      causation_id(str | None): The ``event_id`` of the event whose handler published it, else None.
+    """
+
+    event_id: str
+    published_at_ms: int
+    correlation_id: str
+    causation_id: str | None
+
+    @property
+    def published_at(self) -> datetime:
+        """When publish() was called, as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.published_at_ms / 1000, tz=UTC)
+
+    def options(self) -> dict[str, Any]:
+        """The message options that carry it."""
+        return {
+            EVENT_ID: self.event_id,
+            PUBLISHED_AT: self.published_at_ms,
+            CORRELATION_ID: self.correlation_id,
+            CAUSATION_ID: self.causation_id,
+        }
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """The event a handler is running for, as :func:`current_context` returns it.
+
+    Parameters:
+      event_id(str): The event's id: the same for every handler of one publish of it, and
+        on every redelivery; key idempotent writes on it.
+      correlation_id(str): The request or flow the event belongs to.
+      causation_id(str | None): The id of the event whose handler published this one, else None.
+      published_at(datetime): When it was published (aware, UTC).
+      attempt(int): 1 on the first try, 2 on the first retry, and so on.
+      handler(str): The handler's name (its actor's name, ``package.module.ClassName``).
+      partition_key(str | None): The event's partition key.
+      message_id(str | None): Dramatiq's message id; None where no message was sent (inline,
+        the test mailbox's inline mode, ``run_event``).
+    """
+
+    event_id: str
+    correlation_id: str
+    causation_id: str | None
+    published_at: datetime
+    attempt: int
+    handler: str
+    partition_key: str | None
+    message_id: str | None
+
+
+_current: ContextVar[EventContext | None] = ContextVar("dramatiq_eventbus_event_context", default=None)
+_correlation: ContextVar[str | None] = ContextVar("dramatiq_eventbus_correlation", default=None)
+
+
+def current_context() -> EventContext | None:
+    """The context of the event whose handler is running in this thread or task, else None."""
+    return _current.get()
+
+
+@contextmanager
+def running(context: EventContext | None) -> Iterator[EventContext | None]:
+    """Make ``context`` the current one for the duration (a handler runs inside)."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def correlation(correlation_id: str) -> Iterator[str]:
+    """Give every event published in the block (and, through them, every event their handlers
+    publish) ``correlation_id``, e.g. the id of the request being served.
+
+    Parameters:
+      correlation_id(str): Any string of 1 to :data:`MAX_ID_CHARACTERS` characters.
+
+    Raises:
+      TypeError: It is not a str.
+      ValueError: It is empty or longer than :data:`MAX_ID_CHARACTERS`.
+    """
+    check_correlation_id(correlation_id)
+    token = _correlation.set(correlation_id)
+    try:
+        yield correlation_id
+    finally:
+        _correlation.reset(token)
+
+
+def check_correlation_id(correlation_id: object) -> None:
+    """Refuse what a worker would refuse to carry as a correlation id.
+
+    Raises:
+      TypeError: It is not a str.
+      ValueError: It is empty, longer than :data:`MAX_ID_CHARACTERS`, or not printable.
+    """
+    if not isinstance(correlation_id, str):
+        raise TypeError(f"a correlation id must be a str, not {type(correlation_id).__qualname__}")
+    if not 0 < len(correlation_id) <= MAX_ID_CHARACTERS:
+        raise ValueError(f"a correlation id must have 1 to {MAX_ID_CHARACTERS} characters, not {len(correlation_id)}")
+    if not correlation_id.isprintable():
+        raise ValueError("a correlation id must be printable: it is written in log lines")
+
+
+def new_metadata() -> EventMetadata:
+    """The metadata of an event published now, in this thread or task: its correlation is the
+    innermost :func:`correlation` block's, else the running handler's event's, else its own id."""
+    millis = time.time_ns() // 1_000_000
+    event_id = uuid7(millis)
+    handling = _current.get()
+    correlation_id = _correlation.get()
+    if correlation_id is None:
+        correlation_id = event_id if handling is None else handling.correlation_id
+    return EventMetadata(event_id, millis, correlation_id, None if handling is None else handling.event_id)
+
+
+def context_for(
+    metadata: EventMetadata, *, handler: str, partition_key: str | None, attempt: int = 1, message_id: str | None = None
+) -> EventContext:
+    """The context a handler runs in for an event with ``metadata``."""
+    return EventContext(
+        event_id=metadata.event_id,
+        correlation_id=metadata.correlation_id,
+        causation_id=metadata.causation_id,
+        published_at=metadata.published_at,
+        attempt=attempt,
+        handler=handler,
+        partition_key=partition_key,
+        message_id=message_id,
+    )
+
+
+def option_problem(options: Mapping[str, Any]) -> str | None:
+    """Why a message's metadata options are not what the bus writes, or None.
+
+    Every one may be absent (a message from a publisher older than the metadata); present,
+    the ids are bounded strs and ``published_at`` a whole number of milliseconds.
+    """
+    for name in (EVENT_ID, CORRELATION_ID, CAUSATION_ID):
+        value = options.get(name)
+        if value is None:
+            continue
+        if type(value) is not str:
+            return f"its option {name!r} is {_a(type(value).__name__)}, not a str"
+        if not 0 < len(value) <= MAX_ID_CHARACTERS:
+            return f"its option {name!r} has {len(value)} characters, not 1 to {MAX_ID_CHARACTERS}"
+        if not value.isprintable():
+            # Ids reach log lines (EventContextFilter) unescaped: no control characters.
+            return f"its option {name!r} holds characters that are not printable"
+    published_at = options.get(PUBLISHED_AT)
+    if published_at is not None and (type(published_at) is not int or not 0 <= published_at <= MAX_PUBLISHED_AT_MS):
+        return f"its option {PUBLISHED_AT!r} is not a time in Unix milliseconds"
+    return None
+
+
+def from_options(options: Mapping[str, Any], *, message_id: str, message_timestamp: int) -> EventMetadata:
+    """The metadata a message carries; for one without any (sent by a publisher that predates
+    it), or with an option the bus never writes, the message's own id and timestamp stand in.
+
+    Parameters:
+      options(Mapping[str, Any]): The message's options, which a forger may have written.
+      message_id(str): Dramatiq's message id.
+      message_timestamp(int): Dramatiq's enqueue time, in Unix milliseconds.
+    """
+    event_id = options.get(EVENT_ID)
+    if option_problem(options) is not None or event_id is None:
+        return EventMetadata(message_id, _millis(message_timestamp), message_id, None)
+    correlation_id = options.get(CORRELATION_ID)
+    published_at = options.get(PUBLISHED_AT)
+    return EventMetadata(
+        event_id,
+        _millis(message_timestamp) if published_at is None else published_at,
+        event_id if correlation_id is None else correlation_id,
+        options.get(CAUSATION_ID),
+    )
+
+
+def _millis(value: object) -> int:
+    return value if type(value) is int and 0 <= value <= MAX_PUBLISHED_AT_MS else 0
+
+
+def _a(name: str) -> str:
+    return f"an {name}" if name[:1] in "aeiou" else f"a {name}"
+
+
+class EventContextFilter(logging.Filter):
+    """A logging filter that adds ``event_id``, ``correlation_id`` and ``handler`` to every
+    record, from :func:`current_context`: the running handler's, else ``"-"``.
+
+    Install it on the handlers that format the records (a filter on a logger does not see
+    the records its children propagate), in one line: ``EventContextFilter.install()``,
+    then use ``%(event_id)s``, ``%(correlation_id)s`` and ``%(handler)s`` in a format.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = _current.get()
+        if context is None:
+            record.event_id = record.correlation_id = record.handler = "-"
+        else:
+            record.event_id = context.event_id
+            record.correlation_id = context.correlation_id
+            record.handler = context.handler
+        return True
+
+    @classmethod
+    def install(cls, logger: logging.Logger | None = None) -> EventContextFilter:
+        """Add one filter to every handler of ``logger`` (the root logger if None); return it.
+
+        Parameters:
+          logger(logging.Logger | None): Whose handlers; configure logging first.
+        """
+        installed = cls()
+        for handler in (logging.getLogger() if logger is None else logger).handlers:
+            handler.addFilter(installed)
+        return installed
