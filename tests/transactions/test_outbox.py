@@ -16,7 +16,7 @@ from dramatiq.message import Message
 from sqlalchemy import Engine, create_engine, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from dramatiq_eventbus import ConfigurationError, EventBus
+from dramatiq_eventbus import ConfigurationError, EventBus, correlation
 from dramatiq_eventbus.handler import handler_name
 from dramatiq_eventbus.transactions import Outbox, OutboxRelay, SessionBinding, bind_session
 from tests.support.worker_process import REPO_ROOT, wait_for
@@ -300,3 +300,27 @@ def test_the_outbox_relay_command(
     missing = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2
     assert "set EVENTBUS_OUTBOX_URL (or --url)" in missing.stderr
+
+
+def test_the_metadata_survives_the_outbox_and_the_relay(
+    bus: EventBus,
+    bound: SessionBinding,
+    session_factory: sessionmaker[Session],
+    outbox: Outbox,
+    engine: Engine,
+    view: BrokerView,
+    tag: str,
+) -> None:
+    with session_factory.begin(), correlation(f"req-{tag}"):
+        # publish() returns the ids at once, though the messages are only rows until the relay sends them.
+        deposited, noted = bus.publish([Deposited(tag, f"{tag}-k", 0), Noted(tag, "all", 1)])
+    stored = [Message.decode(row["message"]) for row in rows(engine, outbox)]  # type: ignore[arg-type]
+    assert {m.options["event_id"] for m in stored} == {deposited, noted}
+    assert OutboxRelay(outbox, engine, bus=bus).relay_pending() == len(stored)
+    sent = view.delivered(tag)
+    assert len(sent) == len(stored)
+    assert {m["options"]["event_id"] for m in sent} == {deposited, noted}
+    assert {m["options"]["correlation_id"] for m in sent} == {f"req-{tag}"}
+    assert all(m["options"]["causation_id"] is None and isinstance(m["options"]["published_at"], int) for m in sent)
+    by_event = {m.options["event_id"]: m.options["published_at"] for m in stored}
+    assert all(m["options"]["published_at"] == by_event[m["options"]["event_id"]] for m in sent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from dataclasses import dataclass
@@ -69,6 +70,21 @@ class FlakyMailed(Handler):
         note("flaky")
         if len(SEEN["flaky"]) < 3:
             raise RuntimeError("not yet")
+
+
+@dataclass(frozen=True)
+class Slow:
+    n: str
+
+
+class AsyncSlowNoter(Handler):
+    """Notes its context before and after an await, while the other messages' handlers run."""
+
+    async def handle_event(self, event: Any) -> None:
+        before = current_context()
+        await asyncio.sleep(0.05)
+        with _lock:
+            SEEN.setdefault("slow", []).append((before, current_context()))  # type: ignore[arg-type]
 
 
 CHAIN = {Ordered: [OrderedFirst, OrderedSecond], Invoiced: [InvoicedHandler], Mailed: [MailedHandler]}

@@ -217,3 +217,51 @@ def test_a_message_without_metadata_runs_with_its_message_id_as_event_id(
     drain()
     (seen,) = contexts("mailed")
     assert seen.event_id == seen.correlation_id == old.message_id and seen.causation_id is None
+
+
+def test_the_dead_letter_line_names_the_event(
+    bus: EventBus, drain: Callable[[], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    bus.configure(
+        handlers={h.Mailed: [h.FlakyMailed]}, broker="stub", default_actor_options={**FAST_RETRIES, "max_retries": 0}
+    )
+    with caplog.at_level(logging.ERROR):
+        event_id = bus.publish(h.Mailed("1"))
+        drain()
+    (line,) = [r.getMessage() for r in caplog.records if "Dead-lettered message" in r.getMessage()]
+    assert f"(partition key '1', event '{event_id}')" in line
+
+
+def test_eventbus_lanes_prints_the_head_s_event_id(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dramatiq_eventbus.cli import main
+    from dramatiq_eventbus.ordering import LaneStatus
+
+    status = LaneStatus("h.Handler", "k", "running", "msg-1", "pkg:Event", 30.0, 2, 4, event_id="evt-1")
+    monkeypatch.setattr("dramatiq_eventbus.cli.arguments_from_env", lambda: {"handlers": {}, "broker": "stub"})
+    monkeypatch.setattr(EventBus, "lanes", lambda self, older_than_seconds=0.0: [status])
+    assert main(["lanes"]) == 1
+    assert capsys.readouterr().out.splitlines()[1].endswith("'msg-1' event 'evt-1'")
+
+
+def test_concurrent_async_handlers_each_see_their_own_context(bus: EventBus, drain: Callable[[], None]) -> None:
+    bus.configure(handlers={h.Slow: [h.AsyncSlowNoter]}, broker="stub")
+    ids = bus.publish([h.Slow(str(n)) for n in range(6)])
+    drain()
+    seen = h.SEEN["slow"]
+    # Each handler noted its context before and after an await during which the others ran.
+    assert sorted(before.event_id for before, _ in seen) == sorted(ids)  # type: ignore[union-attr]
+    assert all(before == after for before, after in seen)
+
+
+def test_deferred_publishes_keep_their_ids_and_metadata(bus: EventBus) -> None:
+    from dramatiq_eventbus.testing import recording
+
+    bus.configure(handlers=h.CHAIN, broker="stub")
+    with recording(bus) as mailbox, eventbus.correlation("req-d"), bus.deferred():
+        event_id = bus.publish(h.Mailed("1"))
+        assert mailbox.records == ()
+    (record,) = mailbox.records
+    assert record.metadata is not None
+    assert (record.metadata.event_id, record.metadata.correlation_id) == (event_id, "req-d")

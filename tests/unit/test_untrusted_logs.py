@@ -263,6 +263,7 @@ def test_eventbus_lanes_prints_what_redis_holds_escaped_and_cut(
         age_seconds=12.0,
         attempts=1,
         pending=3,
+        event_id=FORGED,
     )
     monkeypatch.setattr("dramatiq_eventbus.cli.arguments_from_env", lambda: {"handlers": {}, "broker": "stub"})
     monkeypatch.setattr(EventBus, "lanes", lambda self, older_than_seconds=0.0: [forged])
