@@ -8,6 +8,9 @@ Two ways to tie publish() to a transaction:
 - **Outbox**: ``bind_session(SessionLocal, outbox=Outbox())``. A publish() writes one row
   per interested handler in the same transaction, and an :class:`OutboxRelay` moves
   committed rows to the broker, so an event survives a broker that is down at commit.
+
+And, for handlers, an **inbox**: ``bind_session(SessionLocal, inbox=Inbox())`` records
+``(handler, event_id)`` in the handler's transaction, so a redelivered event changes nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "dramatiq_eventbus.transactions needs SQLAlchemy: pip install 'dramatiq-eventbus[sqlalchemy]'"
     ) from exc
 
+from .inbox import Inbox
 from .outbox import Outbox
 from .relay import OutboxRelay
 from .settings import RelaySettings
 from .sqlalchemy import SessionBinding, bind_session
 
-__all__ = ["Outbox", "OutboxRelay", "RelaySettings", "SessionBinding", "bind_session"]
+__all__ = ["Inbox", "Outbox", "OutboxRelay", "RelaySettings", "SessionBinding", "bind_session"]

@@ -16,23 +16,26 @@ from typing import TYPE_CHECKING, Any
 
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionmaker
 
 from ..codecs.names import qualified_name
 from ..delivery import Delivery, PublishBuffer
 from ..errors import ConfigurationError
-from ..metadata import EventMetadata
-from .outbox import message_backend
+from ..metadata import EventContext, EventMetadata, current_context
+from ..untrusted import shown
+from .inbox import Inbox
+from .outbox import Outbox, message_backend
 
 if TYPE_CHECKING:
     from ..bus import EventBus
-    from .outbox import Outbox
 
 logger = logging.getLogger("dramatiq_eventbus.transactions")
 
 #: The events a binding listens to on its target, and the method that handles each.
 _LISTENERS = (
     ("after_transaction_create", "_transaction_created"),
+    ("after_begin", "_began"),
     ("after_commit", "_committed"),
     ("after_transaction_end", "_transaction_ended"),
 )
@@ -45,6 +48,22 @@ class _Pending(PublishBuffer):
 
     def __init__(self) -> None:
         super().__init__()
+        self.committed = False
+
+
+#: The savepoint a duplicate's transaction is rolled back to at its commit.
+_DUPLICATE_SAVEPOINT = "eventbus_inbox_duplicate"
+
+
+class _Claim:
+    """The inbox row one root transaction of a handler wrote, or found (a duplicate)."""
+
+    __slots__ = ("committed", "context", "duplicate", "engine")
+
+    def __init__(self, context: EventContext, engine: Engine, *, duplicate: bool) -> None:
+        self.context = context
+        self.engine = engine
+        self.duplicate = duplicate
         self.committed = False
 
 
@@ -64,20 +83,39 @@ class SessionBinding:
       ``"dramatiq"``, or its broker is a StubBroker (no relay could reach it), the
       outbox is skipped and the binding delivers after commit instead, as without one.
 
+    With an inbox, the first transaction that a handler (while
+    :func:`~dramatiq_eventbus.current_context` is not None) begins on a bound session
+    inserts the row ``(handler, event_id)`` in that transaction, before the handler's own
+    first statement. If the row exists, the event was handled already: one INFO line says
+    so, and when the handler commits, everything it wrote in that transaction is rolled
+    back first (a savepoint taken after the inbox's insert), its publish() calls are
+    dropped, and the handler returns normally, so the message is acknowledged.
+
     Parameters:
       target: What to bind: a ``Session``, a ``sessionmaker``, a ``scoped_session``, a
         ``Session`` subclass (every session of that class), or an ``AsyncSession``
         (through its ``sync_session``).
       bus(EventBus): The bus whose publish() calls are kept.
       outbox(Outbox | None): Where to write the rows; None delivers after commit.
+      inbox(Inbox | None): Where handlers record the events they handled; None records nothing.
 
     Raises:
-      ConfigurationError: ``target`` is none of the above.
+      ConfigurationError: ``target`` is none of the above, or ``outbox`` or ``inbox`` is not one.
     """
 
-    def __init__(self, target: object, *, bus: EventBus, outbox: Outbox | None = None) -> None:
+    def __init__(
+        self, target: object, *, bus: EventBus, outbox: Outbox | None = None, inbox: Inbox | None = None
+    ) -> None:
+        if outbox is not None and not isinstance(outbox, Outbox):
+            raise ConfigurationError(f"bind_session(outbox=...) takes an Outbox, not {type(outbox).__qualname__}")
+        if inbox is not None and not isinstance(inbox, Inbox):
+            hint = " (pass inbox=Inbox(), not the class)" if inbox is Inbox else ""
+            raise ConfigurationError(
+                f"bind_session(inbox=...) takes an Inbox, not {type(inbox).__qualname__}: {inbox!r:.80}{hint}"
+            )
         self.bus = bus
         self.outbox = outbox
+        self.inbox = inbox
         self.target = _listen_target(target)
         # The root transactions begun in this thread or task, latest last. Weak, so that a
         # session dropped without closing is forgotten; a transaction already over is skipped.
@@ -92,12 +130,19 @@ class SessionBinding:
         # The sessions whose transactions keep publish() calls, for unbind() to account for.
         self._keeping: weakref.WeakSet[Session] = weakref.WeakSet()
         self._keeping_lock = threading.Lock()
+        # The key of the inbox claims of each session's root transactions, in its info dict.
+        self._claims_key = f"dramatiq_eventbus.inbox.{id(self)}"
+        # The handler run (its context object: each run has its own) whose inbox row an open or
+        # committed transaction holds: a later transaction of the same run must not insert it
+        # again (it would find its own row, or wait for itself on another session's lock).
+        self._claimed: ContextVar[EventContext | None] = ContextVar(f"eventbus_inbox_claimed_{id(self)}", default=None)
         self._bound = False
         self.bind()
 
     def __repr__(self) -> str:
         mode = "outbox" if self.outbox is not None else "after commit"
-        return f"<SessionBinding {mode} target={self.target!r}>"
+        inbox = f" inbox={self.inbox.qualified_name}" if self.inbox is not None else ""
+        return f"<SessionBinding {mode}{inbox} target={self.target!r}>"
 
     def __enter__(self) -> SessionBinding:
         return self
@@ -181,16 +226,53 @@ class SessionBinding:
         live = tuple(ref for ref in self._roots.get() if _is_open(ref))
         self._roots.set((*live, weakref.ref(transaction)))
 
+    def _began(self, session: Session, transaction: SessionTransaction, connection: Connection) -> None:
+        # Fires when a transaction first uses a connection: before the handler's first statement in it.
+        if self.inbox is None:
+            return
+        context = current_context()
+        if context is None:
+            return  # not in a handler: nothing to record
+        root = transaction
+        while root.parent is not None:
+            root = root.parent
+        claims: dict[SessionTransaction, _Claim] = session.info.setdefault(self._claims_key, {})
+        if root in claims or self._claimed.get() is context:
+            return  # a second connection of the same transaction, or a run that holds its row already
+        if self.inbox.claim(connection, context.handler, context.event_id):
+            claims[root] = _Claim(context, connection.engine, duplicate=False)
+            self._claimed.set(context)
+            return
+        claims[root] = _Claim(context, connection.engine, duplicate=True)
+        logger.info(
+            "Event %s was already handled by %s (its inbox row exists): a duplicate delivery, "
+            "whose database changes are rolled back and whose publish() calls are dropped.",
+            shown(context.event_id),
+            shown(context.handler),
+        )
+        # The handler runs on to its commit, which must change nothing: everything after this
+        # savepoint is undone just before the commit (the inbox's insert, before it, inserted nothing).
+        _watch_commits(connection.engine)
+        connection.exec_driver_sql(f"SAVEPOINT {_DUPLICATE_SAVEPOINT}")
+        connection.info[_DUPLICATE_KEY] = True
+
     def _committed(self, session: Session) -> None:
         # Fires for the root and for each released savepoint, while it is still the session's current one.
         pending: dict[SessionTransaction, _Pending] | None = session.info.get(self._key)
         transaction = session.get_nested_transaction() or session.get_transaction()
+        claims: dict[SessionTransaction, _Claim] | None = session.info.get(self._claims_key)
+        claim = claims.get(transaction) if claims and transaction is not None else None
+        if claim is not None:
+            claim.committed = True
+            if claim.duplicate:
+                return  # its publish() calls are dropped with its writes
         if pending and transaction in pending:
             pending[transaction].committed = True
 
     def _transaction_ended(self, session: Session, transaction: SessionTransaction) -> None:
         if transaction.parent is None:
             self._roots.set(tuple(ref for ref in self._roots.get() if ref() is not transaction and _is_open(ref)))
+            self._claim_ended(session, transaction)
         pending_by_transaction: dict[SessionTransaction, _Pending] | None = session.info.get(self._key)
         if not pending_by_transaction:
             return
@@ -213,6 +295,66 @@ class SessionBinding:
         finally:
             self._handing_over.reset(token)
 
+    def _claim_ended(self, session: Session, transaction: SessionTransaction) -> None:
+        claims: dict[SessionTransaction, _Claim] | None = session.info.get(self._claims_key)
+        claim = claims.pop(transaction, None) if claims else None
+        if claims is not None and not claims:
+            session.info.pop(self._claims_key, None)
+        if claim is None or claim.duplicate:
+            return
+        if not claim.committed:
+            # Rolled back with the row: the run's next transaction records it instead.
+            if self._claimed.get() is claim.context:
+                self._claimed.set(None)
+            return
+        inbox = self.inbox
+        if inbox is not None and inbox.prune_due():
+            # After the handler's commit, on its own connection: never in the handler's transaction,
+            # whose locks it would hold longer, nor able to undo it by failing.
+            try:
+                pruned = inbox.prune(claim.engine)
+            except Exception:
+                logger.warning("Pruning the inbox %s failed; the next commit tries again.", inbox, exc_info=True)
+                inbox.retry_prune()
+            else:
+                logger.debug("Pruned %d row(s) from the inbox %s.", pruned, inbox)
+
+
+#: Set in a connection's info while its transaction is a duplicate's.
+_DUPLICATE_KEY = "dramatiq_eventbus.inbox_duplicate"
+
+# The engines whose commits are watched for duplicates. Listened to on the engine, once: a
+# listener on one Connection joins the engine's own list (SQLAlchemy shares it), and an engine's
+# listeners reach the connections it made already.
+_watched: weakref.WeakSet[Engine] = weakref.WeakSet()
+_watched_lock = threading.Lock()
+
+
+def _watch_commits(engine: Engine) -> None:
+    with _watched_lock:
+        if engine in _watched:
+            return
+        event.listen(engine, "commit", _undo_duplicate)
+        event.listen(engine, "rollback", _forget_duplicate)
+        _watched.add(engine)
+
+
+def _forget_duplicate(connection: Connection) -> None:
+    # The info dict outlives the transaction (it is the pooled DBAPI connection's).
+    connection.info.pop(_DUPLICATE_KEY, None)
+
+
+def _undo_duplicate(connection: Connection) -> None:
+    """Roll a duplicate's transaction back to the savepoint taken after its inbox insert, just before it commits."""
+    if not connection.info.pop(_DUPLICATE_KEY, False):
+        return
+    # Through the DBAPI connection: Connection.execute() is not for use while it commits.
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(f"ROLLBACK TO SAVEPOINT {_DUPLICATE_SAVEPOINT}")
+    finally:
+        cursor.close()
+
 
 class _TransactionTarget:
     """What the bus hands one publish() call to, while a bound session is in a transaction."""
@@ -234,29 +376,34 @@ class _TransactionTarget:
             binding.keep(self.session, events, deliveries, metadata)
 
 
-def bind_session(target: object, *, bus: EventBus | None = None, outbox: Outbox | None = None) -> SessionBinding:
+def bind_session(
+    target: object, *, bus: EventBus | None = None, outbox: Outbox | None = None, inbox: Inbox | None = None
+) -> SessionBinding:
     """Tie publish() to the transactions of ``target``'s sessions; see :class:`SessionBinding`.
 
     ``bind_session(SessionLocal)`` sends a publish() made inside a transaction after its
     commit, and drops it on rollback. ``bind_session(SessionLocal, outbox=Outbox())``
     writes it as outbox rows in the transaction instead, for an :class:`~.relay.OutboxRelay`.
+    ``inbox=Inbox()`` records, in a handler's transaction, that the handler handled the
+    event, so that a redelivery of it changes nothing (see :class:`~.inbox.Inbox`).
 
     Parameters:
       target: A ``Session``, ``sessionmaker``, ``scoped_session``, ``Session`` subclass or ``AsyncSession``.
       bus(EventBus | None): The bus; the default bus (``dramatiq_eventbus.publish``) if None.
       outbox(Outbox | None): Write outbox rows instead of delivering after commit.
+      inbox(Inbox | None): Record each handler's event in its transaction; a duplicate changes nothing.
 
     Returns:
       SessionBinding: Call its ``unbind()`` (or use it as a context manager) to stop.
 
     Raises:
-      ConfigurationError: ``target`` is not one of those.
+      ConfigurationError: ``target`` is not one of those, or ``outbox`` or ``inbox`` is not one.
     """
     if bus is None:
         from .. import default_bus
 
         bus = default_bus
-    return SessionBinding(target, bus=bus, outbox=outbox)
+    return SessionBinding(target, bus=bus, outbox=outbox, inbox=inbox)
 
 
 def _listen_target(target: object) -> Any:
