@@ -14,7 +14,6 @@ from dramatiq.middleware import AsyncIO, Middleware, Retries
 from ..ordering import LaneCoordinator, LaneSweeper, PartitionOrdering
 from ..signing import Signer
 from .authentication import MessageAuthentication
-from .contexts import EventContexts
 from .dead_letters import DeadLetterReasons
 
 _M = TypeVar("_M", bound=Middleware)
@@ -46,7 +45,6 @@ def install(
     _ensure(broker, PartitionOrdering, lambda: PartitionOrdering(coordinator)).coordinator = coordinator
     _ensure(broker, LaneSweeper, lambda: LaneSweeper(coordinator)).coordinator = coordinator
     _ensure(broker, RunningWorkers, RunningWorkers)
-    _ensure(broker, EventContexts, EventContexts)
     return authentication
 
 
@@ -109,7 +107,6 @@ def _ensure(broker: Broker, kind: type[_M], make: Callable[[], _M]) -> _M:
 
 __all__ = [
     "DeadLetterReasons",
-    "EventContexts",
     "MessageAuthentication",
     "RunningWorkers",
     "install",

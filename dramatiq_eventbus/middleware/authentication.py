@@ -11,6 +11,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 
 from ..actors import is_handler_actor
 from ..signing import Signer
+from .contexts import forget_context, note_context
 
 #: The option in which a refused message keeps why, in its dead letter and its log line.
 REFUSED = "refused"
@@ -81,3 +82,15 @@ class MessageAuthentication(Middleware):
             message.options[REFUSED] = problem
             message.fail()
             raise SkipMessage(problem)
+        if is_handler_actor(broker, message.actor_name):
+            # Here rather than in a middleware of its own, which would cost every publish() its
+            # enqueue hooks: only a message that passed gets a context.
+            note_context(message)
+
+    def after_process_message(
+        self, broker: Broker, message: MessageProxy, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        forget_context(message)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        forget_context(message)

@@ -72,9 +72,18 @@ def test_the_metadata_travels_in_the_options_the_same_for_every_handler(bus: Eve
     for message in messages:
         assert message.options["event_id"] == event_id
         assert message.options["correlation_id"] == "req-7f3a"
-        assert message.options["causation_id"] is None
+        assert "causation_id" not in message.options  # None is left out
         assert isinstance(message.options["published_at"], int)
         assert message.args == ({"order_id": "1"},) or "order_id" in str(message.args)  # payload untouched
+
+
+def test_an_event_s_own_id_as_correlation_and_no_causation_are_left_out_of_the_options(bus: EventBus) -> None:
+    bus.configure(handlers=h.CHAIN, broker="stub")
+    event_id = bus.publish(h.Mailed("1"))
+    (data,) = bus.broker.queues["events_partitioned"].queue
+    options = Message.decode(data).options
+    assert options["event_id"] == event_id
+    assert "correlation_id" not in options and "causation_id" not in options
 
 
 def test_three_hops_on_a_worker_share_the_correlation_and_chain_the_causation(

@@ -7,13 +7,13 @@ import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
-from uuid import uuid4
 
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 
+from ...metadata import uuid7
 from ..inspection import MessageCheck
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_sendable, smallest_checked
 from ..sending import BatchFailed, emit_before_enqueue
@@ -98,7 +98,7 @@ def enqueue_many(
     """
     if not messages:
         return
-    prepared = [with_redis_id(message, str(uuid4())) for message in messages]
+    prepared = [with_redis_id(message, uuid7()) for message in messages]
     emit_before_enqueue(broker, prepared)
     keys = RedisKeys(broker.namespace) if keys is None else keys
     args: list[Any] = [current_millis(), broker.broker_id]
