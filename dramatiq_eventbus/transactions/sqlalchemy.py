@@ -136,6 +136,10 @@ class SessionBinding:
         # committed transaction holds: a later transaction of the same run must not insert it
         # again (it would find its own row, or wait for itself on another session's lock).
         self._claimed: ContextVar[EventContext | None] = ContextVar(f"eventbus_inbox_claimed_{id(self)}", default=None)
+        # The handler run found to be a duplicate, whose later transactions are duplicates too.
+        self._duplicate: ContextVar[EventContext | None] = ContextVar(
+            f"eventbus_inbox_duplicate_{id(self)}", default=None
+        )
         self._bound = False
         self.bind()
 
@@ -239,22 +243,29 @@ class SessionBinding:
         claims: dict[SessionTransaction, _Claim] = session.info.setdefault(self._claims_key, {})
         if root in claims or self._claimed.get() is context:
             return  # a second connection of the same transaction, or a run that holds its row already
-        if self.inbox.claim(connection, context.handler, context.event_id):
+        # A duplicate run's later transactions are duplicates too, without another line.
+        known_duplicate = self._duplicate.get() is context
+        if not known_duplicate and self.inbox.claim(connection, context.handler, context.event_id):
             claims[root] = _Claim(context, connection.engine, duplicate=False)
             self._claimed.set(context)
             return
         claims[root] = _Claim(context, connection.engine, duplicate=True)
+        # The handler runs on to its commit, which must change nothing: everything after this
+        # savepoint is undone just before the commit (the inbox's insert, before it, inserted nothing).
+        _watch_commits(connection.engine)
+        connection.exec_driver_sql(f"SAVEPOINT {_DUPLICATE_SAVEPOINT}")
+        # The Connection itself, not a flag: its info dict is the pooled DBAPI connection's, which
+        # outlives it, and a later transaction on it must never be rolled back to a stale savepoint.
+        connection.info[_DUPLICATE_KEY] = weakref.ref(connection)
+        if known_duplicate:
+            return
+        self._duplicate.set(context)
         logger.info(
             "Event %s was already handled by %s (its inbox row exists): a duplicate delivery, "
             "whose database changes are rolled back and whose publish() calls are dropped.",
             shown(context.event_id),
             shown(context.handler),
         )
-        # The handler runs on to its commit, which must change nothing: everything after this
-        # savepoint is undone just before the commit (the inbox's insert, before it, inserted nothing).
-        _watch_commits(connection.engine)
-        connection.exec_driver_sql(f"SAVEPOINT {_DUPLICATE_SAVEPOINT}")
-        connection.info[_DUPLICATE_KEY] = True
 
     def _committed(self, session: Session) -> None:
         # Fires for the root and for each released savepoint, while it is still the session's current one.
@@ -346,7 +357,8 @@ def _forget_duplicate(connection: Connection) -> None:
 
 def _undo_duplicate(connection: Connection) -> None:
     """Roll a duplicate's transaction back to the savepoint taken after its inbox insert, just before it commits."""
-    if not connection.info.pop(_DUPLICATE_KEY, False):
+    marked = connection.info.pop(_DUPLICATE_KEY, None)
+    if marked is None or marked() is not connection:
         return
     # Through the DBAPI connection: Connection.execute() is not for use while it commits.
     cursor = connection.connection.cursor()

@@ -28,10 +28,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from dramatiq_eventbus import EventBus
 from dramatiq_eventbus.errors import ConfigurationError
 from dramatiq_eventbus.metadata import EventContext, running, uuid7
-from dramatiq_eventbus.transactions import Inbox, SessionBinding, bind_session
+from dramatiq_eventbus.transactions import Inbox, Outbox, SessionBinding, bind_session
 from tests.support.worker_process import WorkerProcess, wait_for
 
 from . import inbox_handlers
+from .handlers import Noted
 from .inbox_handlers import Credited, KeyedCredit
 from .support import ACTOR_OPTIONS, BrokerView, Records, unique
 
@@ -195,6 +196,44 @@ def test_a_run_with_two_transactions_records_the_event_once_and_keeps_both(
             outer.execute(text(f"INSERT INTO {effects} (account, seq) VALUES ('outer', 0)"))
             write_effect(session_factory, effects, "inner")
     assert sorted(row[0] for row in effect_rows(engine, effects)) == ["first", "inner", "outer", "second"]
+
+
+def test_every_transaction_of_a_duplicate_run_is_undone_with_one_line(
+    local_bus: EventBus,
+    session_factory: sessionmaker[Session],
+    inbox: Inbox,
+    effects: str,
+    engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    event_id = uuid7()
+    with bind_session(session_factory, bus=local_bus, inbox=inbox), caplog.at_level(logging.INFO):
+        with running(context(event_id)):
+            write_effect(session_factory, effects, "first")
+        with running(context(event_id)):
+            write_effect(session_factory, effects, "again")
+            write_effect(session_factory, effects, "again")
+        # The pooled connection the duplicate used commits normally afterwards.
+        with running(context(uuid7())):
+            write_effect(session_factory, effects, "next")
+        write_effect(session_factory, effects, "outside")
+    assert [row[0] for row in effect_rows(engine, effects)] == ["first", "next", "outside"]
+    assert len([r for r in caplog.records if DUPLICATE_LINE in r.getMessage()]) == 1
+
+
+def test_a_duplicates_outbox_rows_are_rolled_back_with_its_writes(
+    bus: EventBus, session_factory: sessionmaker[Session], inbox: Inbox, outbox: Outbox, effects: str, engine: Engine
+) -> None:
+    event_id = uuid7()
+    with bind_session(session_factory, bus=bus, outbox=outbox, inbox=inbox) as binding:
+        assert binding.writes_rows()
+        for _ in range(2):
+            with running(context(event_id)), session_factory.begin() as session:
+                session.execute(text(f"INSERT INTO {effects} (account, seq) VALUES ('a', 0)"))
+                bus.publish(Noted("t", "everyone"))  # one handler: one row
+    with engine.connect() as connection:
+        assert len(connection.execute(outbox.table.select()).all()) == 1
+    assert len(effect_rows(engine, effects)) == 1
 
 
 def test_outside_a_handler_and_without_an_inbox_nothing_is_recorded(
