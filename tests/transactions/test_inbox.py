@@ -251,6 +251,30 @@ def test_outside_a_handler_and_without_an_inbox_nothing_is_recorded(
         assert connection.execute(inbox.table.select()).all() == []
 
 
+def test_a_session_that_is_not_bound_records_nothing_and_is_not_protected(
+    local_bus: EventBus, session_factory: sessionmaker[Session], inbox: Inbox, effects: str, engine: Engine
+) -> None:
+    other_sessions = sessionmaker(engine)
+    event_id = uuid7()
+    with bind_session(session_factory, bus=local_bus, inbox=inbox):
+        for _ in range(2):
+            with running(context(event_id)):
+                write_effect(other_sessions, effects, "unbound")
+    assert len(effect_rows(engine, effects)) == 2
+    assert not inbox.handled(engine, HANDLER, event_id)
+
+
+def test_create_is_idempotent_and_drop_removes_the_table(engine: Engine, schema: str) -> None:
+    box = Inbox(unique("inbox"), schema=schema)
+    assert not box.exists(engine)
+    box.create(engine)
+    box.create(engine)
+    assert box.exists(engine)
+    box.drop(engine)
+    box.drop(engine)
+    assert not box.exists(engine)
+
+
 def test_a_duplicates_publish_calls_are_dropped_with_its_writes(
     session_factory: sessionmaker[Session], inbox: Inbox, effects: str, engine: Engine
 ) -> None:
