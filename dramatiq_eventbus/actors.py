@@ -26,7 +26,7 @@ from dramatiq.broker import Broker
 
 from .codecs import Codec, JSONValue, type_name
 from .delivery import Delivery
-from .errors import ConfigurationError, EventDecodeError, HandlerFailed
+from .errors import AlreadyHandled, ConfigurationError, EventDecodeError, HandlerFailed
 from .handler import Error
 from .metadata import EventContext, context_for, running
 from .registry import HandlerSpec, Registry
@@ -129,7 +129,11 @@ async def call_async_handler(spec: HandlerSpec, event: object) -> Any:
       HandlerFailed: The handler returned ``Error(reason)``.
       Exception: Whatever the handler raised.
     """
-    return _checked(spec, await spec.instance.handle_event(event))
+    try:
+        result = await spec.instance.handle_event(event)
+    except AlreadyHandled:
+        return None  # an inbox found the event handled already, and said so: a success, to acknowledge
+    return _checked(spec, result)
 
 
 def _checked(spec: HandlerSpec, result: Any) -> Any:
@@ -165,9 +169,12 @@ def handled(handler: Any, event: object) -> Any:
       Exception: Whatever the handler raised.
     """
     handle_event = handler.handle_event
-    if inspect.iscoroutinefunction(handle_event):
-        return run_to_completion(handle_event(event))
-    result = handle_event(event)
+    try:
+        if inspect.iscoroutinefunction(handle_event):
+            return run_to_completion(handle_event(event))
+        result = handle_event(event)
+    except AlreadyHandled:
+        return None  # an inbox found the event handled already, and said so: a success, to acknowledge
     if inspect.iscoroutine(result):
         # Closed, never run: running it would make a worker differ from the other paths, where
         # Dramatiq decides at declaration whether an actor is async.

@@ -60,6 +60,25 @@ class InterestedFailed(EventBusError):
         self.error = error
 
 
+class AlreadyHandled(BaseException):
+    """Raised into a handler whose event it already handled (an inbox holds its row): the bus
+    ends the run there, as a success, and the message is acknowledged.
+
+    Not an error, and a ``BaseException`` like ``asyncio.CancelledError``, so that a handler's
+    ``except Exception`` does not swallow it and go on writing what the first run wrote (a
+    second insert of the same key would fail the handler on every redelivery).
+
+    Parameters:
+      handler(str): The handler's name.
+      event_id(str): The event's id.
+    """
+
+    def __init__(self, handler: str, event_id: str) -> None:
+        super().__init__(f"{handler} already handled event {event_id}")
+        self.handler = handler
+        self.event_id = event_id
+
+
 class EventDecodeError(EventBusError):
     """A payload could not be turned back into an event.
 

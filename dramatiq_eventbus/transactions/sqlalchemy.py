@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, SessionTransaction, scoped_session, sessionm
 
 from ..codecs.names import qualified_name
 from ..delivery import Delivery, PublishBuffer
-from ..errors import ConfigurationError
+from ..errors import AlreadyHandled, ConfigurationError
 from ..metadata import EventContext, EventMetadata, current_context
 from ..untrusted import shown
 from .inbox import Inbox
@@ -257,15 +257,20 @@ class SessionBinding:
         # The Connection itself, not a flag: its info dict is the pooled DBAPI connection's, which
         # outlives it, and a later transaction on it must never be rolled back to a stale savepoint.
         connection.info[_DUPLICATE_KEY] = weakref.ref(connection)
-        if known_duplicate:
-            return
-        self._duplicate.set(context)
-        logger.info(
-            "Event %s was already handled by %s (its inbox row exists): a duplicate delivery, "
-            "whose database changes are rolled back and whose publish() calls are dropped.",
-            shown(context.event_id),
-            shown(context.handler),
-        )
+        if not known_duplicate:
+            self._duplicate.set(context)
+            logger.info(
+                "Event %s was already handled by %s (its inbox row exists): a duplicate delivery, "
+                "stopped before its first statement; nothing it did in the database is kept, and "
+                "nothing it published is sent.",
+                shown(context.event_id),
+                shown(context.handler),
+            )
+        # The run ends here, as a success the worker acknowledges: going on, the handler would
+        # write again what its first run wrote, and a second insert of a key would fail it on
+        # every redelivery. Should it swallow this (a bare except), the savepoint above still
+        # undoes whatever it writes before its commit.
+        raise AlreadyHandled(context.handler, context.event_id)
 
     def _committed(self, session: Session) -> None:
         # Fires for the root and for each released savepoint, while it is still the session's current one.

@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from dramatiq_eventbus import EventBus
-from dramatiq_eventbus.errors import ConfigurationError
+from dramatiq_eventbus.errors import AlreadyHandled, ConfigurationError
 from dramatiq_eventbus.metadata import EventContext, running, uuid7
 from dramatiq_eventbus.transactions import Inbox, Outbox, SessionBinding, bind_session
 from tests.support.worker_process import WorkerProcess, wait_for
@@ -78,6 +79,14 @@ def context(event_id: str, handler: str = HANDLER) -> EventContext:
     )
 
 
+@contextmanager
+def handler_run(run: EventContext) -> Iterator[None]:
+    """One run of a handler, as the bus's actor makes it: under its context, and ended early, as
+    a success, where the inbox finds its event handled already."""
+    with running(run), suppress(AlreadyHandled):
+        yield
+
+
 def effect_rows(engine: Engine, table: str) -> list[tuple[str, int, str]]:
     with engine.connect() as connection:
         return [
@@ -105,10 +114,10 @@ def test_a_second_run_of_a_handler_for_an_event_changes_nothing_and_says_so_once
     event_id = uuid7()
     with bind_session(session_factory, bus=local_bus, inbox=inbox), caplog.at_level(logging.INFO):
         for _ in range(2):
-            with running(context(event_id)):
+            with handler_run(context(event_id)):
                 write_effect(session_factory, effects, "a")
         # Another handler of the same event is another row.
-        with running(context(event_id, handler="other.Handler")):
+        with handler_run(context(event_id, handler="other.Handler")):
             write_effect(session_factory, effects, "b")
     assert [row[0] for row in effect_rows(engine, effects)] == ["a", "b"]
     assert inbox.handled(engine, HANDLER, event_id)
@@ -117,6 +126,27 @@ def test_a_second_run_of_a_handler_for_an_event_changes_nothing_and_says_so_once
     assert len(lines) == 1
     assert lines[0].levelno == logging.INFO
     assert repr(event_id) in lines[0].getMessage() and repr(HANDLER) in lines[0].getMessage()
+
+
+def test_a_duplicate_that_would_insert_the_first_runs_key_again_ends_as_a_success(
+    local_bus: EventBus, session_factory: sessionmaker[Session], inbox: Inbox, engine: Engine, schema: str
+) -> None:
+    # The common handler: a row keyed by what the event is about. Run on to its insert, a
+    # duplicate failed on the key, and was retried and dead-lettered on every redelivery.
+    table = f'"{schema}"."{unique("invoices")}"'
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE TABLE {table} (order_id TEXT PRIMARY KEY)"))
+    event_id = uuid7()
+    try:
+        with bind_session(session_factory, bus=local_bus, inbox=inbox):
+            for _ in range(2):
+                with handler_run(context(event_id)), session_factory.begin() as session:
+                    session.execute(text(f"INSERT INTO {table} (order_id) VALUES ('A-1')"))
+        with engine.connect() as connection:
+            assert connection.execute(text(f"SELECT order_id FROM {table}")).all() == [("A-1",)]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP TABLE {table}"))
 
 
 def test_the_duplicate_line_escapes_what_the_message_controls(
@@ -129,7 +159,7 @@ def test_the_duplicate_line_escapes_what_the_message_controls(
     forged = "id\n[CRITICAL] forged line"
     with bind_session(session_factory, bus=local_bus, inbox=inbox), caplog.at_level(logging.INFO):
         for _ in range(2):
-            with running(context(forged)):
+            with handler_run(context(forged)):
                 write_effect(session_factory, effects, "a")
     [line] = [r.getMessage() for r in caplog.records if DUPLICATE_LINE in r.getMessage()]
     assert "\n" not in line and "\\n" in line
@@ -150,7 +180,7 @@ def test_concurrent_duplicate_runs_end_as_one_effect_and_one_duplicate(
     def run() -> None:
         try:
             start.wait()
-            with running(context(event_id)):
+            with handler_run(context(event_id)):
                 # Each holds its transaction open: the others wait on the inbox's unique key meanwhile.
                 write_effect(session_factory, effects, "a", hold=0.3)
         except BaseException as exc:
@@ -172,14 +202,14 @@ def test_a_rolled_back_run_leaves_no_row_and_the_next_run_handles_the_event(
 ) -> None:
     event_id = uuid7()
     with bind_session(session_factory, bus=local_bus, inbox=inbox):
-        with running(context(event_id)):
+        with handler_run(context(event_id)):
             with pytest.raises(RuntimeError), session_factory.begin() as session:
                 session.execute(text(f"INSERT INTO {effects} (account, seq) VALUES ('lost', 0)"))
                 raise RuntimeError("the handler failed")
             assert not inbox.handled(engine, HANDLER, event_id)
             # The same run's next transaction records it instead.
             write_effect(session_factory, effects, "kept")
-        with running(context(event_id)):
+        with handler_run(context(event_id)):
             write_effect(session_factory, effects, "duplicate")
     assert [row[0] for row in effect_rows(engine, effects)] == ["kept"]
 
@@ -188,7 +218,7 @@ def test_a_run_with_two_transactions_records_the_event_once_and_keeps_both(
     local_bus: EventBus, session_factory: sessionmaker[Session], inbox: Inbox, effects: str, engine: Engine
 ) -> None:
     event_id = uuid7()
-    with bind_session(session_factory, bus=local_bus, inbox=inbox), running(context(event_id)):
+    with bind_session(session_factory, bus=local_bus, inbox=inbox), handler_run(context(event_id)):
         write_effect(session_factory, effects, "first")
         write_effect(session_factory, effects, "second")
         # A second session while the first's transaction is open must not wait on its own row.
@@ -208,13 +238,13 @@ def test_every_transaction_of_a_duplicate_run_is_undone_with_one_line(
 ) -> None:
     event_id = uuid7()
     with bind_session(session_factory, bus=local_bus, inbox=inbox), caplog.at_level(logging.INFO):
-        with running(context(event_id)):
+        with handler_run(context(event_id)):
             write_effect(session_factory, effects, "first")
-        with running(context(event_id)):
+        with handler_run(context(event_id)):
             write_effect(session_factory, effects, "again")
             write_effect(session_factory, effects, "again")
         # The pooled connection the duplicate used commits normally afterwards.
-        with running(context(uuid7())):
+        with handler_run(context(uuid7())):
             write_effect(session_factory, effects, "next")
         write_effect(session_factory, effects, "outside")
     assert [row[0] for row in effect_rows(engine, effects)] == ["first", "next", "outside"]
@@ -228,7 +258,7 @@ def test_a_duplicates_outbox_rows_are_rolled_back_with_its_writes(
     with bind_session(session_factory, bus=bus, outbox=outbox, inbox=inbox) as binding:
         assert binding.writes_rows()
         for _ in range(2):
-            with running(context(event_id)), session_factory.begin() as session:
+            with handler_run(context(event_id)), session_factory.begin() as session:
                 session.execute(text(f"INSERT INTO {effects} (account, seq) VALUES ('a', 0)"))
                 bus.publish(Noted("t", "everyone"))  # one handler: one row
     with engine.connect() as connection:
@@ -243,7 +273,7 @@ def test_outside_a_handler_and_without_an_inbox_nothing_is_recorded(
         write_effect(session_factory, effects, "no context")
         write_effect(session_factory, effects, "no context")
     event_id = uuid7()
-    with bind_session(session_factory, bus=local_bus), running(context(event_id)):
+    with bind_session(session_factory, bus=local_bus), handler_run(context(event_id)):
         write_effect(session_factory, effects, "no inbox")
         write_effect(session_factory, effects, "no inbox")
     assert len(effect_rows(engine, effects)) == 4
@@ -258,7 +288,7 @@ def test_a_session_that_is_not_bound_records_nothing_and_is_not_protected(
     event_id = uuid7()
     with bind_session(session_factory, bus=local_bus, inbox=inbox):
         for _ in range(2):
-            with running(context(event_id)):
+            with handler_run(context(event_id)):
                 write_effect(other_sessions, effects, "unbound")
     assert len(effect_rows(engine, effects)) == 2
     assert not inbox.handled(engine, HANDLER, event_id)
@@ -284,7 +314,7 @@ def test_a_duplicates_publish_calls_are_dropped_with_its_writes(
     event_id = uuid7()
     with bind_session(session_factory, bus=bus, inbox=inbox), recording(bus) as box:
         for _ in range(2):
-            with running(context(event_id)), session_factory.begin() as session:
+            with handler_run(context(event_id)), session_factory.begin() as session:
                 session.execute(text(f"INSERT INTO {effects} (account, seq) VALUES ('a', 0)"))
                 bus.publish(Credited("t", effects, "a"))
         assert len(box.published_events()) == 1
@@ -308,7 +338,7 @@ def test_prune_deletes_rows_older_than_the_retention_and_the_binding_prunes_afte
         assert box.prune(engine, older_than=timedelta(days=3)) == 0
         # The binding's first commit in this process prunes; the next within the interval does not.
         with bind_session(session_factory, bus=local_bus, inbox=box):
-            with running(context(uuid7())):
+            with handler_run(context(uuid7())):
                 write_effect(session_factory, effects, "a")
             assert not box.handled(engine, "h", "old")
             assert box.handled(engine, "h", "new")
@@ -317,7 +347,7 @@ def test_prune_deletes_rows_older_than_the_retention_and_the_binding_prunes_afte
                     box.table.insert(),
                     {"handler": "h", "event_id": "old", "handled_at": datetime.now(UTC) - timedelta(days=2)},
                 )
-            with running(context(uuid7())):
+            with handler_run(context(uuid7())):
                 write_effect(session_factory, effects, "b")
             assert box.handled(engine, "h", "old")
         assert box.prune(engine) == 1
@@ -374,7 +404,7 @@ def test_a_handler_whose_inbox_table_is_missing_fails_and_changes_nothing(
 ) -> None:
     box = Inbox(f"{schema}.{unique('missing')}")
     binding = bind_session(session_factory, bus=local_bus, inbox=box)
-    with binding, running(context(uuid7())), pytest.raises(Exception, match="does not exist"):
+    with binding, handler_run(context(uuid7())), pytest.raises(Exception, match="does not exist"):
         write_effect(session_factory, effects, "a")
     assert effect_rows(engine, effects) == []
 
@@ -459,12 +489,13 @@ def test_a_message_delivered_twice_changes_the_database_once(
 
     worker = start_worker(engine, inbox, queues, redis_url, records, tmp_path / "worker.log")
     try:
-        # Both runs reach the handler's end: the duplicate returns normally, and is acknowledged.
-        runs = records.wait_for(tag, 2, log=worker.log_tail())
-        wait_for(lambda: view.queued() == [], describe=worker.log_tail)
+        # The first run reaches the handler's end; the duplicate stops at its first statement, as
+        # a success, and is acknowledged.
+        records.wait_for(tag, 1, log=worker.log_tail())
+        wait_for(lambda: DUPLICATE_LINE in worker.log() and view.queued() == [], describe=worker.log_tail)
     finally:
         worker.stop()
-    assert {run["event_id"] for run in runs} == {event_id}
+    assert [run["event_id"] for run in records.of(tag)] == [event_id]
     assert effect_rows(engine, effects) == [("a", 0, event_id)]
     assert inbox.handled(engine, "tests.transactions.inbox_handlers.Crediting", str(event_id))
     log = worker.log()
@@ -498,11 +529,11 @@ def test_a_worker_sigkilled_after_the_commit_before_the_ack_changes_the_database
 
     survivor = start_worker(engine, inbox, queues, redis_url, records, tmp_path / "survivor.log")
     try:
-        # The redelivery runs the handler again, which finds the inbox row.
-        records.wait_for(tag, 2, timeout=30, log=survivor.log_tail())
-        wait_for(lambda: view.queued() == [], describe=survivor.log_tail)
+        # The redelivery runs the handler again, which finds the inbox row and stops there.
+        wait_for(lambda: DUPLICATE_LINE in survivor.log() and view.queued() == [], describe=survivor.log_tail)
     finally:
         survivor.stop()
+    assert len(records.of(tag)) == 1  # the first run's, before it was killed
     assert effect_rows(engine, effects) == [("a", 0, event_id)]
     assert survivor.log().count(DUPLICATE_LINE) == 1, survivor.log()
 
