@@ -12,6 +12,7 @@ from typing import Any
 
 import dramatiq
 import dramatiq.broker
+import pytest
 import redis
 
 import dramatiq_eventbus
@@ -98,6 +99,9 @@ class Deployment:
       records(Records): Where the handlers record.
       probe(QueueProbe): Reads the broker's queues.
       log_dir(Path): Where worker logs go.
+      handlers(str): The handlers the worker and the publisher load.
+      secret_key(str | None): Signs and checks messages on both sides, when set.
+      lanes_in_redis(bool): Lanes in Redis on both brokers (beside RabbitMQ, the records' Redis).
     """
 
     broker: str
@@ -107,6 +111,9 @@ class Deployment:
     records: Records
     probe: QueueProbe
     log_dir: Path
+    handlers: str = HANDLERS
+    secret_key: str | None = None
+    lanes_in_redis: bool = False
     workers: list[WorkerProcess] = field(default_factory=list)
     publisher_broker_ids: set[str] = field(default_factory=set)
 
@@ -118,15 +125,30 @@ class Deployment:
     def queues(self) -> tuple[str, str]:
         return (self.queue, self.partitioned_queue)
 
+    def settings(self) -> dict[str, Any]:
+        """What configure() gets besides the broker, the queues and the actor options, on both sides."""
+        settings: dict[str, Any] = {"handlers": self.handlers}
+        if self.secret_key is not None:
+            settings["secret_key"] = self.secret_key
+        if self.lanes_in_redis and self.broker == "rabbitmq":
+            settings["redis_url"] = self.records.url  # a Redis broker keeps the lanes itself
+        return settings
+
     def worker_env(self) -> dict[str, str]:
-        return {
-            "EVENTBUS_HANDLERS": HANDLERS,
+        env = {
+            "EVENTBUS_HANDLERS": self.handlers,
             "EVENTBUS_BROKER_URL": self.url,
             "EVENTBUS_QUEUE": self.queue,
             "EVENTBUS_PARTITIONED_QUEUE": self.partitioned_queue,
             "EVENTBUS_DEFAULT_ACTOR_OPTIONS": json.dumps(ACTOR_OPTIONS),
             **self.records.env(),
         }
+        settings = self.settings()
+        if "secret_key" in settings:
+            env["EVENTBUS_SECRET_KEY"] = settings["secret_key"]
+        if "redis_url" in settings:
+            env["EVENTBUS_REDIS_URL"] = settings["redis_url"]
+        return env
 
     def start_worker(self, *, threads: int = 1, extra_env: dict[str, str] | None = None) -> WorkerProcess:
         worker = WorkerProcess(
@@ -144,12 +166,11 @@ class Deployment:
     ) -> EventBus:
         """Configure the default bus, in this process, the way the worker configured its own (plus ``settings``)."""
         bus = dramatiq_eventbus.configure(
-            handlers=HANDLERS,
             broker=self.url,
             queue=queue or self.queue,
             partitioned_queue=partitioned_queue or self.partitioned_queue,
             default_actor_options=ACTOR_OPTIONS,
-            **settings,
+            **{**self.settings(), **settings},
         )
         broker_id = getattr(bus.broker, "broker_id", None)
         if broker_id:
@@ -191,3 +212,40 @@ def global_broker_restored() -> Iterator[None]:
             if current is not previous:
                 current.close()
         dramatiq.broker.global_broker = previous
+
+
+#: The brokers each module's deployment runs on, one module-scoped deployment each.
+BROKERS = [
+    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
+    pytest.param("rabbitmq", marks=pytest.mark.rabbitmq, id="rabbitmq"),
+]
+
+
+@contextmanager
+def deployed(broker: str, log_dir: Path, name: str, *, threads: int = 1, **fields: Any) -> Iterator[Deployment]:
+    """A Deployment on ``broker`` with queues unique to this run, its worker started, torn down after.
+
+    Parameters:
+      broker(str): ``redis`` or ``rabbitmq``.
+      log_dir(Path): Where worker logs go.
+      name(str): What the queues are named after.
+      threads(int): The worker's threads.
+      fields: Other fields of the Deployment (``handlers``, ``secret_key``, ``lanes_in_redis``).
+    """
+    url = require(broker)
+    deployment = Deployment(
+        broker=broker,
+        url=url,
+        queue=unique(name),
+        partitioned_queue=unique(f"{name}_partitioned"),
+        records=Records(require("redis")),
+        probe=probe_for(broker, url),
+        log_dir=log_dir,
+        **fields,
+    )
+    with global_broker_restored():
+        try:
+            deployment.start_worker(threads=threads)
+            yield deployment
+        finally:
+            deployment.tear_down()

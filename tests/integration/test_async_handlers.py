@@ -13,86 +13,28 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import redis
 
 import dramatiq_eventbus
-from dramatiq_eventbus import EventBus
 from dramatiq_eventbus.handler import handler_name
 from tests.integration import async_handlers, handlers
-from tests.integration.support import (
-    ACTOR_OPTIONS,
-    Deployment,
-    Records,
-    global_broker_restored,
-    probe_for,
-    require,
-    unique,
-)
+from tests.integration.support import BROKERS, Deployment, deployed, require, unique
 from tests.support.worker_process import wait_for
 
 ASYNC_HANDLERS = "tests.integration.async_handlers:HANDLERS"
 THREADS = 4
 
-BROKERS = [
-    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
-    pytest.param("rabbitmq", marks=pytest.mark.rabbitmq, id="rabbitmq"),
-]
-
-
-@dataclass
-class AsyncDeployment(Deployment):
-    """A Deployment whose worker and publisher load the async handlers, with lanes in Redis on both brokers."""
-
-    def lanes(self) -> dict[str, str]:
-        # Beside RabbitMQ the lanes need a Redis of their own; a Redis broker keeps them itself.
-        return {"redis_url": self.records.url} if self.broker == "rabbitmq" else {}
-
-    def worker_env(self) -> dict[str, str]:
-        env = {**super().worker_env(), "EVENTBUS_HANDLERS": ASYNC_HANDLERS}
-        if "redis_url" in self.lanes():
-            env["EVENTBUS_REDIS_URL"] = self.lanes()["redis_url"]
-        return env
-
-    def configure_publisher(
-        self, *, queue: str | None = None, partitioned_queue: str | None = None, **settings: Any
-    ) -> EventBus:
-        bus = dramatiq_eventbus.configure(
-            handlers=ASYNC_HANDLERS,
-            broker=self.url,
-            queue=queue or self.queue,
-            partitioned_queue=partitioned_queue or self.partitioned_queue,
-            default_actor_options=ACTOR_OPTIONS,
-            **{**self.lanes(), **settings},
-        )
-        broker_id = getattr(bus.broker, "broker_id", None)
-        if broker_id:
-            self.publisher_broker_ids.add(broker_id)
-        return bus
-
 
 @pytest.fixture(scope="module", params=BROKERS)
-def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsyncDeployment]:
-    broker: str = request.param
-    url = require(broker)
-    deployment = AsyncDeployment(
-        broker=broker,
-        url=url,
-        queue=unique("eventbus_it_async"),
-        partitioned_queue=unique("eventbus_it_async_partitioned"),
-        records=Records(require("redis")),
-        probe=probe_for(broker, url),
-        log_dir=tmp_path_factory.mktemp(f"async-workers-{broker}"),
-    )
-    with global_broker_restored():
-        try:
-            deployment.start_worker(threads=THREADS)
-            yield deployment
-        finally:
-            deployment.tear_down()
+def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    log_dir = tmp_path_factory.mktemp(f"async-workers-{request.param}")
+    with deployed(
+        request.param, log_dir, "eventbus_it_async", threads=THREADS, handlers=ASYNC_HANDLERS, lanes_in_redis=True
+    ) as made:
+        yield made
 
 
 @contextmanager
@@ -116,7 +58,7 @@ def lanes_deleted(url: str, tag: str) -> Iterator[None]:
 
 
 @pytest.fixture
-def bus(deployment: AsyncDeployment) -> AsyncDeployment:
+def bus(deployment: Deployment) -> Deployment:
     """The default bus configured afresh for each test, as the worker is."""
     require(deployment.broker)
     deployment.configure_publisher()
@@ -129,7 +71,7 @@ def tag(request: pytest.FixtureRequest) -> str:
 
 
 def test_an_async_handler_runs_on_dramatiq_s_event_loop_in_the_worker_beside_a_sync_one(
-    bus: AsyncDeployment, tag: str
+    bus: Deployment, tag: str
 ) -> None:
     dramatiq_eventbus.publish(async_handlers.Awaited(tag))
 
@@ -148,7 +90,7 @@ def test_an_async_handler_runs_on_dramatiq_s_event_loop_in_the_worker_beside_a_s
 
 
 def test_an_error_from_an_async_handler_is_retried_then_dead_lettered_with_its_reason(
-    bus: AsyncDeployment, tag: str
+    bus: Deployment, tag: str
 ) -> None:
     dramatiq_eventbus.publish(async_handlers.AsyncDoomed(tag))
 
@@ -170,7 +112,7 @@ def test_an_error_from_an_async_handler_is_retried_then_dead_lettered_with_its_r
     assert len(bus.records.of(tag)) == 3
 
 
-def test_an_exception_from_an_async_handler_is_retried_and_the_retry_succeeds(bus: AsyncDeployment, tag: str) -> None:
+def test_an_exception_from_an_async_handler_is_retried_and_the_retry_succeeds(bus: Deployment, tag: str) -> None:
     dramatiq_eventbus.publish(async_handlers.AsyncRetried(tag))
 
     bus.records.wait_for(tag, 2, bus.worker)
@@ -180,9 +122,7 @@ def test_an_exception_from_an_async_handler_is_retried_and_the_retry_succeeds(bu
     assert [m for m in bus.probe.dead_letters(bus.queue) if tag in str(m["args"][0])] == []
 
 
-def test_an_async_handler_over_its_time_limit_is_cancelled_and_the_worker_goes_on(
-    bus: AsyncDeployment, tag: str
-) -> None:
+def test_an_async_handler_over_its_time_limit_is_cancelled_and_the_worker_goes_on(bus: Deployment, tag: str) -> None:
     dramatiq_eventbus.publish(async_handlers.Stalled(tag))
 
     phases = [line["phase"] for line in bus.records.wait_for(tag, 2, bus.worker)]
@@ -209,7 +149,7 @@ def _overlapping(spans: list[tuple[float, float]]) -> bool:
     return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
-def test_async_handlers_keep_each_partition_key_in_order_across_a_retry(bus: AsyncDeployment, tag: str) -> None:
+def test_async_handlers_keep_each_partition_key_in_order_across_a_retry(bus: Deployment, tag: str) -> None:
     keys = [f"{tag}-k{n}" for n in range(3)]
     with lanes_deleted(bus.records.url, tag):
         # Each key's steps in publication order, interleaved with the other keys'.

@@ -24,35 +24,15 @@ import pytest
 import dramatiq_eventbus
 from dramatiq_eventbus.handler import handler_name
 from tests.integration import handlers
-from tests.integration.support import Deployment, Records, global_broker_restored, probe_for, require, unique
+from tests.integration.support import BROKERS, Deployment, deployed, require, unique
 from tests.support.broker_queues import RabbitmqQueues
 from tests.support.worker_process import wait_for
-
-BROKERS = [
-    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
-    pytest.param("rabbitmq", marks=pytest.mark.rabbitmq, id="rabbitmq"),
-]
 
 
 @pytest.fixture(scope="module", params=BROKERS)
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    broker: str = request.param
-    url = require(broker)
-    deployment = Deployment(
-        broker=broker,
-        url=url,
-        queue=unique("eventbus_it"),
-        partitioned_queue=unique("eventbus_it_partitioned"),
-        records=Records(require("redis")),
-        probe=probe_for(broker, url),
-        log_dir=tmp_path_factory.mktemp(f"workers-{broker}"),
-    )
-    with global_broker_restored():
-        try:
-            deployment.start_worker(threads=1)
-            yield deployment
-        finally:
-            deployment.tear_down()
+    with deployed(request.param, tmp_path_factory.mktemp(f"workers-{request.param}"), "eventbus_it") as made:
+        yield made
 
 
 @pytest.fixture

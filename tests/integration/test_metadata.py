@@ -8,90 +8,36 @@ run, with a secret key: the metadata is covered by the signature.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 import dramatiq_eventbus
-from dramatiq_eventbus import EventBus
 from tests.integration import metadata_handlers
-from tests.integration.support import (
-    ACTOR_OPTIONS,
-    Deployment,
-    Records,
-    global_broker_restored,
-    probe_for,
-    require,
-    unique,
-)
+from tests.integration.support import BROKERS, Deployment, deployed, require, unique
 
 METADATA_HANDLERS = "tests.integration.metadata_handlers:HANDLERS"
 SECRET_KEY = "metadata-tests-key-0123456789abcdef"
 
-BROKERS = [
-    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
-    pytest.param("rabbitmq", marks=pytest.mark.rabbitmq, id="rabbitmq"),
-]
-
-
-@dataclass
-class MetadataDeployment(Deployment):
-    """A Deployment whose worker and publisher load the metadata handlers, signed, with lanes in Redis."""
-
-    def lanes(self) -> dict[str, str]:
-        return {"redis_url": self.records.url} if self.broker == "rabbitmq" else {}
-
-    def worker_env(self) -> dict[str, str]:
-        env = {**super().worker_env(), "EVENTBUS_HANDLERS": METADATA_HANDLERS, "EVENTBUS_SECRET_KEY": SECRET_KEY}
-        if "redis_url" in self.lanes():
-            env["EVENTBUS_REDIS_URL"] = self.lanes()["redis_url"]
-        return env
-
-    def configure_publisher(
-        self, *, queue: str | None = None, partitioned_queue: str | None = None, **settings: Any
-    ) -> EventBus:
-        bus = dramatiq_eventbus.configure(
-            handlers=METADATA_HANDLERS,
-            broker=self.url,
-            queue=queue or self.queue,
-            partitioned_queue=partitioned_queue or self.partitioned_queue,
-            default_actor_options=ACTOR_OPTIONS,
-            secret_key=SECRET_KEY,
-            **{**self.lanes(), **settings},
-        )
-        broker_id = getattr(bus.broker, "broker_id", None)
-        if broker_id:
-            self.publisher_broker_ids.add(broker_id)
-        return bus
-
 
 @pytest.fixture(scope="module", params=BROKERS)
-def deployment(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[MetadataDeployment]:
-    broker: str = request.param
-    url = require(broker)
-    deployment = MetadataDeployment(
-        broker=broker,
-        url=url,
-        queue=unique("eventbus_it_metadata"),
-        partitioned_queue=unique("eventbus_it_metadata_partitioned"),
-        records=Records(require("redis")),
-        probe=probe_for(broker, url),
-        log_dir=tmp_path_factory.mktemp(f"metadata-workers-{broker}"),
-    )
-    with global_broker_restored():
-        try:
-            deployment.start_worker(threads=2)
-            yield deployment
-        finally:
-            deployment.tear_down()
+def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    log_dir = tmp_path_factory.mktemp(f"metadata-workers-{request.param}")
+    with deployed(
+        request.param,
+        log_dir,
+        "eventbus_it_metadata",
+        threads=2,
+        handlers=METADATA_HANDLERS,
+        secret_key=SECRET_KEY,
+        lanes_in_redis=True,
+    ) as made:
+        yield made
 
 
 @pytest.fixture
-def bus(deployment: MetadataDeployment) -> MetadataDeployment:
+def bus(deployment: Deployment) -> Deployment:
     require(deployment.broker)
     deployment.configure_publisher()
     return deployment
@@ -106,7 +52,7 @@ def by_hop(records: list[dict[str, Any]], hop: int) -> list[dict[str, Any]]:
     return [line for line in records if line.get("hop") == hop]
 
 
-def test_three_hops_share_the_correlation_and_chain_the_causation(bus: MetadataDeployment, tag: str) -> None:
+def test_three_hops_share_the_correlation_and_chain_the_causation(bus: Deployment, tag: str) -> None:
     before = datetime.now(UTC)
     event_id = dramatiq_eventbus.publish(metadata_handlers.Started(tag))
     records = bus.records.wait_for(tag, 4, bus.worker)
@@ -129,7 +75,7 @@ def test_three_hops_share_the_correlation_and_chain_the_causation(bus: MetadataD
     assert third["context_handler"] == "tests.integration.metadata_handlers.EndRecorder"
 
 
-def test_a_correlation_block_reaches_every_hop(bus: MetadataDeployment, tag: str) -> None:
+def test_a_correlation_block_reaches_every_hop(bus: Deployment, tag: str) -> None:
     with dramatiq_eventbus.correlation(f"req-{tag}"):
         event_id = dramatiq_eventbus.publish(metadata_handlers.Started(tag))
     records = bus.records.wait_for(tag, 4, bus.worker)
@@ -139,7 +85,7 @@ def test_a_correlation_block_reaches_every_hop(bus: MetadataDeployment, tag: str
     assert second["causation_id"] == event_id and third["causation_id"] == second["event_id"]
 
 
-def test_attempt_counts_retries_of_one_event(bus: MetadataDeployment, tag: str) -> None:
+def test_attempt_counts_retries_of_one_event(bus: Deployment, tag: str) -> None:
     event_id = dramatiq_eventbus.publish(metadata_handlers.Retried(tag))
     records = bus.records.wait_for(tag, 3, bus.worker)
     assert [line["attempt"] for line in records] == [1, 2, 3]
