@@ -13,33 +13,28 @@ naming the lane and the id, not an INFO line.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
 import pytest
-import redis
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.message import Message
 
 from dramatiq_eventbus import EventBus
 from dramatiq_eventbus.backends import DramatiqBackend
-from dramatiq_eventbus.brokers import EventBusRedisBroker
 from dramatiq_eventbus.delivery import Delivery
 from dramatiq_eventbus.handler import handler_name
 from dramatiq_eventbus.ordering import lane_name
 from dramatiq_eventbus.signing import Signer
 from dramatiq_eventbus.untrusted import shown
 
-from ..support.broker_queues import RedisQueues
-from ..support.servers import require_redis
 from ..support.worker_process import wait_for
-from .handlers import OrderingA, Step, log_key
+from . import in_process
+from .handlers import OrderingA, Step
 
 KEY = "the-lanes-key-0123456789abcdef"
 
@@ -48,21 +43,11 @@ KEY = "the-lanes-key-0123456789abcdef"
 LEASE_SECONDS = 60.0
 
 
-@dataclass
-class Lanes:
-    """A bus on real Redis, with lanes in the broker's Redis, and what the tests look at."""
-
-    bus: EventBus
-    run: str
-    redis: Any
-
-    @property
-    def queue(self) -> str:
-        return self.bus.config.queues.partitioned
+class Lanes(in_process.Lanes):
+    """The bus, with lanes in the broker's Redis, and what these tests look at besides."""
 
     def handled(self, handler: str = "OrderingA") -> list[int]:
-        entries = [json.loads(raw) for raw in self.redis.lrange(log_key(self.run), 0, -1)]
-        return [entry["n"] for entry in entries if entry["h"] == handler and entry["ok"]]
+        return super().handled(handler)
 
     def head(self, key: str) -> str:
         (lane,) = [lane for lane in self.bus.lanes() if lane.partition_key == key and lane.handler == actor_a()]
@@ -75,15 +60,6 @@ class Lanes:
         assert isinstance(backend, DramatiqBackend)
         return backend.message_for(Delivery(spec, event, self.bus.config.codec.encode(event), event.key, self.queue))
 
-    def write_first(self, message: Message[Any]) -> None:
-        """Put ``message`` at the front of its queue, as anyone who can write to Redis can."""
-        redis_id = str(uuid.uuid4())
-        self.redis.hset(f"dramatiq:{self.queue}.msgs", redis_id, message.encode())
-        self.redis.lpush(f"dramatiq:{self.queue}", redis_id)
-
-    def dead_letters(self) -> list[dict[str, Any]]:
-        return RedisQueues(require_redis()).dead_letters(self.queue)
-
 
 def actor_a() -> str:
     return handler_name(OrderingA)
@@ -91,38 +67,17 @@ def actor_a() -> str:
 
 @pytest.fixture
 def lanes(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Lanes]:
-    url = require_redis()
-    run = uuid.uuid4().hex[:10]
-    monkeypatch.setenv("ORDERING_RUN", run)
-    monkeypatch.setenv("ORDERING_REDIS_URL", url)
     settings: dict[str, Any] = getattr(request, "param", {})
-    bus = EventBus().configure(
-        handlers="tests.ordering.handlers:HANDLERS",
-        broker=url,
-        queue=f"forged_{run}",
-        partitioned_queue=f"forged_{run}_keyed",
+    with in_process.lanes_on_redis(
+        monkeypatch,
+        "forged",
+        Lanes,
         lane_lease_seconds=LEASE_SECONDS,
         lane_stall_seconds=LEASE_SECONDS,
         default_actor_options={"min_backoff": 20, "max_backoff": 200},
         **settings,
-    )
-    client: Any = redis.Redis.from_url(url)
-    yield Lanes(bus, run, client)
-    broker = bus.broker
-    assert isinstance(broker, EventBusRedisBroker)
-    for key in [*client.scan_iter(match=f"eventbus:lane:*{run}*", count=1000), log_key(run)]:
-        client.delete(key)
-    for lane in client.zrange("eventbus:lanes", 0, -1):
-        if run in lane.decode():
-            client.zrem("eventbus:lanes", lane)
-    for key in client.scan_iter(match=f"ordering:{run}:*", count=1000):
-        client.delete(key)
-    probe = RedisQueues(url)
-    probe.delete((bus.config.queues.default, bus.config.queues.partitioned))
-    probe.forget_brokers([broker.broker_id])
-    probe.close()
-    client.close()
-    broker.close()
+    ) as made:
+        yield made
 
 
 @pytest.fixture

@@ -11,33 +11,29 @@ ran. Such a head is now dead-lettered like a failed one: its lane moves on, with
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
 import pytest
-import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
 from dramatiq_eventbus import EventBus
 from dramatiq_eventbus.backends import DramatiqBackend
-from dramatiq_eventbus.brokers import EventBusRedisBroker
 from dramatiq_eventbus.delivery import Delivery
 from dramatiq_eventbus.handler import handler_name
 from dramatiq_eventbus.ordering import GatedCoordinator, PartitionOrdering, SharedCallsCoordinator
 
-from ..support.broker_queues import RedisQueues
 from ..support.servers import require_redis
 from ..support.worker_process import wait_for
 from ..unit.handlers import NotifyHandler
-from .handlers import OrderingA, Step, log_key
+from . import in_process
+from .handlers import OrderingA, Step
+from .in_process import Lanes
 
 #: The handlers' max_age: the head published first is older than this when the worker starts.
 MAX_AGE_MS = 2_000
@@ -48,29 +44,6 @@ HANDLERS = ("OrderingA", "OrderingB", "OrderingC")
 
 IN_BROKER = "lanes in the broker's Redis"
 OWN_REDIS = "lanes in a Redis of their own"
-
-
-@dataclass
-class Lanes:
-    bus: EventBus
-    run: str
-    redis: Any
-
-    @property
-    def queue(self) -> str:
-        return self.bus.config.queues.partitioned
-
-    def handled(self, handler: str) -> list[int]:
-        entries = [json.loads(raw) for raw in self.redis.lrange(log_key(self.run), 0, -1)]
-        return [entry["n"] for entry in entries if entry["h"] == handler and entry["ok"]]
-
-    def dead_letters(self) -> list[dict[str, Any]]:
-        return RedisQueues(require_redis()).dead_letters(self.queue)
-
-    def write_first(self, message: Any) -> None:
-        redis_id = str(uuid.uuid4())
-        self.redis.hset(f"dramatiq:{self.queue}.msgs", redis_id, message.encode())
-        self.redis.lpush(f"dramatiq:{self.queue}", redis_id)
 
 
 def _lanes_url(url: str, where: str) -> str | None:
@@ -87,43 +60,20 @@ def bus_settings() -> dict[str, Any]:
 def lanes(
     monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, bus_settings: dict[str, Any]
 ) -> Iterator[Lanes]:
-    url = require_redis()
-    run = uuid.uuid4().hex[:10]
-    monkeypatch.setenv("ORDERING_RUN", run)
-    monkeypatch.setenv("ORDERING_REDIS_URL", url)
-    lanes_url = _lanes_url(url, request.param)
-    bus = EventBus().configure(
-        handlers="tests.ordering.handlers:HANDLERS",
-        broker=url,
-        queue=f"skipped_{run}",
-        partitioned_queue=f"skipped_{run}_keyed",
-        redis_url=lanes_url,
+    with in_process.lanes_on_redis(
+        monkeypatch,
+        "skipped",
+        Lanes,
+        lanes_url=_lanes_url(require_redis(), request.param),
         lane_lease_seconds=STALL_SECONDS,
         lane_stall_seconds=STALL_SECONDS,
         default_actor_options={"min_backoff": 20, "max_backoff": 200, "max_age": MAX_AGE_MS},
         **bus_settings,
-    )
-    ordering = next(m for m in bus.broker.middleware if isinstance(m, PartitionOrdering))
-    expected = GatedCoordinator if request.param == IN_BROKER else SharedCallsCoordinator
-    assert type(ordering.coordinator) is expected
-    client: Any = redis.Redis.from_url(url)
-    yield Lanes(bus, run, client)
-    broker = bus.broker
-    assert isinstance(broker, EventBusRedisBroker)
-    for lane_client in {client, redis.Redis.from_url(lanes_url or url)}:
-        for key in [*lane_client.scan_iter(match=f"eventbus:lane:*{run}*", count=1000), log_key(run)]:
-            lane_client.delete(key)
-        for lane in lane_client.zrange("eventbus:lanes", 0, -1):
-            if run in lane.decode():
-                lane_client.zrem("eventbus:lanes", lane)
-    for key in client.scan_iter(match=f"ordering:{run}:*", count=1000):
-        client.delete(key)
-    probe = RedisQueues(url)
-    probe.delete((bus.config.queues.default, bus.config.queues.partitioned))
-    probe.forget_brokers([broker.broker_id])
-    probe.close()
-    client.close()
-    broker.close()
+    ) as made:
+        ordering = next(m for m in made.bus.broker.middleware if isinstance(m, PartitionOrdering))
+        expected = GatedCoordinator if request.param == IN_BROKER else SharedCallsCoordinator
+        assert type(ordering.coordinator) is expected
+        yield made
 
 
 @pytest.fixture
