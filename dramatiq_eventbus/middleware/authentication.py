@@ -77,7 +77,9 @@ class MessageAuthentication(Middleware):
         return None if self.signer is None else self.signer.problem(message)
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
-        problem = self.problem(broker, message)
+        # A message the bus's consumer checked as it read it (a ReceivedMessage's ``checked``,
+        # read through the proxy) is not verified again: that would hash its payload twice.
+        problem = None if getattr(message, "checked", False) else self.problem(broker, message)
         if problem is not None:
             message.options[REFUSED] = problem
             message.fail()

@@ -87,7 +87,12 @@ class LaneGate:
     def fetched(self, messages: Sequence[Message[Any]]) -> None:
         """Enter every laned message of a fetch, in one round trip; their verdicts wait here."""
         signer = self.signer
-        laned = [m for m in messages if "lane" in m.options and (signer is None or signer.problem(m) is None)]
+        # A message the consumer's check passed (``checked``) is not verified a second time.
+        laned = [
+            m
+            for m in messages
+            if "lane" in m.options and (signer is None or getattr(m, "checked", False) or signer.problem(m) is None)
+        ]
         if not laned:
             return
         tokens = [new_token() for _ in laned]

@@ -167,6 +167,28 @@ def test_with_a_key_a_second_delivery_of_a_handled_head_is_skipped_at_info(
     assert not [line for line in ordering_records(caplog, logging.WARNING) if line.startswith("Skipping")]
 
 
+@pytest.mark.parametrize("lanes", [{"secret_key": KEY}], indirect=True)
+def test_a_genuine_message_is_verified_once_as_its_consumer_reads_it(
+    lanes: Lanes, worker: dramatiq.Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The consumer's check passes it; neither the lane gate nor the authentication middleware
+    # verifies it again (each verification hashes the whole payload).
+    verified: list[str] = []
+    problem = Signer.problem
+
+    def counted(signer: Signer, message: Any) -> str | None:
+        verified.append(message.message_id)
+        return problem(signer, message)
+
+    monkeypatch.setattr(Signer, "problem", counted)
+    key = f"k-{lanes.run}"
+    lanes.bus.publish([Step(key, 0, 0), Step(key, 0, 1)])
+    worker.start()
+    wait_for(lambda: lanes.handled() == [0, 1], timeout=10)
+    mine = [m for m in verified if m]  # every message of the handlers the events went to
+    assert len(mine) == len(set(mine)), f"verified more than once: {sorted(mine)}"
+
+
 def test_the_signature_covers_the_message_id() -> None:
     signer = Signer((KEY.encode(),))
     message = signer.signed(Message(queue_name="q", actor_name="a.B", args=({"x": 1},), kwargs={}, options={}))
