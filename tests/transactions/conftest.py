@@ -16,7 +16,7 @@ from dramatiq_eventbus.transactions import Outbox
 from tests.support.servers import require_postgres, require_redis
 
 from .handlers import HANDLERS
-from .support import ACTOR_OPTIONS, REDIS_DB, BrokerView, Records, unique, with_db
+from .support import ACTOR_OPTIONS, REDIS_DB, BrokerView, Records, scratch_table, unique, with_db
 
 
 @pytest.fixture(scope="session")
@@ -48,12 +48,8 @@ def outbox(engine: Engine, schema: str) -> Iterator[Outbox]:
 @pytest.fixture
 def accounts(engine: Engine, schema: str) -> Iterator[str]:
     """A table the publishers write to in the same transaction as their publish()."""
-    table = f'"{schema}"."{unique("accounts")}"'
-    with engine.begin() as connection:
-        connection.execute(text(f"CREATE TABLE {table} (id SERIAL PRIMARY KEY, name TEXT NOT NULL)"))
-    yield table
-    with engine.begin() as connection:
-        connection.execute(text(f"DROP TABLE {table}"))
+    with scratch_table(engine, schema, "accounts", "id SERIAL PRIMARY KEY, name TEXT NOT NULL") as table:
+        yield table
 
 
 @pytest.fixture

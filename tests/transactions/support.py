@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from sqlalchemy import Engine, text
 
 from dramatiq_eventbus.handler import handler_name
 from tests.support.broker_queues import RedisQueues
@@ -136,3 +138,16 @@ def per_key_sequences(lines: Iterable[dict[str, Any]]) -> dict[str, list[int]]:
 def first_occurrences(sequence: Iterable[int]) -> list[int]:
     seen: set[int] = set()
     return [n for n in sequence if not (n in seen or seen.add(n))]  # type: ignore[func-returns-value]
+
+
+@contextmanager
+def scratch_table(engine: Engine, schema: str, name: str, columns: str) -> Iterator[str]:
+    """A table of ``columns`` in the run's schema, named after ``name``; dropped after."""
+    table = f'"{schema}"."{unique(name)}"'
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE TABLE {table} ({columns})"))
+    try:
+        yield table
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP TABLE {table}"))

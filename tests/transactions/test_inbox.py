@@ -33,6 +33,7 @@ from dramatiq_eventbus.transactions import Inbox, Outbox, SessionBinding, bind_s
 from tests.support.worker_process import WorkerProcess, wait_for
 
 from . import inbox_handlers
+from .conftest import scratch_table
 from .handlers import Noted
 from .inbox_handlers import Credited, KeyedCredit
 from .support import ACTOR_OPTIONS, BrokerView, Records, unique
@@ -52,12 +53,10 @@ def inbox(engine: Engine, schema: str) -> Iterator[Inbox]:
 @pytest.fixture
 def effects(engine: Engine, schema: str) -> Iterator[str]:
     """The table the handlers write their one row per run to."""
-    table = f'"{schema}"."{unique("effects")}"'
-    with engine.begin() as connection:
-        connection.execute(text(f"CREATE TABLE {table} (id SERIAL PRIMARY KEY, account TEXT, seq INT, event_id TEXT)"))
-    yield table
-    with engine.begin() as connection:
-        connection.execute(text(f"DROP TABLE {table}"))
+    with scratch_table(
+        engine, schema, "effects", "id SERIAL PRIMARY KEY, account TEXT, seq INT, event_id TEXT"
+    ) as table:
+        yield table
 
 
 @pytest.fixture
@@ -133,20 +132,14 @@ def test_a_duplicate_that_would_insert_the_first_runs_key_again_ends_as_a_succes
 ) -> None:
     # The common handler: a row keyed by what the event is about. Run on to its insert, a
     # duplicate failed on the key, and was retried and dead-lettered on every redelivery.
-    table = f'"{schema}"."{unique("invoices")}"'
-    with engine.begin() as connection:
-        connection.execute(text(f"CREATE TABLE {table} (order_id TEXT PRIMARY KEY)"))
     event_id = uuid7()
-    try:
+    with scratch_table(engine, schema, "invoices", "order_id TEXT PRIMARY KEY") as table:
         with bind_session(session_factory, bus=local_bus, inbox=inbox):
             for _ in range(2):
                 with handler_run(context(event_id)), session_factory.begin() as session:
                     session.execute(text(f"INSERT INTO {table} (order_id) VALUES ('A-1')"))
         with engine.connect() as connection:
             assert connection.execute(text(f"SELECT order_id FROM {table}")).all() == [("A-1",)]
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text(f"DROP TABLE {table}"))
 
 
 def test_the_duplicate_line_escapes_what_the_message_controls(
