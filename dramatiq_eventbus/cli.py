@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from .bus import EventBus
-from .codecs.names import qualified_name
 from .environment import VARIABLES, arguments_from_env
 from .errors import EventBusError
+from .routes import FORMATS, FlowMap
 from .untrusted import shown
 
 
@@ -40,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     routes = commands.add_parser("routes", help="list each event class with its handlers, actors and options")
     routes.add_argument("--handlers", help="'pkg.module:ATTR' naming the handlers dict (default: EVENTBUS_HANDLERS)")
+    routes.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text (default): for people; json: for tools; mermaid: a diagram of the contexts and their flows",
+    )
     lanes = commands.add_parser("lanes", help="list lanes whose head event has waited, oldest first")
     lanes.add_argument("--older-than", type=float, default=0.0, metavar="SECONDS", help="only heads older than this")
     relay = commands.add_parser("outbox-relay", help="move committed outbox rows to the broker, in order")
@@ -47,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "routes":
-            return _routes(args.handlers)
+            return _routes(args.handlers, args.format)
         if args.command == "lanes":
             return _lanes(args.older_than)
         if args.command == "outbox-relay":
@@ -100,15 +106,11 @@ def _lanes(older_than: float) -> int:
     return 1
 
 
-def _routes(handlers: str | None) -> int:
+def _routes(handlers: str | None, format: str = "text") -> int:
     environ = {**os.environ, **({"EVENTBUS_HANDLERS": handlers} if handlers else {})}
     arguments = arguments_from_env(environ)
     # Only the registry is needed: a stub broker checks every option without connecting anywhere.
     arguments.update(broker="stub", backend="dramatiq")
-    config = EventBus().configure(**arguments).config
-    for event_class in config.registry.event_classes:
-        print(qualified_name(event_class))
-        for spec in config.registry.handlers_for(event_class):
-            options = ", ".join(f"{k}={v!r}" for k, v in sorted(spec.actor_options.items()))
-            print(f"  -> {spec.name}  priority={spec.priority}  {options}")
+    bus = EventBus().configure(**arguments)
+    sys.stdout.write(FlowMap.from_bus(bus).render(format))
     return 0
