@@ -26,6 +26,7 @@ from .errors import (
     PublishError,
 )
 from .handler import Error, Handler
+from .instrumentation import Instrument
 from .metadata import EventContext, EventContextFilter, EventMetadata, correlation, current_context
 from .partition import partition_key
 
@@ -43,6 +44,7 @@ __all__ = [
     "EventMetadata",
     "Handler",
     "HandlerFailed",
+    "Instrument",
     "InterestedFailed",
     "PublishError",
     "configure",

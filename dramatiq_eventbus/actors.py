@@ -28,6 +28,7 @@ from .codecs import Codec, JSONValue, type_name
 from .delivery import Delivery
 from .errors import AlreadyHandled, ConfigurationError, EventDecodeError, HandlerFailed
 from .handler import Error
+from .instrumentation import Instruments
 from .metadata import EventContext, context_for, running
 from .registry import HandlerSpec, Registry
 from .routing import Queues
@@ -118,24 +119,6 @@ def call_handler(spec: HandlerSpec, event: object) -> Any:
     return _checked(spec, handled(spec.instance, event))
 
 
-async def call_async_handler(spec: HandlerSpec, event: object) -> Any:
-    """Await an async handler's ``handle_event(event)``, turning an ``Error`` result into HandlerFailed.
-
-    Parameters:
-      spec(HandlerSpec): The handler; its ``handle_event`` is an ``async def``.
-      event(object): The decoded event.
-
-    Raises:
-      HandlerFailed: The handler returned ``Error(reason)``.
-      Exception: Whatever the handler raised.
-    """
-    try:
-        result = await spec.instance.handle_event(event)
-    except AlreadyHandled:
-        return None  # an inbox found the event handled already, and said so: a success, to acknowledge
-    return _checked(spec, result)
-
-
 def _checked(spec: HandlerSpec, result: Any) -> Any:
     if isinstance(result, Error):
         raise HandlerFailed(spec.handler_class.__qualname__, result.reason)
@@ -168,13 +151,18 @@ def handled(handler: Any, event: object) -> Any:
       TypeError: A plain ``def handle_event`` returned a coroutine.
       Exception: Whatever the handler raised.
     """
-    handle_event = handler.handle_event
     try:
-        if inspect.iscoroutinefunction(handle_event):
-            return run_to_completion(handle_event(event))
-        result = handle_event(event)
+        return _handled(handler, event)
     except AlreadyHandled:
         return None  # an inbox found the event handled already, and said so: a success, to acknowledge
+
+
+def _handled(handler: Any, event: object) -> Any:
+    """:func:`handled`, letting an :class:`~.errors.AlreadyHandled` through (to an instrument)."""
+    handle_event = handler.handle_event
+    if inspect.iscoroutinefunction(handle_event):
+        return run_to_completion(handle_event(event))
+    result = handle_event(event)
     if inspect.iscoroutine(result):
         # Closed, never run: running it would make a worker differ from the other paths, where
         # Dramatiq decides at declaration whether an actor is async.
@@ -214,7 +202,7 @@ def run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def declare_actors(
-    broker: Broker, registry: Registry, codec: Codec, queues: Queues
+    broker: Broker, registry: Registry, codec: Codec, queues: Queues, instruments: Instruments
 ) -> dict[str, dramatiq.Actor[Any, Any]]:
     """Declare one actor per handler on ``broker``, replacing any earlier ones of the same name.
 
@@ -225,6 +213,7 @@ def declare_actors(
       registry(Registry): The handlers.
       codec(Codec): The bus's codec.
       queues(Queues): The bus's queues.
+      instruments(Instruments): The bus's instruments, which watch each handler run.
 
     Raises:
       ConfigurationError: This Dramatiq does not run an async handler's actor as a coroutine.
@@ -236,13 +225,17 @@ def declare_actors(
         from .middleware import install_asyncio
 
         install_asyncio(broker)
-    return {spec.name: _declare_actor(broker, _body(spec, codec, registry), queues) for spec in registry.handlers}
+    return {
+        spec.name: _declare_actor(broker, _body(spec, codec, registry, instruments), queues)
+        for spec in registry.handlers
+    }
 
 
-def _body(spec: HandlerSpec, codec: Codec, registry: Registry) -> SyncHandlerActor | AsyncHandlerActor:
-    if is_async_handler(spec.instance):
-        return AsyncHandlerActor(spec, codec, registry.events_of(spec))
-    return SyncHandlerActor(spec, codec, registry.events_of(spec))
+def _body(
+    spec: HandlerSpec, codec: Codec, registry: Registry, instruments: Instruments
+) -> SyncHandlerActor | AsyncHandlerActor:
+    kind = AsyncHandlerActor if is_async_handler(spec.instance) else SyncHandlerActor
+    return kind(spec, codec, registry.events_of(spec), instruments)
 
 
 class HandlerActor:
@@ -257,12 +250,16 @@ class HandlerActor:
       codec(Codec): The bus's codec.
       event_classes(frozenset[type]): The event classes the handler is registered for: a
         message may carry any event class of the bus, and only these may reach the handler.
+      instruments(Instruments): The bus's instruments, which watch each run.
     """
 
-    def __init__(self, spec: HandlerSpec, codec: Codec, event_classes: frozenset[type]) -> None:
+    def __init__(
+        self, spec: HandlerSpec, codec: Codec, event_classes: frozenset[type], instruments: Instruments
+    ) -> None:
         self.spec = spec
         self.codec = codec
         self.event_classes = event_classes
+        self.instruments = instruments
         # Dramatiq names the actor's logger after these.
         self.__module__ = spec.handler_class.__module__
         self.__name__ = spec.handler_class.__qualname__
@@ -299,9 +296,12 @@ class SyncHandlerActor(HandlerActor):
 
     def __call__(self, payload: JSONValue) -> None:
         event = self.received(payload)
+        context = _context_of(payload)
         try:
-            with running(_context_of(payload)):
-                call_handler(self.spec, event)
+            with running(context), self.instruments.handling(self.spec, event, context):
+                _checked(self.spec, _handled(self.spec.instance, event))
+        except AlreadyHandled:
+            return  # an inbox found the event handled already, and said so: a success, to acknowledge
         except HandlerFailed as exc:
             self.log_failure(exc)
             raise
@@ -321,10 +321,13 @@ class AsyncHandlerActor(HandlerActor):
 
     async def __call__(self, payload: JSONValue) -> None:
         event = self.received(payload)
+        context = _context_of(payload)
         try:
             # Set in this coroutine's own task context: concurrent handlers on the loop each see theirs.
-            with running(_context_of(payload)):
-                await call_async_handler(self.spec, event)
+            with running(context), self.instruments.handling(self.spec, event, context):
+                _checked(self.spec, await self.spec.instance.handle_event(event))
+        except AlreadyHandled:
+            return  # an inbox found the event handled already, and said so: a success, to acknowledge
         except HandlerFailed as exc:
             self.log_failure(exc)
             raise

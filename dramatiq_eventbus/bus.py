@@ -26,6 +26,7 @@ from .codecs import Codec, CustomTypes, make_codec
 from .codecs.names import qualified_name
 from .delivery import Delivery, PublishBuffer
 from .errors import ConfigurationError, InterestedFailed
+from .instrumentation import Instrument, Instruments
 from .metadata import EventMetadata, new_metadata
 from .middleware import install as install_middleware
 from .ordering import (
@@ -106,6 +107,7 @@ class EventBus:
         self._deferred: ContextVar[_Deferral | None] = ContextVar(f"eventbus_deferred_{id(self)}", default=None)
         self._sets_global_broker = sets_global_broker
         self.custom_types = CustomTypes()
+        self.instruments = Instruments()
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -206,7 +208,9 @@ class EventBus:
                 )
                 if support.set_message_check is not None:
                     support.set_message_check(functools.partial(authentication.problem, resolved_broker))
-                actors = declare_actors(resolved_broker, registry, resolved_codec, queues)
+                if support.set_refusal_listener is not None:
+                    support.set_refusal_listener(self.instruments.refused)
+                actors = declare_actors(resolved_broker, registry, resolved_codec, queues, self.instruments)
             except BaseException:
                 if owns_broker:
                     resolved_broker.close()
@@ -255,6 +259,24 @@ class EventBus:
         if lanes is None:
             raise ConfigurationError("this bus has no Redis for lanes: partitioned events are ordered per process")
         return lanes.lanes(older_than_seconds=older_than_seconds)
+
+    def add_instrument(self, instrument: Instrument) -> None:
+        """Let ``instrument`` watch this bus's publish() calls and its handler runs in this process.
+
+        Takes effect at once, and lasts across configure() calls. Add it in publishers and
+        workers alike (the OpenTelemetry and Prometheus integrations do it for you).
+
+        Parameters:
+          instrument(Instrument): An instance of a subclass of :class:`~.instrumentation.Instrument`.
+
+        Raises:
+          TypeError: It is not an Instrument.
+        """
+        self.instruments.add(instrument)
+
+    def remove_instrument(self, instrument: Instrument) -> None:
+        """Stop ``instrument`` watching this bus; one not added is ignored."""
+        self.instruments.remove(instrument)
 
     # The same signature as CustomTypes.register, on purpose: this is its public door.
     def register_type(
@@ -369,29 +391,17 @@ class EventBus:
         """
         config = self.config
         batch = _as_event_list(events)
-        deliveries: list[Delivery] = []
         metadata = [new_metadata() for _ in batch]
-        for event, meta in zip(batch, metadata):  # noqa: B905  # the same length: made from batch
-            handlers = config.registry.handlers_for(type(event))
-            if not handlers:
-                _warn_unhandled(config.registry, type(event))
-                continue
-            interested = []
-            for spec in handlers:
-                try:
-                    wanted = spec.interested(event)
-                except Exception as exc:
-                    # Raised before anything of the call is handed over: nothing is sent.
-                    raise InterestedFailed(spec.name, event, exc) from exc
-                if wanted:
-                    interested.append(spec)
-            if not interested:
-                continue
-            payload = config.codec.encode(event)
-            key = partition_key(event)
-            queue_name = config.queues.for_key(key)
-            deliveries.extend(Delivery(spec, event, payload, key, queue_name, meta) for spec in interested)
-        self.hand_over(batch, deliveries, metadata)
+        instruments = self.instruments if self.instruments.active else None
+        if instruments is None:
+            self.hand_over(batch, _routed(config, batch, metadata, None), metadata)
+        else:
+            try:
+                self.hand_over(batch, _routed(config, batch, metadata, instruments), metadata)
+            except BaseException as exc:
+                instruments.after_publish(metadata, exc)
+                raise
+            instruments.after_publish(metadata, None)
         if batch is events:
             return [meta.event_id for meta in metadata]
         return metadata[0].event_id
@@ -490,6 +500,49 @@ class PublishRecorder(Protocol):
     ) -> None:
         """One publish() call: every event in order, the deliveries of those a handler wants, and
         each event's metadata, in the order of ``events``."""
+
+
+def _routed(
+    config: BusConfig, batch: Sequence[object], metadata: list[EventMetadata], instruments: Instruments | None
+) -> list[Delivery]:
+    """The deliveries of one publish() call: each event to each interested handler, encoded
+    once and routed by its partition key. With instruments, each event's metadata in
+    ``metadata`` is replaced by the one they add a trace context to.
+
+    Raises:
+      InterestedFailed: A handler's ``interested`` raised.
+      EventEncodeError: An event the codec cannot carry.
+    """
+    deliveries: list[Delivery] = []
+    for position, event in enumerate(batch):
+        handlers = config.registry.handlers_for(type(event))
+        if not handlers:
+            if instruments is not None:
+                metadata[position] = instruments.before_publish(event, metadata[position], (), (), None)
+            _warn_unhandled(config.registry, type(event))
+            continue
+        interested = []
+        for spec in handlers:
+            try:
+                wanted = spec.interested(event)
+            except Exception as exc:
+                # Raised before anything of the call is handed over: nothing is sent.
+                raise InterestedFailed(spec.name, event, exc) from exc
+            if wanted:
+                interested.append(spec)
+        if instruments is not None:
+            skipped = [spec for spec in handlers if spec not in interested]
+            metadata[position] = instruments.before_publish(
+                event, metadata[position], interested, skipped, partition_key(event)
+            )
+        if not interested:
+            continue
+        payload = config.codec.encode(event)
+        key = partition_key(event)
+        queue_name = config.queues.for_key(key)
+        meta = metadata[position]
+        deliveries.extend(Delivery(spec, event, payload, key, queue_name, meta) for spec in interested)
+    return deliveries
 
 
 def _resolve_broker(broker: Broker | str | None, redis_heartbeat_seconds: float | None) -> tuple[Broker, bool]:

@@ -26,6 +26,15 @@ EVENT_ID = "event_id"
 PUBLISHED_AT = "published_at"
 CORRELATION_ID = "correlation_id"
 CAUSATION_ID = "causation_id"
+#: The option that carries the publisher's trace context (W3C ``traceparent``, ``tracestate``...),
+#: written by an instrument such as the OpenTelemetry one; absent without one.
+TRACE_CONTEXT = "trace_context"
+
+#: Bounds of a trace context: entries, characters of a name and of a value. W3C's
+#: ``traceparent`` has 55 characters and ``tracestate`` at most 512.
+MAX_TRACE_ENTRIES = 8
+MAX_TRACE_NAME_CHARACTERS = 64
+MAX_TRACE_VALUE_CHARACTERS = 1024
 
 #: The longest correlation id accepted (and, on a worker, the longest id of any kind): a
 #: request id or a UUID fits many times over, and a forged message cannot make log lines long.
@@ -93,12 +102,15 @@ class EventMetadata(NamedTuple):
       published_at_ms(int): When publish() was called, in Unix milliseconds (UTC).
       correlation_id(str): The request or flow the event belongs to (see :func:`correlation`).
       causation_id(str | None): The ``event_id`` of the event whose handler published it, else None.
+      trace_context(Mapping[str, str] | None): What the instruments added for tracing (W3C
+        ``traceparent`` and ``tracestate``); None without instruments.
     """
 
     event_id: str
     published_at_ms: int
     correlation_id: str
     causation_id: str | None
+    trace_context: Mapping[str, str] | None = None
 
     @property
     def published_at(self) -> datetime:
@@ -117,6 +129,8 @@ class EventMetadata(NamedTuple):
             options[CORRELATION_ID] = self.correlation_id
         if self.causation_id is not None:
             options[CAUSATION_ID] = self.causation_id
+        if self.trace_context is not None:
+            options[TRACE_CONTEXT] = dict(self.trace_context)
         return options
 
 
@@ -135,6 +149,8 @@ class EventContext:
       partition_key(str | None): The event's partition key.
       message_id(str | None): Dramatiq's message id; None where no message was sent (inline,
         the test mailbox's inline mode, ``run_event``).
+      trace_context(Mapping[str, str] | None): The publisher's trace context, for an instrument
+        to continue its trace; None when it had none.
     """
 
     event_id: str
@@ -145,6 +161,7 @@ class EventContext:
     handler: str
     partition_key: str | None
     message_id: str | None
+    trace_context: Mapping[str, str] | None = None
 
 
 _current: ContextVar[EventContext | None] = ContextVar("dramatiq_eventbus_event_context", default=None)
@@ -226,6 +243,7 @@ def context_for(
         handler=handler,
         partition_key=partition_key,
         message_id=message_id,
+        trace_context=metadata.trace_context,
     )
 
 
@@ -249,6 +267,32 @@ def option_problem(options: Mapping[str, Any]) -> str | None:
     published_at = options.get(PUBLISHED_AT)
     if published_at is not None and (type(published_at) is not int or not 0 <= published_at <= MAX_PUBLISHED_AT_MS):
         return f"its option {PUBLISHED_AT!r} is not a time in Unix milliseconds"
+    trace_context = options.get(TRACE_CONTEXT)
+    if trace_context is not None:
+        problem = trace_context_problem(trace_context)
+        if problem is not None:
+            return f"its option {TRACE_CONTEXT!r} {problem}"
+    return None
+
+
+def trace_context_problem(trace_context: object) -> str | None:
+    """Why ``trace_context`` is not one a worker accepts, or None.
+
+    A dict of at most :data:`MAX_TRACE_ENTRIES` printable str names and values, bounded in
+    length: an instrument hands its values to a tracing library, and a forger's would reach it.
+
+    Parameters:
+      trace_context(object): A message's option, or what an instrument returned.
+    """
+    if type(trace_context) is not dict:
+        return f"is {_a(type(trace_context).__name__)}, not a dict"
+    if len(trace_context) > MAX_TRACE_ENTRIES:
+        return f"has {len(trace_context)} entries, more than {MAX_TRACE_ENTRIES}"
+    for name, value in trace_context.items():
+        if type(name) is not str or not 0 < len(name) <= MAX_TRACE_NAME_CHARACTERS or not name.isprintable():
+            return f"has a name that is not a printable str of 1 to {MAX_TRACE_NAME_CHARACTERS} characters"
+        if type(value) is not str or len(value) > MAX_TRACE_VALUE_CHARACTERS or not value.isprintable():
+            return f"has a value that is not a printable str of at most {MAX_TRACE_VALUE_CHARACTERS} characters"
     return None
 
 
@@ -271,6 +315,7 @@ def from_options(options: Mapping[str, Any], *, message_id: str, message_timesta
         _millis(message_timestamp) if published_at is None else published_at,
         event_id if correlation_id is None else correlation_id,
         options.get(CAUSATION_ID),
+        options.get(TRACE_CONTEXT),
     )
 
 

@@ -27,7 +27,7 @@ from dramatiq.common import q_name
 from dramatiq.message import Message
 
 from .errors import ConfigurationError
-from .metadata import CAUSATION_ID, CORRELATION_ID, EVENT_ID, PUBLISHED_AT
+from .metadata import CAUSATION_ID, CORRELATION_ID, EVENT_ID, PUBLISHED_AT, TRACE_CONTEXT
 
 #: The option that carries a message's signature.
 OPTION = "signature"
@@ -135,4 +135,9 @@ def _signed(message: Any) -> bytes:
         list(message.args),
         message.kwargs,
     ]
+    trace_context = options.get(TRACE_CONTEXT)
+    if trace_context is not None:
+        # Added only when present, so that a message without one is signed as before: an
+        # altered trace would draw a false history, and a removed one must fail too.
+        fields.append(trace_context)
     return _DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

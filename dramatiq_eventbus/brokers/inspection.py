@@ -202,6 +202,7 @@ class ConsumedBroker(Protocol):
     actors: dict[str, Any]
     max_message_bytes: int
     message_check: MessageCheck | None
+    refusal_listener: RefusalListener | None
 
 
 def inspect_delivery(broker: ConsumedBroker, queue_name: str, body: bytes | None) -> Message[Any] | Refusal:
@@ -209,13 +210,20 @@ def inspect_delivery(broker: ConsumedBroker, queue_name: str, body: bytes | None
     return inspect_body(body, broker.actors, queue_name, max_bytes=broker.max_message_bytes, check=broker.message_check)
 
 
-def log_dead_lettered(queue_name: str, refusal: Refusal, *, where: str | None = None) -> None:
-    """The one line that says a delivery was dead-lettered without running, and why.
+#: Told of each message a consumer refused: its queue and the reason (the bus's instruments).
+RefusalListener = Callable[[str, str], None]
+
+
+def log_dead_lettered(broker: ConsumedBroker, queue_name: str, refusal: Refusal, *, where: str | None = None) -> None:
+    """The one line that says a delivery was dead-lettered without running, and why; and the
+    broker's ``refusal_listener`` told.
 
     ``where`` says where to find it, e.g. its Redis id, when the broker has one; the caller
     escapes what it quotes there (:func:`~dramatiq_eventbus.untrusted.shown`), as the reason's
     author does.
     """
+    if broker.refusal_listener is not None:
+        broker.refusal_listener(queue_name, refusal.reason)
     name = f"message {shown(refusal.message_id)}" if refusal.message_id else "a message without a readable id"
     logger.error(
         "Dead-lettered %s%s from queue %r without running it: %s",

@@ -22,7 +22,7 @@ from dramatiq.message import Message
 
 from . import rabbitmq
 from . import redis as redis_package
-from .inspection import MessageCheck
+from .inspection import MessageCheck, RefusalListener
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
 from .rabbitmq import EventBusRabbitmqBroker
 from .redis import EventBusRedisBroker, FetchHook, RedisKeys
@@ -47,6 +47,8 @@ class BrokerSupport:
       set_message_check(Callable[[MessageCheck], None] | None): Hands the broker's consumers
         the bus's check of each message (signature, options), so that they refuse what fails
         it before Dramatiq's worker sees it.
+      set_refusal_listener(Callable[[RefusalListener], None] | None): Hands the broker's consumers
+        what to tell of each message they refuse.
       lacks(tuple[str, ...]): What this broker lacks of the bus's own, for a warning.
       instead(str): The class to use instead, for that warning.
     """
@@ -59,6 +61,7 @@ class BrokerSupport:
     set_fetch_hook: Callable[[FetchHook | None], None] | None = None
     set_max_message_bytes: Callable[[int], None] | None = None
     set_message_check: Callable[[MessageCheck], None] | None = None
+    set_refusal_listener: Callable[[RefusalListener], None] | None = None
     lacks: tuple[str, ...] = field(default=())
     instead: str = ""
 
@@ -87,6 +90,7 @@ def support_for(broker: Broker) -> BrokerSupport:
             set_fetch_hook=lambda hook: setattr(broker, "fetch_hook", hook),
             set_max_message_bytes=lambda limit: setattr(broker, "max_message_bytes", limit),
             set_message_check=lambda check: setattr(broker, "message_check", check),
+            set_refusal_listener=lambda listener: setattr(broker, "refusal_listener", listener),
         )
     if isinstance(broker, EventBusRabbitmqBroker):
         return BrokerSupport(
@@ -94,6 +98,7 @@ def support_for(broker: Broker) -> BrokerSupport:
             priorities=broker.max_priority is not None,
             set_max_message_bytes=lambda limit: setattr(broker, "max_message_bytes", limit),
             set_message_check=lambda check: setattr(broker, "message_check", check),
+            set_refusal_listener=lambda listener: setattr(broker, "refusal_listener", listener),
         )
     if isinstance(broker, RedisBroker):
         keys = RedisKeys(broker.namespace)

@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -82,7 +83,8 @@ def forged_message(**options: Any) -> Message[Any]:
 
 def test_the_consumers_dead_letter_line_escapes_and_cuts_a_forged_message_id(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR):
-        log_dead_lettered("events", Refusal("it names queue 'elsewhere'", FORGED), where="Redis id 1")
+        broker = SimpleNamespace(refusal_listener=None)
+        log_dead_lettered(broker, "events", Refusal("it names queue 'elsewhere'", FORGED), where="Redis id 1")
     (line,) = bus_lines(caplog)
     assert_safe(line)
     assert line.startswith("Dead-lettered message 'x\\n2026-01-01 [CRITICAL] forged")

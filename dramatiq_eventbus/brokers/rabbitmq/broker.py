@@ -12,7 +12,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
-from ..inspection import MessageCheck
+from ..inspection import MessageCheck, RefusalListener
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
 from ..sending import BatchFailed, emit_before_enqueue, enqueue_each
 from . import upstream
@@ -46,6 +46,8 @@ class EventBusRabbitmqBroker(RabbitmqBroker):
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         #: What the bus checks of each message its consumers read (its signature...); configure() sets it.
         self.message_check: MessageCheck | None = None
+        #: Told of each message its consumers refuse; configure() sets it to the bus's instruments.
+        self.refusal_listener: RefusalListener | None = None
 
     @property
     def consumer_class(self) -> type[RabbitmqConsumer]:

@@ -81,7 +81,7 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         inspected = inspect_delivery(self.broker, self.queue_name, body)
         if isinstance(inspected, Refusal):
-            log_dead_lettered(self.queue_name, inspected)
+            log_dead_lettered(self.broker, self.queue_name, inspected)
             # Not requeued: the queue's dead-letter exchange routes it to <queue>.XQ.
             upstream.reject(self, method.delivery_tag)
             return None

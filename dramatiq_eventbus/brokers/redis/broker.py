@@ -14,7 +14,7 @@ from dramatiq.common import current_millis
 from dramatiq.message import Message
 
 from ...metadata import uuid7
-from ..inspection import MessageCheck
+from ..inspection import MessageCheck, RefusalListener
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_sendable, smallest_checked
 from ..sending import BatchFailed, emit_before_enqueue
 from . import scripts, upstream
@@ -45,6 +45,8 @@ class EventBusRedisBroker(RedisBroker):
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         #: What the bus checks of each message its consumers read (its signature...); configure() sets it.
         self.message_check: MessageCheck | None = None
+        #: Told of each message its consumers refuse; configure() sets it to the bus's instruments.
+        self.refusal_listener: RefusalListener | None = None
         #: Set by the bus's ordering when its lanes live in this broker's Redis.
         self.fetch_hook: FetchHook | None = None
         self._holdings: dict[str, Holdings] = {}

@@ -334,7 +334,9 @@ class RedisConsumer(Consumer):
     def _refuse_unreadable_id(self, raw_id: bytes) -> None:
         """Dead-letter a delivery whose Redis id is not UTF-8, which Dramatiq and the bus key everything
         by: decoding it raised out of every fetch, and out of every reclaim while it stayed in the ack set."""
-        log_dead_lettered(self.queue_name, Refusal("its Redis id is not UTF-8"), where=f"Redis id {shown(raw_id)}")
+        log_dead_lettered(
+            self.broker, self.queue_name, Refusal("its Redis id is not UTF-8"), where=f"Redis id {shown(raw_id)}"
+        )
         upstream.nack(self.broker, self.queue_name, raw_id)
 
     def _admit(self, fetched: _Fetched) -> Message[Any] | None:
@@ -349,7 +351,7 @@ class RedisConsumer(Consumer):
                 )
                 upstream.ack(self.broker, self.queue_name, redis_id)
             else:
-                log_dead_lettered(self.queue_name, inspected, where=f"Redis id {shown(redis_id)}")
+                log_dead_lettered(self.broker, self.queue_name, inspected, where=f"Redis id {shown(redis_id)}")
                 upstream.nack(self.broker, self.queue_name, redis_id)
             self._holdings.release(redis_id)
             return None
