@@ -1,7 +1,8 @@
 """Partition keys: which events must be handled in order relative to each other.
 
-An event's key comes from its own ``partition_key()`` method, or from a function
-registered for its class with ``@partition_key.register`` for classes you do not own.
+An event's key comes from its own ``partition_key()`` method (or a ``partition_key``
+field or property), or from a function registered for its class with
+``@partition_key.register`` for classes you do not own.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @singledispatch
 def _raw_key(event: Any) -> object:
-    method = getattr(event, "partition_key", None)
-    return method() if callable(method) else None
+    key = getattr(event, "partition_key", None)
+    # A method is called; a field or property is the key itself (it was once ignored, and the
+    # events went unordered without a word).
+    return key() if callable(key) else key
 
 
 class PartitionKey:

@@ -301,3 +301,27 @@ def test_a_bad_partition_key_fails_publish(bus: EventBus) -> None:
     bus.configure(handlers={Keyed: [NotifyHandler]}, broker="stub")
     with pytest.raises(TypeError, match="partition key of Keyed"):
         bus.publish(Keyed(1.5))
+
+
+@dataclass(frozen=True)
+class KeyField:
+    """Its key is a field, not a method."""
+
+    partition_key: str
+
+
+@dataclass(frozen=True)
+class KeyProperty:
+    order_id: int
+
+    @property
+    def partition_key(self) -> int:
+        return self.order_id
+
+
+def test_a_partition_key_field_or_property_is_the_key_too() -> None:
+    # Once ignored without a word: the events went unordered.
+    assert eventbus.partition_key(KeyField("a")) == "a"
+    assert eventbus.partition_key(KeyProperty(7)) == "7"
+    with pytest.raises(TypeError, match="partition key of KeyField must be a str, an int or None"):
+        eventbus.partition_key(KeyField(1.5))  # type: ignore[arg-type]
