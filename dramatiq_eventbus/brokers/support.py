@@ -9,9 +9,9 @@ returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis as redis_client
 from dramatiq.broker import Broker, MessageProxy
@@ -24,9 +24,34 @@ from . import rabbitmq
 from . import redis as redis_package
 from .inspection import MessageCheck, RefusalListener
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
-from .rabbitmq import EventBusRabbitmqBroker
-from .redis import EventBusRedisBroker, FetchHook, RedisKeys
+from .rabbitmq import EventBusRabbitmqBroker, RabbitmqDeadLetters
+from .redis import EventBusRedisBroker, FetchHook, RedisDeadLetters, RedisKeys
 from .sending import Send, enqueue_each, sender_for
+
+#: One dead letter as its queue keeps it: the key it is removed by (a Redis id; the SHA-256 of
+#: an AMQP body; a stub's message id), its body (None when missing or too large to be read),
+#: its size in bytes, and when it was dead-lettered, in Unix seconds (None when unknown).
+StoredDeadLetter = tuple[str, bytes | None, int, float | None]
+
+
+class DeadLetterQueue(Protocol):
+    """A broker's dead-letter queues, as the bus reads and empties them.
+
+    ``keeps_last_failure`` says whether a dead letter carries its last attempt's failure
+    (Redis, where the bus rewrites it), or only those of the attempts before (RabbitMQ).
+    """
+
+    keeps_last_failure: bool
+
+    def read(self, queue_name: str, *, scan: int, max_bytes: int) -> Iterator[StoredDeadLetter]:
+        """Up to ``scan`` of ``queue_name``'s dead letters, oldest first, left in place; a body
+        over ``max_bytes`` may be left unread."""
+        ...
+
+    def remove(self, queue_name: str, keys: Collection[str], *, scan: int) -> int:
+        """Remove ``queue_name``'s dead letters known by ``keys``, looking at up to ``scan``;
+        return how many were removed."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -40,6 +65,7 @@ class BrokerSupport:
       redis_keys(RedisKeys | None): The broker's Redis keys: lanes in its Redis put new heads on its queues.
       keep_dead_letter(Callable[[Message], None] | None): Writes a failed message over its stored
         dead letter, so that the last attempt's reason is kept.
+      dead_letters(DeadLetterQueue | None): Reads and removes the broker's dead letters.
       set_fetch_hook(Callable[[FetchHook | None], None] | None): Hands the consumers of the
         broker's queues a hook for their fetches and acks.
       set_max_message_bytes(Callable[[int], None] | None): Sets the largest message the
@@ -58,6 +84,7 @@ class BrokerSupport:
     redis: redis_client.Redis | None = None
     redis_keys: RedisKeys | None = None
     keep_dead_letter: Callable[[MessageProxy], None] | None = None
+    dead_letters: DeadLetterQueue | None = None
     set_fetch_hook: Callable[[FetchHook | None], None] | None = None
     set_max_message_bytes: Callable[[int], None] | None = None
     set_message_check: Callable[[MessageCheck], None] | None = None
@@ -87,6 +114,7 @@ def support_for(broker: Broker) -> BrokerSupport:
             redis=broker.client,
             redis_keys=broker.keys,
             keep_dead_letter=broker.keep_dead_letter,
+            dead_letters=RedisDeadLetters(broker.client, broker.keys),
             set_fetch_hook=lambda hook: setattr(broker, "fetch_hook", hook),
             set_max_message_bytes=lambda limit: setattr(broker, "max_message_bytes", limit),
             set_message_check=lambda check: setattr(broker, "message_check", check),
@@ -96,6 +124,7 @@ def support_for(broker: Broker) -> BrokerSupport:
         return BrokerSupport(
             send=broker.enqueue_many,
             priorities=broker.max_priority is not None,
+            dead_letters=RabbitmqDeadLetters(broker.parameters),
             set_max_message_bytes=lambda limit: setattr(broker, "max_message_bytes", limit),
             set_message_check=lambda check: setattr(broker, "message_check", check),
             set_refusal_listener=lambda listener: setattr(broker, "refusal_listener", listener),
@@ -107,6 +136,7 @@ def support_for(broker: Broker) -> BrokerSupport:
             redis=broker.client,
             redis_keys=keys,
             keep_dead_letter=lambda message: redis_package.keep_dead_letter(broker, message),
+            dead_letters=RedisDeadLetters(broker.client, keys),
             lacks=_REDIS_GAPS,
             instead="dramatiq_eventbus.brokers.EventBusRedisBroker",
         )
@@ -114,12 +144,15 @@ def support_for(broker: Broker) -> BrokerSupport:
         return BrokerSupport(
             send=lambda messages: rabbitmq.enqueue_many(broker, messages),
             priorities=broker.max_priority is not None,
+            dead_letters=RabbitmqDeadLetters(broker.parameters),
             lacks=_CONSUMER_GAPS,
             instead="dramatiq_eventbus.brokers.EventBusRabbitmqBroker",
         )
     if isinstance(broker, StubBroker):
         checked = _SizeCheckedSending(broker)
-        return BrokerSupport(send=checked.send, set_max_message_bytes=checked.limit)
+        return BrokerSupport(
+            send=checked.send, set_max_message_bytes=checked.limit, dead_letters=_StubDeadLetters(broker)
+        )
     return BrokerSupport(send=sender_for(broker))  # another kind: one message at a time
 
 
@@ -141,3 +174,24 @@ class _SizeCheckedSending:
     def send(self, messages: Sequence[Message[Any]]) -> None:
         check_all_sendable(messages, [message.encode() for message in messages], self.max_bytes)
         enqueue_each(self.broker, messages)
+
+
+class _StubDeadLetters:
+    """A StubBroker's dead letters, in memory, known by their message ids."""
+
+    keeps_last_failure = True  # its consumer dead-letters the message the worker failed
+
+    def __init__(self, broker: StubBroker) -> None:
+        self.broker = broker
+
+    def read(self, queue_name: str, *, scan: int, max_bytes: int) -> Iterator[StoredDeadLetter]:
+        for proxy in list(self.broker.dead_letters_by_queue[queue_name])[:scan]:
+            body = proxy.encode()
+            yield proxy.message_id, body, len(body), None
+
+    def remove(self, queue_name: str, keys: Collection[str], *, scan: int) -> int:
+        letters = self.broker.dead_letters_by_queue[queue_name]
+        kept = [proxy for proxy in letters if proxy.message_id not in keys]
+        removed = len(letters) - len(kept)
+        letters[:] = kept  # in place: the broker's consumers hold this list
+        return removed

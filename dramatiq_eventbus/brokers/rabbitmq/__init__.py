@@ -4,5 +4,6 @@ Dramatiq's and pika's private names are reached through :mod:`.upstream` only.
 """
 
 from .broker import MAX_PRIORITY, EventBusRabbitmqBroker, enqueue_many
+from .dead_letters import RabbitmqDeadLetters
 
-__all__ = ["MAX_PRIORITY", "EventBusRabbitmqBroker", "enqueue_many"]
+__all__ = ["MAX_PRIORITY", "EventBusRabbitmqBroker", "RabbitmqDeadLetters", "enqueue_many"]

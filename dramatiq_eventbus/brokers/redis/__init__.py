@@ -5,6 +5,7 @@ Dramatiq's private names are reached through :mod:`.upstream` only.
 
 from .broker import EventBusRedisBroker, enqueue_many, keep_dead_letter, with_redis_id
 from .consumer import FetchHook
+from .dead_letters import RedisDeadLetters
 from .keys import LaneKeys, RedisKeys
 from .lanes import RedisLaneStore
 
@@ -12,6 +13,7 @@ __all__ = [
     "EventBusRedisBroker",
     "FetchHook",
     "LaneKeys",
+    "RedisDeadLetters",
     "RedisKeys",
     "RedisLaneStore",
     "enqueue_many",
