@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from .bus import EventBus
+from .dead_letters import add_arguments as add_dead_letters_arguments
+from .dead_letters import run as run_dead_letters
 from .environment import VARIABLES, arguments_from_env
 from .errors import EventBusError
 from .routes import FORMATS, FlowMap
@@ -48,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     lanes = commands.add_parser("lanes", help="list lanes whose head event has waited, oldest first")
     lanes.add_argument("--older-than", type=float, default=0.0, metavar="SECONDS", help="only heads older than this")
+    dead_letters = commands.add_parser("dead-letters", help="list, show, replay or purge dead-lettered events")
+    add_dead_letters_arguments(dead_letters)
     relay = commands.add_parser("outbox-relay", help="move committed outbox rows to the broker, in order")
     _add_outbox_relay_arguments(relay)
     args = parser.parse_args(argv)
@@ -56,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _routes(args.handlers, args.format)
         if args.command == "lanes":
             return _lanes(args.older_than)
+        if args.command == "dead-letters":
+            return run_dead_letters(args)
         if args.command == "outbox-relay":
             return _outbox_relay(args)
     except EventBusError as exc:
