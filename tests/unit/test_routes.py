@@ -242,7 +242,7 @@ HOSTILE_NAME = 'Evil"]) --> x\n%%<img src=x onerror=alert(1)>`**#quot;end;'
 
 
 def test_mermaid_escapes_a_hostile_class_name_and_keeps_its_ids_safe() -> None:
-    event = _in('app.weird"]\nmodule', type(HOSTILE_NAME, (), {"__qualname__": HOSTILE_NAME}))
+    event = _in('app.we"]\n<b>ird.events', type(HOSTILE_NAME, (), {"__qualname__": HOSTILE_NAME}))
     handler = _in("app.end", type("end", (Handler,), {"handle_event": lambda self, e: None, "__qualname__": "end"}))
     twin = _in("app", type("end_end", (Handler,), {"handle_event": lambda self, e: None}))  # app.end_end
     bus = EventBus().configure(handlers={event: [handler, twin]}, broker="stub", codec=_NoCodec())
@@ -259,6 +259,7 @@ def test_mermaid_escapes_a_hostile_class_name_and_keeps_its_ids_safe() -> None:
         assert re.fullmatch(r"([A-Za-z0-9 _.,:()=#;-]|<br/>)*", label), label
     [event_label] = [label for node, label in labels.items() if node.startswith("event_")]
     assert _decode(event_label) == HOSTILE_NAME
+    assert set(_subgraphs(diagram)) == {'we"]\n<b>ird', "app"}  # the contexts' names, escaped and read back
     assert mermaid_label("<b>") == "#60;b#62;"
 
 
