@@ -51,3 +51,27 @@ class PartitionKey:
 
 
 partition_key = PartitionKey()
+
+
+def has_partition_key(event_class: type) -> bool:
+    """Whether events of ``event_class`` have a partition key: a function registered for the
+    class, or a ``partition_key`` method, property or (dataclass, attrs or pydantic) field.
+
+    An instance whose key is None is still sent without one: this tells what a class can do,
+    for the flow map, not what one event does.
+
+    Parameters:
+      event_class(type): An event class.
+    """
+    if _raw_key.dispatch(event_class) is not _raw_key.dispatch(object):
+        return True
+    if hasattr(event_class, "partition_key"):  # a method, a property, or a field with a default
+        return True
+    fields: Any = (
+        getattr(event_class, "__dataclass_fields__", None)
+        or getattr(event_class, "__attrs_attrs__", None)
+        or getattr(event_class, "model_fields", None)
+        or ()
+    )
+    names = fields.keys() if isinstance(fields, dict) else (getattr(field, "name", None) for field in fields)
+    return "partition_key" in names

@@ -21,7 +21,7 @@ from .actors import is_async_handler
 from .bus import EventBus
 from .codecs.names import qualified_name, type_name
 from .handler import Handler
-from .partition import _raw_key
+from .partition import has_partition_key
 from .registry import HandlerSpec
 
 __all__ = ["FORMATS", "JSON_VERSION", "ContextNode", "EventNode", "FlowMap", "HandlerNode", "context_of"]
@@ -45,8 +45,8 @@ class EventNode:
       label(str): Its ``__qualname__``, as the diagram shows it.
       wire_name(str): The name its messages carry (see the codec guide).
       context(str): The name of its context.
-      partitioned(bool): It has a partition key (a ``partition_key()`` method, or a function
-        registered with ``partition_key.register``), so its messages go to the partitioned
+      partitioned(bool): It has a partition key (a ``partition_key`` method, property or field,
+        or a function registered with ``partition_key.register``), so its messages go to the partitioned
         queue and are handled in order per key; an instance whose key is None goes to the
         default queue all the same.
       queue(str): The queue its messages go to.
@@ -329,18 +329,6 @@ class FlowMap:
             if members:
                 lines.append(f"  class {','.join(members)} {class_name}")
         return "".join(f"{line}\n" for line in lines)
-
-
-def has_partition_key(event_class: type) -> bool:
-    """Whether events of ``event_class`` have a partition key: a ``partition_key()`` method of
-    their own, or a function registered for their class with ``partition_key.register``.
-
-    Parameters:
-      event_class(type): An event class.
-    """
-    if _raw_key.dispatch(event_class) is not _raw_key.dispatch(object):
-        return True
-    return callable(getattr(event_class, "partition_key", None))
 
 
 def filters_events(spec: HandlerSpec) -> bool:

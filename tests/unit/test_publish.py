@@ -325,3 +325,11 @@ def test_a_partition_key_field_or_property_is_the_key_too() -> None:
     assert eventbus.partition_key(KeyProperty(7)) == "7"
     with pytest.raises(TypeError, match="partition key of KeyField must be a str, an int or None"):
         eventbus.partition_key(KeyField(1.5))  # type: ignore[arg-type]
+
+
+def test_a_class_with_a_key_field_property_method_or_registered_function_is_partitioned() -> None:
+    from dramatiq_eventbus.partition import has_partition_key
+
+    for keyed in (KeyField, KeyProperty, Keyed, Foreign):
+        assert has_partition_key(keyed), keyed
+    assert not has_partition_key(OrderCreated)
