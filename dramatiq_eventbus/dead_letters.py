@@ -109,8 +109,8 @@ class DeadLetter:
 
     @property
     def readable(self) -> bool:
-        """Whether its body could be read as a message."""
-        return self.message is not None
+        """Whether its body could be read as a message (it has no ``problem``)."""
+        return self.problem is None
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ class DeadLetters:
           handler(str | None): The handler's actor name, or its class's name alone (``OrderConfirmation``).
           event_type(str | None): The event's type name (``shop.orders.events:OrderPlaced``), or its
             class's name alone.
-          older_than(float | None): Only those dead-lettered more than this many seconds ago
+          older_than(float | None): Only those dead-lettered at least this many seconds ago
             (none whose time the broker does not keep).
           message_ids(Iterable[str]): Only these (message ids or locations).
           limit(int): The most returned.
@@ -213,19 +213,38 @@ class DeadLetters:
         found: builtins.list[DeadLetter] = []
         for queue_name in self.queue_names(queues):
             matched = 0
-            for letter in self._read(queue_name):
-                if (
-                    _named(letter.handler, handler, ".")
-                    and _named(letter.event_type, event_type, ":.")
-                    and (older_than is None or (letter.age_seconds is not None and letter.age_seconds > older_than))
-                    and (not wanted or letter.message_id in wanted or letter.location in wanted)
-                ):
-                    found.append(letter)
-                    matched += 1
-                    if matched >= limit:
-                        break
+            now = current_millis() / 1000
+            stored = self._queue.read(queue_name, scan=self.scan, max_bytes=self._max_bytes)
+            try:
+                for letter in (self._letter(queue_name, one, now) for one in stored):
+                    if self._selects(letter, handler, event_type, older_than, wanted):
+                        found.append(letter)
+                        matched += 1
+                        if matched >= limit:
+                            break
+            finally:
+                # Closed when done with, even early: on RabbitMQ, that puts back what was taken.
+                close = getattr(stored, "close", None)
+                if close is not None:
+                    close()
         found.sort(key=lambda letter: -1.0 if letter.age_seconds is None else -letter.age_seconds)
         return found[:limit]
+
+    @staticmethod
+    def _selects(
+        letter: DeadLetter,
+        handler: str | None,
+        event_type: str | None,
+        older_than: float | None,
+        wanted: frozenset[str],
+    ) -> bool:
+        age = letter.age_seconds
+        return (
+            _named(letter.handler, handler, ".")
+            and _named(letter.event_type, event_type, ":.")
+            and (older_than is None or (age is not None and age >= older_than))
+            and (not wanted or letter.message_id in wanted or letter.location in wanted)
+        )
 
     def get(self, message_id: str, *, queues: Sequence[str] | None = None) -> DeadLetter | None:
         """The dead letter with this message id (or location), or None.
@@ -326,11 +345,6 @@ class DeadLetters:
             return tuple(dict.fromkeys(queues))
         configured = self._config.queues
         return (configured.default, configured.partitioned)
-
-    def _read(self, queue_name: str) -> Iterable[DeadLetter]:
-        now = current_millis() / 1000
-        for stored in self._queue.read(queue_name, scan=self.scan, max_bytes=self._max_bytes):
-            yield self._letter(queue_name, stored, now)
 
     def _letter(self, queue_name: str, stored: StoredDeadLetter, now: float) -> DeadLetter:
         location, body, size, at = stored

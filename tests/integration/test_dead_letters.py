@@ -17,10 +17,13 @@ from typing import Any
 import pika
 import pytest
 import redis
+from dramatiq.broker import Broker
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.message import Message
 
 import dramatiq_eventbus
-from dramatiq_eventbus import cli
+from dramatiq_eventbus import EventBus, cli
 from dramatiq_eventbus.brokers.rabbitmq.dead_letters import digest
 from dramatiq_eventbus.dead_letters import DeadLetter, DeadLetters
 from dramatiq_eventbus.handler import handler_name
@@ -286,3 +289,45 @@ def test_a_replay_without_a_filter_asks_for_all(bus: Deployment, eventbus: Comma
     assert status == 2 and "needs a filter" in out and "--all" in out
     status, out = eventbus("purge")
     assert status == 2 and "needs a filter" in out
+
+
+def test_show_prints_the_raw_payload_when_the_codec_cannot_decode_it(
+    bus: Deployment, eventbus: Command, tag: str
+) -> None:
+    payload = {"$type": "os:system", "command": f"echo {tag}"}  # the typed codec builds no such thing
+    message = forged_message(bus, tag)
+    message = Message(**{**message.asdict(), "args": (payload,)})
+    forge(bus, message.encode())
+    status, out = eventbus("show", message.message_id)
+    assert status == 0, out
+    assert "event: not decoded (EventDecodeError: " in out
+    assert '"$type": "os:system"' in out and f"echo {tag}" in out
+    assert eventbus("purge", "--message-id", message.message_id)[0] == 0
+
+
+def test_a_body_over_max_message_bytes_is_listed_unread(bus: Deployment, tag: str) -> None:
+    location = forge(bus, b'{"tag": "' + tag.encode() + b'", "x": "' + b"y" * 4096 + b'"}')
+    small = bus.configure_publisher(max_message_bytes=2048)
+    api = DeadLetters(small)
+    [letter] = api.list(message_ids=[location])
+    assert not letter.readable and letter.message is None
+    assert letter.problem is not None and letter.problem.startswith("it is 4,")
+    assert letter.problem.endswith("bytes, more than max_message_bytes (2,048), and was not read")
+    assert api.purge([letter]) == (letter,)
+    assert api.list(message_ids=[location]) == []
+
+
+def test_plain_dramatiq_brokers_have_their_dead_letters_read_and_purged_too(bus: Deployment, tag: str) -> None:
+    location = forge(bus, MALFORMED + tag.encode())
+    plain: Broker = RedisBroker(url=bus.url) if bus.broker == "redis" else RabbitmqBroker(url=bus.url)
+    try:
+        other = EventBus().configure(
+            broker=plain, queue=bus.queue, partitioned_queue=bus.partitioned_queue, **bus.settings()
+        )
+        api = DeadLetters(other)
+        [letter] = api.list(message_ids=[location])
+        assert not letter.readable and letter.location == location
+        api.purge([letter])
+        assert api.list(message_ids=[location]) == []
+    finally:
+        plain.close()
