@@ -122,11 +122,15 @@ class ReplayOutcome:
         dead-letter queues (on a dry run: those that would be).
       refused(tuple[tuple[DeadLetter, str], ...]): Left where they are, each with why.
       dry_run(bool): Nothing was sent or removed.
+      not_removed(tuple[DeadLetter, ...]): Of those replayed, the ones not found in their
+        dead-letter queue to be removed afterwards: removed meanwhile (by a replay or purge at
+        the same time), or, on RabbitMQ, held by another reader. Purge them before replaying again.
     """
 
     replayed: tuple[DeadLetter, ...]
     refused: tuple[tuple[DeadLetter, str], ...]
     dry_run: bool = False
+    not_removed: tuple[DeadLetter, ...] = ()
 
 
 class ReplayFailed(EventBusError):
@@ -310,17 +314,17 @@ class DeadLetters:
         """
         replayed: builtins.list[DeadLetter] = []
         refused: builtins.list[tuple[DeadLetter, str]] = []
+        not_removed: builtins.list[DeadLetter] = []
         backend = self._backend()
         for letter in letters:
             problem = self.replay_problem(letter)
             if problem is not None:
                 refused.append((letter, problem))
                 continue
-            if not dry_run:
-                assert letter.message is not None  # replay_problem said so
-                self._send_again(backend, letter, tuple(replayed))
+            if not dry_run and not self._send_again(backend, letter, tuple(replayed)):
+                not_removed.append(letter)
             replayed.append(letter)
-        return ReplayOutcome(tuple(replayed), tuple(refused), dry_run)
+        return ReplayOutcome(tuple(replayed), tuple(refused), dry_run, tuple(not_removed))
 
     def purge(self, letters: Iterable[DeadLetter], *, dry_run: bool = False) -> tuple[DeadLetter, ...]:
         """Remove dead letters from their queues; return them (on a dry run, remove nothing).
@@ -395,15 +399,16 @@ class DeadLetters:
             return config.backend
         return DramatiqBackend(config.broker, lanes=config.lanes, signer=config.signer)
 
-    def _send_again(self, backend: DramatiqBackend, letter: DeadLetter, before: tuple[DeadLetter, ...]) -> None:
-        assert letter.message is not None
+    def _send_again(self, backend: DramatiqBackend, letter: DeadLetter, before: tuple[DeadLetter, ...]) -> bool:
+        """Send ``letter`` again, then remove it; return whether it was found to be removed."""
+        assert letter.message is not None  # replay_problem said so
         named = f"dead letter {shown(letter.message_id)} (for {letter.handler}) of queue {letter.queue_name!r}"
         try:
             backend.send_again([_fresh(letter.message)], [{REPLAYED_FROM: letter.message_id}])
         except EventBusError as exc:
             raise ReplayFailed(f"could not replay {named}; it is still dead-lettered: {exc}", before) from exc
         try:
-            self._queue.remove(letter.queue_name, [letter.location], scan=self.scan)
+            return self._queue.remove(letter.queue_name, [letter.location], scan=self.scan) > 0
         except Exception as exc:
             raise ReplayFailed(
                 f"replayed {named}, but could not remove it from the dead-letter queue ({type(exc).__name__}: "
@@ -590,9 +595,10 @@ def _change(letters: DeadLetters, args: argparse.Namespace) -> int:
         return 2
     chosen = _selected(letters, args)
     refused: tuple[tuple[DeadLetter, str], ...] = ()
+    not_removed: tuple[DeadLetter, ...] = ()
     if args.action == "replay":
         outcome = letters.replay(chosen, dry_run=args.dry_run)
-        done, refused = outcome.replayed, outcome.refused
+        done, refused, not_removed = outcome.replayed, outcome.refused, outcome.not_removed
     else:
         done = letters.purge(chosen, dry_run=args.dry_run)
     verb = f"would {args.action}" if args.dry_run else {"replay": "replayed", "purge": "purged"}[args.action]
@@ -600,6 +606,11 @@ def _change(letters: DeadLetters, args: argparse.Namespace) -> int:
         print(f"{verb} {letter.queue_name} {shown(letter.message_id)} at {shown(letter.location)} ({letter.handler})")
     for letter, reason in refused:
         print(f"refused {letter.queue_name} {shown(letter.message_id)} at {shown(letter.location)}: {reason}")
+    for letter in not_removed:
+        print(
+            f"replayed {letter.queue_name} {shown(letter.message_id)}, but found no dead letter to remove at "
+            f"{shown(letter.location)} (removed meanwhile, or held by another reader): purge it before replaying again"
+        )
     print(f"{len(done)} {verb}" + (f", {len(refused)} refused" if args.action == "replay" else ""))
     return 2 if refused else 0
 

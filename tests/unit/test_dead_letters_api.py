@@ -226,3 +226,18 @@ def test_a_selection_that_cannot_be_is_a_configuration_error(
 def test_an_unconfigured_bus_says_what_to_do() -> None:
     with pytest.raises(ConfigurationError, match=r"call dramatiq_eventbus\.configure"):
         DeadLetters(EventBus())
+
+
+def test_a_replay_says_which_dead_letters_it_found_nothing_to_remove_of(
+    bus: EventBus, drain: Callable[[], None]
+) -> None:
+    configured(bus)
+    BROKEN.add("n1")
+    bus.publish(Note("n1"))
+    drain()
+    letters = DeadLetters(bus)
+    [letter] = letters.list()
+    letters.purge([letter])  # by someone else, meanwhile
+    BROKEN.clear()
+    outcome = letters.replay([letter])
+    assert outcome.replayed == outcome.not_removed == (letter,)
