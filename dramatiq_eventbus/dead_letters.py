@@ -345,6 +345,7 @@ class DeadLetters:
     # -- helpers -------------------------------------------------------------------------------
 
     def queue_names(self, queues: Sequence[str] | None) -> tuple[str, ...]:
+        """``queues`` without repeats; the bus's two queues when None or empty."""
         if queues:
             return tuple(dict.fromkeys(queues))
         configured = self._config.queues
