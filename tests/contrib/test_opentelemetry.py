@@ -6,6 +6,7 @@ provider is left alone); the propagator is the global default, W3C trace context
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -472,3 +474,24 @@ def test_the_core_never_imports_it_and_without_opentelemetry_it_says_what_to_ins
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert "pip install 'dramatiq-eventbus[opentelemetry]'" in result.stdout
+
+
+def test_opentelemetry_instrument_instruments_the_default_bus() -> None:
+    script = Path(sys.executable).with_name("opentelemetry-instrument")
+    if not script.exists():
+        pytest.skip("no opentelemetry-instrument beside this interpreter")
+    check = "import dramatiq_eventbus as e; print([type(i).__name__ for i in e.default_bus.instruments.active])"
+    result = subprocess.run(
+        [str(script), sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={
+            **os.environ,
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        },
+    )
+    assert result.stdout.strip() == "['TracingInstrument']", result.stderr
