@@ -21,10 +21,11 @@ from tests.support.servers import require_redis
 PACKAGE = Path(__file__).resolve().parents[2] / "dramatiq_eventbus"
 
 #: Private names of Dramatiq, pika and redis-py that the bus uses; each may appear only in its fence.
+#: (``._exception`` is a StubBroker message's; OpenTelemetry's public ``record_exception`` is not.)
 PRIVATE_NAMES = re.compile(
     r"_RedisConsumer|_RabbitmqConsumer|_RabbitmqMessage|_max_unpack_size|\._tag\b|\._nack\b|\._impl\b"
     r"|_flush_output|_adapter_emit_data|\bdo_(ack|nack|requeue|fetch|enqueue)\b|scripts\[\"dispatch\"\]"
-    r"|broker\.state\b|queues_pending|_exception\b"
+    r"|broker\.state\b|queues_pending|\._exception\b"
 )
 #: Redis keys: Dramatiq's layout and the bus's lanes. They may appear only under brokers/redis/.
 REDIS_KEYS = re.compile(r"__acks__|__heartbeats__|\.msgs\b|:lane:|:lanes\b")
