@@ -23,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
+from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -259,7 +260,7 @@ class _ConsumerSpan:
     def __init__(self, span: Span, context: otel_context.Context) -> None:
         self.span = span
         self.context = context
-        self.token: object = None
+        self.token: Token[otel_context.Context] | None = None
 
     def __enter__(self) -> Span:
         self.token = otel_context.attach(self.context)
@@ -279,7 +280,8 @@ class _ConsumerSpan:
                 _failed(span, exception)
         finally:
             span.end()
-            otel_context.detach(self.token)  # type: ignore[arg-type]
+            if self.token is not None:
+                otel_context.detach(self.token)
 
 
 def _failed(span: Span, exception: BaseException) -> None:
