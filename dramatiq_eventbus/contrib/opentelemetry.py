@@ -324,7 +324,7 @@ def _bounded(carrier: Mapping[str, str]) -> dict[str, str] | None:
         ):
             kept[name] = value
         else:
-            logger.warning("The trace context entry %r does not fit in a message; it is left out", name[:64])
+            logger.warning("The trace context entry %r does not fit in a message; it is left out", str(name)[:64])
     return kept or None
 
 

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -452,6 +453,25 @@ def test_producer_spans_whose_after_publish_never_comes_are_ended_not_kept(
     aging.before_publish(Placed("a"), metadata("old"), (), (), None)
     aging.before_publish(Placed("b"), metadata("new"), (), (), None)
     assert list(aging._pending) == ["new"]
+
+
+def test_concurrent_publishers_end_every_span_and_keep_none(bus: EventBus, exporter: InMemorySpanExporter) -> None:
+    (instrument,) = bus.instruments.active
+    assert isinstance(instrument, TracingInstrument)
+
+    def publish_many() -> None:
+        for n in range(100):
+            bus.publish([Placed(str(n)), Unwanted()])
+
+    threads = [threading.Thread(target=publish_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sends = exporter.get_finished_spans()
+    assert len(sends) == 8 * 100 * 2
+    assert len({dict(span.attributes or {})["eventbus.event_id"] for span in sends}) == len(sends)
+    assert not instrument._pending
 
 
 def test_the_entry_point_names_the_instrumentor() -> None:
