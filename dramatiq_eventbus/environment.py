@@ -82,6 +82,13 @@ def _positive_int(name: str, value: str) -> int:
     return number
 
 
+def _port(name: str, value: str) -> int:
+    number = _positive_int(name, value)
+    if number > 65535:
+        raise ConfigurationError(f"{name} must be a port number (1-65535), not {value!r}")
+    return number
+
+
 def _seconds_or_never(name: str, value: str) -> float | None:
     """A positive number of seconds, or None for ``0``: never."""
     if value.strip() == "0":
@@ -184,6 +191,18 @@ OUTBOX_VARIABLES: tuple[Variable, ...] = (
         "prune_after_seconds",
         _seconds_or_never,
         "Age at which sent rows are deleted; 0 keeps them. Default 86400.",
+    ),
+)
+
+
+#: The worker's Prometheus metrics (``dramatiq_eventbus.contrib.prometheus``). Not a configure()
+#: argument: ``dramatiq_eventbus.worker`` serves the metrics when it is set.
+METRICS_VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "EVENTBUS_METRICS_PORT",
+        "port",
+        _port,
+        "Port each worker group serves its Prometheus metrics on; needs the [prometheus] extra.",
     ),
 )
 
