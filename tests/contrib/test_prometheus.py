@@ -219,7 +219,7 @@ def test_installing_twice_importing_twice_and_a_second_instance_register_nothing
     bus.publish(Placed("b"))
     assert value(registry, "eventbus_events_published_total", event_type=PLACED) == 1
     assert bus.instruments.active == ()
-    assert not any(isinstance(m, prometheus_module.OutcomeMiddleware) for m in bus.broker.middleware)
+    assert "OutcomeMiddleware" not in [type(m).__name__ for m in bus.broker.middleware]
 
 
 def test_uninstall_takes_the_middleware_off_and_install_puts_it_before_retries() -> None:
