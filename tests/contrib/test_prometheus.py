@@ -152,6 +152,23 @@ def test_the_duration_is_the_handler_s_own_time() -> None:
     assert value(registry, "eventbus_handler_duration_seconds_bucket", handler=name, le="0.1") == 1
 
 
+def test_an_async_handler_s_runs_are_counted_too() -> None:
+    class AsyncBilling(Handler):
+        async def handle_event(self, event: Placed) -> None:
+            if event.outcome == "raise":
+                raise RuntimeError("boom")
+
+    registry = CollectorRegistry()
+    bus = a_bus(AsyncBilling)
+    EventBusMetrics(bus, registry).install()
+    with stub_worker(bus) as worker:
+        bus.publish([Placed("a"), Placed("b", "raise")])
+        drain_all(worker)
+    name = f"{AsyncBilling.__module__}.{AsyncBilling.__qualname__}"
+    # The default max_retries (4): five failed attempts, four retried, the last dead-lettered.
+    assert runs(registry, name) == {"success": 1, "failure": 5, "retry": 4, "dead_lettered": 1}
+
+
 def test_an_event_nobody_wants_is_published_and_a_failed_publish_counts_nothing() -> None:
     registry = CollectorRegistry()
     bus = EventBus().configure(handlers={Placed: [Billing, Picky]}, broker="stub")
