@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from dramatiq.message import Message
 
@@ -190,6 +190,23 @@ class LaneStore(Protocol):
 
     def lanes(self, *, older_than_seconds: float = 0.0) -> list[LaneStatus]:
         """Every non-empty lane whose head has waited longer than ``older_than_seconds``, oldest first."""
+
+    def summary(self, *, max_lanes: int) -> LaneSummary:
+        """How many lanes wait and how long the oldest head has, at a bounded cost (for metrics):
+        at most ``max_lanes`` lanes are looked at, those due first."""
+
+
+class LaneSummary(NamedTuple):
+    """What :meth:`LaneStore.summary` reads.
+
+    Attributes:
+      waiting(int): Lanes with events not handled yet.
+      oldest_head_age_seconds(float): How long the oldest head of the lanes looked at has been
+        its lane's head; 0 without lanes.
+    """
+
+    waiting: int
+    oldest_head_age_seconds: float
 
 
 class AckingLaneStore(LaneStore, Protocol):
