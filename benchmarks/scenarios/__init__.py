@@ -10,6 +10,7 @@
 | 9 | a worker's memory after 100,000 events against 10,000 | memory | Redis, workers, ``--slow`` |
 | 10 | Celery: enqueue a fan-out, and worker throughput | celery_fan_out | Redis, workers |
 | 11 | reading a forged message at max_message_bytes: slowest shape, and growth with size | hostile_reading | - |
+| 12 | tracing and metrics: cost per publish() and per handler run, and off | instrument_cost | Redis |
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..runner import Context, Result
-from . import celery_fan_out, codec_cost, hostile_reading, latency, memory, publishing, throughput
+from . import (
+    celery_fan_out,
+    codec_cost,
+    hostile_reading,
+    instrument_cost,
+    latency,
+    memory,
+    publishing,
+    throughput,
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(("5", "6"), throughput.run),
     Scenario(("7",), codec_cost.run),
     Scenario(("11",), hostile_reading.run),
+    Scenario(("12",), instrument_cost.run),
     Scenario(("8",), latency.run),
     Scenario(("10",), celery_fan_out.run),
     Scenario(("9",), memory.run, slow=True),

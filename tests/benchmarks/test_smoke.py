@@ -33,6 +33,6 @@ def test_every_scenario_runs_at_a_tiny_size(tmp_path: Path) -> None:
     )
     assert finished.returncode == 0, f"{finished.stdout}\n{finished.stderr}"
     document = json.loads(output.read_text())
-    assert {row["scenario"] for row in document["results"]} == {str(n) for n in range(1, 12)}
+    assert {row["scenario"] for row in document["results"]} == {str(n) for n in range(1, 13)}
     assert {"nproc", "python", "dramatiq", "redis_server", "rabbitmq_server"} <= document["machine"].keys()
     assert "| # | scenario |" in finished.stdout
