@@ -45,8 +45,8 @@ from tests.support.broker_queues import RabbitmqQueues, RedisQueues
 from tests.support.worker_process import READY_LINE, REPO_ROOT, WorkerProcess, dramatiq_command, wait_for
 
 DASHBOARD = REPO_ROOT / "docs" / "grafana" / "eventbus-dashboard.json"
-#: The Metrics section: its own page for now, merged into the observability guide later.
-GUIDES = [REPO_ROOT / "docs" / "guides" / name for name in ("metrics.md", "observability.md")]
+#: The guide with the Metrics section.
+GUIDES = [REPO_ROOT / "docs" / "guides" / "observability.md"]
 
 
 @dataclass(frozen=True)
