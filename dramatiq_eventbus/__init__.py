@@ -53,8 +53,10 @@ __all__ = [
     "current_context",
     "default_bus",
     "deferred",
+    "deferred_async",
     "partition_key",
     "publish",
+    "publish_async",
     "register_type",
 ]
 
@@ -63,7 +65,9 @@ default_bus = EventBus(sets_global_broker=True)
 
 configure = default_bus.configure
 publish = default_bus.publish
+publish_async = default_bus.publish_async
 deferred = default_bus.deferred
+deferred_async = default_bus.deferred_async
 register_type = default_bus.register_type
 
 

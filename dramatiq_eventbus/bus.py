@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, overload
@@ -406,6 +407,59 @@ class EventBus:
             return [meta.event_id for meta in metadata]
         return metadata[0].event_id
 
+    @overload
+    async def publish_async(self, events: list[Any] | tuple[Any, ...]) -> list[str]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    async def publish_async(self, events: object) -> str: ...
+
+    async def publish_async(self, events: object) -> str | list[str]:
+        """:meth:`publish` for a coroutine: ``await bus.publish_async(event)``, with the broker I/O
+        off the event loop.
+
+        The same pipeline, arguments, return values and errors as :meth:`publish`. Everything
+        that belongs to the caller happens on the caller's thread and in its task, before the
+        first ``await``: the handlers' ``interested``, the encoding, the metadata (the
+        correlation id of the caller's ``correlation()`` block or handler), and the choice of
+        where the call goes: the caller's ``deferred()`` or :meth:`deferred_async` block, an
+        interceptor, or a test mailbox take it there and then, with no thread involved. Only
+        a send to the broker (the backend's ``deliver``) runs in a worker thread
+        (``asyncio.to_thread``, with a copy of the caller's context variables), while the
+        event loop runs other tasks.
+
+        Cancelling the awaiting task does not stop a send that started: its events may still
+        leave, although the caller sees ``CancelledError``.
+
+        Parameters:
+          events: An event, or a list or tuple of events.
+
+        Returns:
+          str | list[str]: As :meth:`publish`.
+
+        Raises:
+          TypeError: A builtin value (``None``, a ``dict``...) instead of an event.
+          InterestedFailed: A handler's ``interested`` raised; nothing of the call was sent.
+          EventEncodeError: An event the codec cannot carry; nothing of the call was sent.
+          PublishError: The broker refused or dropped messages.
+          ConfigurationError: The bus is not configured.
+        """
+        config = self.config
+        batch = _as_event_list(events)
+        metadata = [new_metadata() for _ in batch]
+        instruments = self.instruments if self.instruments.active else None
+        if instruments is None:
+            await self.hand_over_async(batch, _routed(config, batch, metadata, None), metadata)
+        else:
+            try:
+                await self.hand_over_async(batch, _routed(config, batch, metadata, instruments), metadata)
+            except BaseException as exc:
+                instruments.after_publish(metadata, exc)
+                raise
+            instruments.after_publish(metadata, None)
+        if batch is events:
+            return [meta.event_id for meta in metadata]
+        return metadata[0].event_id
+
     def hand_over(
         self, events: Sequence[object], deliveries: Sequence[Delivery], metadata: Sequence[EventMetadata] = ()
     ) -> None:
@@ -413,6 +467,28 @@ class EventBus:
         an interceptor (a database transaction, an outbox), a recording test mailbox, or the
         backend. A deferral that ends calls this again, and so reaches the next one out.
         """
+        target = self._taker()
+        if target is not None:
+            # A test mailbox sees every event, even one no handler wants, as the reference's does.
+            target.published(events, deliveries, metadata)
+        elif deliveries:
+            self.config.backend.deliver(deliveries)
+
+    async def hand_over_async(
+        self, events: Sequence[object], deliveries: Sequence[Delivery], metadata: Sequence[EventMetadata] = ()
+    ) -> None:
+        """:meth:`hand_over` for a coroutine: the same choice of taker, made here, in the caller's
+        thread and task; only the backend's send, the broker I/O, runs in a worker thread
+        (``asyncio.to_thread``, with a copy of the caller's context variables)."""
+        target = self._taker()
+        if target is not None:
+            target.published(events, deliveries, metadata)
+        elif deliveries:
+            await asyncio.to_thread(self.config.backend.deliver, deliveries)
+
+    def _taker(self) -> PublishRecorder | None:
+        """What takes a publish() call now, in the caller's context: a ``deferred()`` block, an
+        interceptor, a test mailbox, innermost first; None for the backend."""
         deferral = self._deferred.get()
         target: PublishRecorder | None = self._intercepting()
         if deferral is not None and (target is None or target in deferral.outer):
@@ -420,11 +496,7 @@ class EventBus:
             target = deferral
         if target is None:
             target = self._recorder
-        if target is not None:
-            # A test mailbox sees every event, even one no handler wants, as the reference's does.
-            target.published(events, deliveries, metadata)
-        elif deliveries:
-            self.config.backend.deliver(deliveries)
+        return target
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
@@ -445,6 +517,33 @@ class EventBus:
             self._deferred.reset(token)
         if deferral.events:
             self.hand_over(deferral.events, deferral.deliveries, deferral.metadata)
+
+    @asynccontextmanager
+    async def deferred_async(self) -> AsyncIterator[None]:
+        """:meth:`deferred` for a coroutine: ``async with bus.deferred_async():``.
+
+        The same buffer, shared with ``deferred()`` blocks and seen by ``publish()`` and
+        :meth:`publish_async` alike (and by sync code the task runs in a thread with a copy
+        of its context, as FastAPI does for a plain ``def`` endpoint). When the outermost
+        block exits normally, its events are handed on as :meth:`publish_async` hands them:
+        a send to the broker runs in a worker thread, off the event loop, while a plain
+        ``deferred()`` exit sends on the caller's thread. Nothing is sent if the block exits
+        by an exception.
+
+        Raises:
+          PublishError: At the exit, the broker refused or dropped messages.
+        """
+        if self._deferred.get() is not None:
+            yield
+            return
+        deferral = _Deferral(outer=self._intercepting())
+        token = self._deferred.set(deferral)
+        try:
+            yield
+        finally:
+            self._deferred.reset(token)
+        if deferral.events:
+            await self.hand_over_async(deferral.events, deferral.deliveries, deferral.metadata)
 
     def _intercepting(self) -> PublishRecorder | None:
         """The innermost interceptor that wants publish() calls now, if any."""
