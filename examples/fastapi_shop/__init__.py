@@ -1,0 +1,1 @@
+"""A FastAPI service that publishes on the bus: see README.md beside this file."""
