@@ -55,7 +55,7 @@ async def measure(publish: Callable[[Placed], Awaitable[object]], bus: EventBus)
     event = Placed("A-1", "alice@example.com", "26.99")
     for _ in range(200):  # warm-up: connections, thread pool
         await publish(event)
-    stop, lags = asyncio.Event(), []
+    stop, lags = asyncio.Event(), list[float]()
     tick = asyncio.create_task(ticker(stop, lags))
     started = time.perf_counter()
     for _ in range(SEQUENTIAL):
@@ -93,7 +93,7 @@ async def main(url: str) -> None:
         return await asyncio.to_thread(bus.publish, event)
 
     try:
-        results = {}
+        results: dict[str, list[dict[str, float]]] = {}
         for _ in range(2):  # alternate, so that neither always runs on a warmer Redis
             for name, publish in (("A to_thread(publish)", whole_in_thread), ("B publish_async", bus.publish_async)):
                 results.setdefault(name, []).append(await measure(publish, bus))

@@ -21,6 +21,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import dramatiq_eventbus as eventbus
+from dramatiq_eventbus.metadata import check_correlation_id
 
 from .events import OrderPlaced
 
@@ -80,8 +81,14 @@ class PublishOnSuccess:
 
 
 def _request_id(header: str | None) -> str:
-    if header is not None and 0 < len(header) <= 200 and header.isprintable():
-        return header
+    """The header when the bus can carry it as a correlation id, else a new id."""
+    if header is not None:
+        try:
+            check_correlation_id(header)
+        except ValueError:
+            pass
+        else:
+            return header
     return uuid.uuid4().hex
 
 

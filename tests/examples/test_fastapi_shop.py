@@ -139,6 +139,21 @@ def test_an_error_response_publishes_nothing(timeline: Timeline) -> None:
     sending(test)
 
 
+def test_a_request_id_the_bus_cannot_carry_is_replaced_by_a_new_one(event_bus: EventMailbox) -> None:
+    app = create_app(broker="stub")
+
+    async def test() -> httpx.Response:
+        async with client_for(app, app) as client:
+            return await client.post("/orders", json=ORDER, headers={"X-Request-ID": "r" * 201})
+
+    response = run(test())
+    assert response.status_code == 201
+    request_id = response.headers["X-Request-ID"]
+    assert len(request_id) == 32
+    assert event_bus.records[0].metadata is not None
+    assert event_bus.records[0].metadata.correlation_id == request_id
+
+
 def test_concurrent_requests_keep_their_own_events(timeline: Timeline) -> None:
     async def test() -> None:
         wrapped, app = shop(timeline)

@@ -248,7 +248,7 @@ def test_the_correlation_of_the_callers_block_and_task(configured: EventBus) -> 
         return event_id
 
     async def main() -> list[str]:
-        return await asyncio.gather(request("req-a"), request("req-b"))
+        return list(await asyncio.gather(request("req-a"), request("req-b")))
 
     ids = run(main())
     messages = queued(configured.broker, "events_partitioned")
