@@ -19,6 +19,7 @@ from dramatiq_eventbus import (
     EventBus,
     EventEncodeError,
     Handler,
+    Instrument,
     InterestedFailed,
     PublishError,
     correlation,
@@ -271,3 +272,25 @@ def test_the_mailbox_records_module_level_publish_async(event_bus: EventMailbox)
     run(main())
     assert_event_published(OrderShipped, order_id="1", correlation_id="req-7")
     assert_event_published(OrderShipped, order_id="2")
+
+
+def test_instruments_see_the_call_end_after_the_send_with_its_error(bus: EventBus) -> None:
+    class FailingBackend:
+        def deliver(self, deliveries: Sequence[Delivery]) -> None:
+            time.sleep(0.01)
+            ended.append("send")
+            raise ConnectionError("down")
+
+    class Watch(Instrument):
+        def before_publish(self, event: object, metadata: Any, *rest: Any) -> None:
+            ended.append(f"before {metadata.event_id == metadata.correlation_id}")
+
+        def after_publish(self, metadata: Sequence[Any], exception: BaseException | None) -> None:
+            ended.append(f"after {type(exception).__name__}")
+
+    ended: list[str] = []
+    bus.configure(handlers={OrderShipped: [NotifyHandler]}, broker="stub", backend=FailingBackend())
+    bus.add_instrument(Watch())
+    with pytest.raises(ConnectionError):
+        run(bus.publish_async(OrderShipped("1")))
+    assert ended == ["before True", "send", "after ConnectionError"]
