@@ -55,17 +55,28 @@ def run(args: argparse.Namespace) -> int:
     bus = EventBus().configure(**arguments_from_env())
     relay = OutboxRelay.from_settings(settings, bus=bus)
     try:
-        if args.once:
-            relay.check()
-            sent = relay.relay_pending()
-            relay.prune()
-            print(f"relayed {sent} message(s) from {relay.outbox.qualified_name}")
-            return 0
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        relay.run(stop)
-        return 0
+        return serve(relay, once=args.once)
     finally:
         relay.engine.dispose()
         bus.broker.close()
+
+
+def serve(relay: OutboxRelay, *, once: bool = False) -> int:
+    """Run ``relay`` until SIGTERM or SIGINT, or with ``once`` until nothing is left; 0 on a clean stop.
+
+    Shared by ``eventbus outbox-relay`` and the Django app's ``manage.py eventbus_outbox_relay``.
+
+    Raises:
+      ConfigurationError: The table does not exist, or the bus cannot send.
+    """
+    if once:
+        relay.check()
+        sent = relay.relay_pending()
+        relay.prune()
+        print(f"relayed {sent} message(s) from {relay.outbox.qualified_name}")
+        return 0
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    relay.run(stop)
+    return 0

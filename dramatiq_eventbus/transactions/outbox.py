@@ -164,6 +164,11 @@ class Outbox:
             ).first()
         return found is not None
 
+    def notify_trigger_sql(self) -> str:
+        """The PostgreSQL statements with which :meth:`create` installs the NOTIFY trigger, for a
+        table made by another tool (the Django app's migration runs them)."""
+        return str(_notify_trigger(self).statement)
+
     # -- writing -------------------------------------------------------------------------------
 
     def write(self, session: Session, bus: EventBus, deliveries: Sequence[Delivery]) -> None:
@@ -177,19 +182,7 @@ class Outbox:
         """
         if not deliveries:
             return
-        backend = message_backend(bus)
-        rows: list[dict[str, Any]] = []
-        for delivery in deliveries:
-            message = backend.message_for(delivery)
-            rows.append(
-                {
-                    "queue_name": delivery.queue_name,
-                    "actor_name": delivery.handler.name,
-                    "event_type": message.options.get("event_type"),
-                    "partition_key": delivery.partition_key,
-                    "message": message.encode(),
-                }
-            )
+        rows = outbox_rows(bus, deliveries)
         insert = self.table.insert()
         # connection(), not execute(): no autoflush, so a publish() from inside a flush works too.
         session.connection(bind_arguments={"clause": insert}).execute(insert, rows)
@@ -200,6 +193,30 @@ class Outbox:
 
     def _quoted_name(self) -> str:
         return f'"{self.schema}"."{self.name}"' if self.schema else f'"{self.name}"'
+
+
+def outbox_rows(bus: EventBus, deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
+    """The outbox rows of ``deliveries``, one per delivery in order, as column values: what
+    :meth:`Outbox.write` inserts, and the Django outbox too (``id``, ``created_at`` and the
+    relay's columns are left to the database).
+
+    Raises:
+      ConfigurationError: From :func:`message_backend`.
+    """
+    backend = message_backend(bus)
+    rows: list[dict[str, Any]] = []
+    for delivery in deliveries:
+        message = backend.message_for(delivery)
+        rows.append(
+            {
+                "queue_name": delivery.queue_name,
+                "actor_name": delivery.handler.name,
+                "event_type": message.options.get("event_type"),
+                "partition_key": delivery.partition_key,
+                "message": message.encode(),
+            }
+        )
+    return rows
 
 
 def message_backend(bus: EventBus) -> MessageBackend:
