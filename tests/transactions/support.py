@@ -7,6 +7,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,6 +15,7 @@ import redis
 from sqlalchemy import Engine, text
 
 from dramatiq_eventbus.handler import handler_name
+from dramatiq_eventbus.metadata import EventContext
 from tests.support.broker_queues import RedisQueues
 from tests.support.worker_process import wait_for
 
@@ -151,3 +153,17 @@ def scratch_table(engine: Engine, schema: str, name: str, columns: str) -> Itera
     finally:
         with engine.begin() as connection:
             connection.execute(text(f"DROP TABLE {table}"))
+
+
+def handler_context(event_id: str, handler: str) -> EventContext:
+    """A new context object, as each run of a handler gets (a redelivery too)."""
+    return EventContext(
+        event_id=event_id,
+        correlation_id=event_id,
+        causation_id=None,
+        published_at=datetime.now(UTC),
+        attempt=1,
+        handler=handler,
+        partition_key=None,
+        message_id=None,
+    )

@@ -36,7 +36,7 @@ from . import inbox_handlers
 from .conftest import scratch_table
 from .handlers import Noted
 from .inbox_handlers import Credited, KeyedCredit
-from .support import ACTOR_OPTIONS, BrokerView, Records, unique
+from .support import ACTOR_OPTIONS, BrokerView, Records, handler_context, unique
 
 HANDLER = "tests.transactions.inbox_handlers.Crediting"
 DUPLICATE_LINE = "was already handled by"
@@ -66,16 +66,7 @@ def local_bus() -> EventBus:
 
 def context(event_id: str, handler: str = HANDLER) -> EventContext:
     """A new context object, as each run of a handler gets (a redelivery too)."""
-    return EventContext(
-        event_id=event_id,
-        correlation_id=event_id,
-        causation_id=None,
-        published_at=datetime.now(UTC),
-        attempt=1,
-        handler=handler,
-        partition_key=None,
-        message_id=None,
-    )
+    return handler_context(event_id, handler)
 
 
 @contextmanager
