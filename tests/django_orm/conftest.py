@@ -63,8 +63,12 @@ class Django:
             "tests.django_orm.worker", queues=queues, env=self.environ(**extra), log_path=log_path, threads=threads
         ).start()
 
-    def scenario(self, name: str, broker_url: str | None = None, **arguments: Any) -> dict[str, Any]:
+    def scenario(
+        self, name: str, broker_url: str | None = None, env: dict[str, str] | None = None, **arguments: Any
+    ) -> dict[str, Any]:
+        """Run one scenario of :mod:`.scenarios` with ``arguments``; ``env`` adds variables."""
         extra = {"EVENTBUS_BROKER_URL": broker_url} if broker_url else {}
+        extra.update(env or {})
         done = self.run("-m", "tests.django_orm.scenarios", name, json.dumps(arguments), **extra)
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         assert done.returncode == 0 and lines, f"scenario {name} failed:\n{done.stdout}\n{done.stderr}"

@@ -128,3 +128,34 @@ def test_a_rollback_writes_no_rows_and_a_savepoint_rollback_drops_only_its_own(
 
 def clean_schema(django_env: Django) -> str:
     return django_env.env["DJANGO_ORM_SCHEMA"]
+
+
+def test_the_apps_own_ready_installs_the_outbox_and_the_relay_thread_on_django_dramatiqs_broker(
+    django_env: Django,
+    engine: Engine,
+    view: BrokerView,
+    records: Records,
+    queues: tuple[str, str],
+    tag: str,
+    tmp_path: Path,
+) -> None:
+    keys = [f"{tag}-{k}" for k in range(3)]
+    app = {"DJANGO_SETTINGS_MODULE": "tests.django_orm.settings_app"}
+    published = django_env.scenario(
+        "publish_keyed",
+        env={**app, "DJANGO_ORM_BROKER_URL": dead_broker_url()},
+        tag=tag,
+        keys=keys,
+        per_key=10,
+        per_transaction=4,
+    )
+    assert published["relay_error"] is not None
+    assert unsent(engine, clean_schema(django_env)) == 30
+
+    worker = django_env.worker(queues, tmp_path / "worker.log", DJANGO_ORM_BROKER_URL=view.url, **app)
+    try:
+        lines = records.wait_for(tag, 30, log=worker.log_tail())
+    finally:
+        worker.stop()
+    assert per_key_sequences(lines) == {key: list(range(10)) for key in keys}
+    assert "Outbox relay started on eventbus_outbox" in worker.log()
