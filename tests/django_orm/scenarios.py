@@ -197,7 +197,31 @@ def inbox_concurrent(tag: str, table: str) -> dict[str, Any]:
     return {"outcomes": outcomes, "effects": effects(table)}
 
 
+def relay_configuration() -> dict[str, Any]:
+    """The relay's settings derived from DATABASES and EVENTBUS, and what each wrong value says."""
+
+    def error(eventbus: dict[str, Any]) -> str:
+        try:
+            relay_settings(eventbus)
+        except ConfigurationError as exc:
+            return str(exc)
+        return "no error"
+
+    derived = relay_settings({"OUTBOX_DATABASE": "files", "OUTBOX_PRUNE_AFTER_SECONDS": 0, "OUTBOX_BATCH_SIZE": 7})
+    given = relay_settings({"OUTBOX_URL": "postgresql+psycopg://relay@db/shop"}, poll_seconds=2.5)
+    return {
+        "default": sqlalchemy_url(),
+        "files": [derived.url, derived.table, derived.batch_size, derived.prune_after_seconds],
+        "given": [given.url, given.poll_seconds],
+        "memory": error({"OUTBOX_DATABASE": "memory"}),
+        "unknown": error({"OUTBOX_DATABASE": "nowhere"}),
+        "batch": error({"OUTBOX_BATCH_SIZE": "500"}),
+        "poll": error({"OUTBOX_POLL_SECONDS": 0}),
+    }
+
+
 SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
+    "relay_configuration": relay_configuration,
     "publish_keyed": publish_keyed,
     "rollbacks": rollbacks,
     "inbox_runs": inbox_runs,

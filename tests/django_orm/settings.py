@@ -18,7 +18,10 @@ DATABASES = {
     "default": postgres_database(
         os.environ.get("POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
         os.environ.get("DJANGO_ORM_SCHEMA", "public"),
-    )
+    ),
+    # Only for the relay URLs derived from them: never connected to.
+    "files": {"ENGINE": "django.db.backends.sqlite3", "NAME": "/var/lib/shop/db.sqlite3"},
+    "memory": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }
 EVENTBUS = {
     "OUTBOX": True,

@@ -159,3 +159,16 @@ def test_the_apps_own_ready_installs_the_outbox_and_the_relay_thread_on_django_d
         worker.stop()
     assert per_key_sequences(lines) == {key: list(range(10)) for key in keys}
     assert "Outbox relay started on eventbus_outbox" in worker.log()
+
+
+def test_the_relay_reaches_the_database_django_uses_or_the_url_given(django_env: Django) -> None:
+    result = django_env.scenario("relay_configuration")
+
+    schema = clean_schema(django_env)
+    assert result["default"] == f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-c+search_path%3D{schema}"
+    assert result["files"] == ["sqlite:////var/lib/shop/db.sqlite3", "eventbus_outbox", 7, None]
+    assert result["given"] == ["postgresql+psycopg://relay@db/shop", 2.5]
+    assert "in-memory SQLite, which no relay can open" in result["memory"]
+    assert "OUTBOX_DATABASE'] must name a database of DATABASES, not 'nowhere'" in result["unknown"]
+    assert "OUTBOX_BATCH_SIZE'] must be a positive integer, not '500'" in result["batch"]
+    assert "OUTBOX_POLL_SECONDS'] must be a positive number of seconds, not 0" in result["poll"]
