@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dramatiq
 import pytest
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
 from django_dramatiq.middleware import DbConnectionsMiddleware
 
@@ -25,7 +25,8 @@ from dramatiq_eventbus.brokers import EventBusRedisBroker
 from dramatiq_eventbus.contrib.django import apps as eventbus_apps
 from dramatiq_eventbus.contrib.django import conf
 from dramatiq_eventbus.contrib.django.checks import check_settings
-from dramatiq_eventbus.errors import ConfigurationError
+from dramatiq_eventbus.delivery import Delivery
+from dramatiq_eventbus.errors import ConfigurationError, PublishError
 from dramatiq_eventbus.testing import EventMailbox, set_event_bus_mode
 from tests.django_app.handlers import Noted
 
@@ -99,6 +100,9 @@ def test_a_deferred_block_inside_atomic_waits_for_its_exit_then_for_the_commit(e
     with transaction.atomic():
         with dramatiq_eventbus.deferred():
             dramatiq_eventbus.publish(Noted(1))
+        with pytest.raises(RuntimeError), dramatiq_eventbus.deferred():
+            dramatiq_eventbus.publish(Noted(9))  # the block holds it, and drops it as it fails
+            raise RuntimeError("fail the block, not the transaction")
         assert noted(event_bus) == []
     assert noted(event_bus) == [1]
     with dramatiq_eventbus.deferred():
@@ -135,6 +139,27 @@ def test_only_the_database_named_by_the_setting_holds_events(
         dramatiq_eventbus.publish(Noted(3))
         assert noted(event_bus) == [1, 2]
     assert noted(event_bus) == [1, 2, 3]
+
+
+class RefusingBackend:
+    """A backend whose broker is down."""
+
+    def deliver(self, deliveries: Sequence[Delivery]) -> None:
+        raise PublishError("the broker is down")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broker_failure_at_commit_raises_from_the_block_after_the_commit(reconfigure: Callable[..., None]) -> None:
+    reconfigure(BACKEND=RefusingBackend())
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS kept (n int)")
+    with pytest.raises(PublishError, match="the broker is down"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO kept VALUES (1)")
+        dramatiq_eventbus.publish(Noted(1))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM kept")
+        assert cursor.fetchone() == (1,)  # committed: the events are what was lost
 
 
 # -- TestCase-style tests: one transaction around the test, never committed ------------------

@@ -151,7 +151,7 @@ def test_committed_views_deliver_and_rolled_back_ones_do_not(shop: Shop) -> None
 
 
 @pytest.mark.parametrize("shop", ["redis"], indirect=True)
-def test_manage_py_eventbus_shows_the_projects_routes_and_dead_letters(shop: Shop) -> None:
+def test_manage_py_eventbus_shows_the_projects_routes_dead_letters_and_lanes(shop: Shop) -> None:
     routes = shop.manage("eventbus", "routes")
     assert routes.returncode == 0, routes.stdout + routes.stderr
     expected = "orders.events.OrderPlaced\n  -> finances.handlers.CreateInvoice  priority=0"
@@ -159,3 +159,6 @@ def test_manage_py_eventbus_shows_the_projects_routes_and_dead_letters(shop: Sho
     dead = shop.manage("eventbus", "dead-letters", "list")
     assert dead.returncode == 0, dead.stdout + dead.stderr
     assert dead.stdout == "no dead letter found\n", dead.stdout
+    lanes = shop.manage("eventbus", "lanes")
+    assert lanes.returncode == 0, lanes.stdout + lanes.stderr
+    assert lanes.stdout == "no lane has a head older than 0 s\n", lanes.stdout
