@@ -97,5 +97,9 @@ def shared_broker() -> Any:
 
 
 def app_config() -> EventBusConfig | None:
-    """This app's configuration, found by name (a project may subclass it under another label)."""
-    return next((c for c in apps.get_app_configs() if c.name == EventBusConfig.name), None)
+    """This app's configuration, found by name (a project may subclass it under another label).
+
+    None when the app is not installed, or installed with an AppConfig that is not this one's subclass.
+    """
+    found = next((c for c in apps.get_app_configs() if c.name == EventBusConfig.name), None)
+    return found if isinstance(found, EventBusConfig) else None
