@@ -273,3 +273,34 @@ def test_manage_py_check_reports_handlers_that_do_not_import(reconfigure: Callab
     message = str(failure.value)
     assert "(dramatiq_eventbus.E004) The event bus could not be configured from settings.EVENTBUS: " in message
     assert "cannot import 'tests.django_app.no_such_module:HANDLERS'" in message
+
+
+def test_manage_py_eventbus_passes_the_setting_as_eventbus_variables() -> None:
+    from django.core.management.base import CommandError
+
+    from dramatiq_eventbus.contrib.django.management.commands.eventbus import variables
+
+    given = variables(
+        {
+            "handlers": "x:Y",
+            "secret_keys": ["k" * 16, b"j" * 16],
+            "pickle_fallback": True,
+            "default_actor_options": {"max_retries": 1},
+            "lane_lease_seconds": 2.5,
+            "redis_heartbeat_seconds": None,
+        },
+        shared_broker=True,
+    )
+    assert {name: value for name, value in given.items() if value is not None} == {
+        "EVENTBUS_HANDLERS": "x:Y",
+        "EVENTBUS_SECRET_KEYS": f"{'k' * 16},{'j' * 16}",
+        "EVENTBUS_PICKLE_FALLBACK": "true",
+        "EVENTBUS_DEFAULT_ACTOR_OPTIONS": '{"max_retries": 1}',
+        "EVENTBUS_LANE_LEASE_SECONDS": "2.5",
+    }
+    assert given["EVENTBUS_BROKER_URL"] is None  # unset: django_dramatiq's broker, the global one
+    assert "EVENTBUS_BROKER_URL" not in variables({"handlers": "x:Y"}, shared_broker=False)
+    with pytest.raises(CommandError, match=r"settings.EVENTBUS\['HANDLERS'\], a dict"):
+        variables({"handlers": {Noted: []}}, shared_broker=True)
+    with pytest.raises(CommandError, match=r"\['HANDLER_FACTORY'\], a function"):
+        variables({"handlers": "x:Y", "handler_factory": lambda cls: cls()}, shared_broker=True)

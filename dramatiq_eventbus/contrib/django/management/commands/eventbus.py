@@ -58,12 +58,16 @@ def variables(arguments: Mapping[str, Any], *, shared_broker: bool) -> dict[str,
     values: dict[str, str | None] = {name: None for name in by_argument.values()}
     for argument, value in arguments.items():
         name = by_argument.get(argument)
-        if name is None or not isinstance(value, str | bytes | bool | int | float | list | tuple | dict):
+        if name is not None and value is None:
+            continue  # None is configure()'s default: the variable stays unset
+        text = None if name is None else _text(argument, value)
+        if name is None or text is None:
             raise CommandError(
-                f"manage.py eventbus cannot pass settings.{conf.SETTING}'s {argument.upper()} ({value!r:.60}) "
-                "to the eventbus command: give it as a string, e.g. HANDLERS as 'pkg.module:ATTR'."
+                f"manage.py eventbus cannot pass settings.{conf.SETTING}['{argument.upper()}'], a "
+                f"{type(value).__name__}, to the eventbus command, which reads EVENTBUS_* variables: give "
+                "HANDLERS as a 'pkg.module:ATTR' string, and leave HANDLER_FACTORY, BACKEND and CODEC objects out."
             )
-        values[name] = _text(value)
+        values[name] = text
     if shared_broker and "broker" not in arguments:
         # Left unset, the command's bus takes Dramatiq's global broker: django_dramatiq's.
         values["EVENTBUS_BROKER_URL"] = None
@@ -72,16 +76,20 @@ def variables(arguments: Mapping[str, Any], *, shared_broker: bool) -> dict[str,
     return values
 
 
-def _text(value: object) -> str:
+def _text(argument: str, value: object) -> str | None:
+    """``value`` as its variable's text, or None if the variable cannot hold it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, bytes):
         return value.decode()
-    if isinstance(value, list | tuple):
-        return ",".join(_text(item) for item in value)
-    if isinstance(value, dict):
-        return json.dumps(value)
-    return str(value)
+    if isinstance(value, str | int | float):
+        return str(value)
+    if argument == "secret_keys" and isinstance(value, list | tuple):
+        keys = [_text(argument, key) for key in value if isinstance(key, str | bytes)]
+        return ",".join(key for key in keys if key is not None) if len(keys) == len(value) else None
+    if argument == "default_actor_options" and isinstance(value, Mapping):
+        return json.dumps(dict(value))
+    return None
 
 
 @contextmanager
