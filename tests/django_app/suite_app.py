@@ -225,6 +225,10 @@ def test_the_settings_keys_are_configures_arguments_in_upper_case() -> None:
         ({"HANDLERS": "x:Y", "LANE_LEASE_SECONDS": True}, "must be a number of seconds, not bool"),
         ({"HANDLERS": "x:Y", "DATABASE": "elsewhere"}, "'elsewhere', which is not in settings.DATABASES"),
         ({"QUEUE": "q"}, "has no 'HANDLERS'"),
+        (
+            {"HANDLERS": "x:Y", "SECRET_KEYS": "s3cr3t-s3cr3t-s3cr3t"},
+            "['SECRET_KEYS'] must be a list of str or bytes, not str.",
+        ),
         ("x:Y", "must be a dict, not str"),
     ],
 )
@@ -232,6 +236,7 @@ def test_a_wrong_setting_is_a_check_error_and_a_configuration_error(setting: obj
     with override_settings(EVENTBUS=setting):
         messages = check_settings()
     assert any(expected in m.msg for m in messages), [m.msg for m in messages]
+    assert not any("s3cr3t" in m.msg for m in messages)
     with pytest.raises(ConfigurationError, match=expected.replace("[", r"\[").replace("(", r"\(")):
         conf.parse(setting, databases={"default": {}})
 

@@ -147,10 +147,12 @@ def problems(raw: object, *, databases: Mapping[str, Any] | None = None) -> list
     for key, value in raw.items():
         check = _TYPES.get(key)
         if check is not None and not check[0](value):
+            # A secret's value is never shown: the check's output goes to logs and terminals.
+            shown = "" if "SECRET" in key else f": {value!r:.60}"
             found.append(
                 Problem(
                     "dramatiq_eventbus.E003",
-                    f"settings.{SETTING}[{key!r}] must be {check[1]}, not {type(value).__name__}: {value!r:.60}.",
+                    f"settings.{SETTING}[{key!r}] must be {check[1]}, not {type(value).__name__}{shown}.",
                 )
             )
     database = raw.get("DATABASE", APP_DEFAULTS["DATABASE"])
