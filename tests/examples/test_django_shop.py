@@ -142,7 +142,7 @@ def test_committed_views_deliver_and_rolled_back_ones_do_not(shop: Shop) -> None
     assert ids["batch"]["refused"] == [1]
     expected = sorted([ids["committed"], *placed, ids["last"]])
     # The last order's invoice comes after every event before it: one worker thread, one queue.
-    wait_for(lambda: ids["last"] in shop.invoices(), timeout=20, describe=shop.log_tail)
+    wait_for(lambda: ids["last"] in shop.invoices(), timeout=30, describe=shop.log_tail)
     assert shop.orders() == expected
     # No invoice of the order refused whole (its id lies between the first and the batch's),
     # nor of the one whose savepoint rolled back (between the batch's two).
