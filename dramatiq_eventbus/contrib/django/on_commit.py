@@ -14,8 +14,8 @@ routed and encoded, so a bad event still fails at publish()) is kept as one
 - outside any atomic block (autocommit), nothing is intercepted: publish() sends at once.
 
 A callback that fails (the broker is down) raises from the ``atomic()`` block's exit, after
-the commit, as Django runs a non-robust callback: the data is committed, the events are not
-sent. Use the outbox (``OUTBOX: True``) when that must not happen.
+the commit, as Django runs a non-robust callback: the data is committed, and neither those
+events nor the callbacks registered after them run. Use the outbox (``OUTBOX: True``) when that must not happen.
 """
 
 from __future__ import annotations
