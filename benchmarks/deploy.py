@@ -9,7 +9,7 @@ RabbitMQ.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,8 +81,11 @@ class Deployment:
         name = f"bus-{self.broker}{self.tag}-{processes}x{threads}"
         return dramatiq_worker(self.ctx, "dramatiq_eventbus.worker", env, name, processes=processes, threads=threads)
 
-    def raw_worker(self, *, processes: int = 1, threads: int = 8) -> Worker:
+    def raw_worker(self, *, processes: int = 1, threads: int = 8, extra_queues: Sequence[str] = ()) -> Worker:
+        """``dramatiq benchmarks.raw_worker``; ``extra_queues`` get an actor each, and so consumers."""
         env = {"BENCH_BROKER_URL": self.url, "BENCH_RAW_QUEUE": self.queues["raw"]}
+        if extra_queues:
+            env["BENCH_RAW_EXTRA_QUEUES"] = ",".join(extra_queues)
         name = f"raw-{self.broker}{self.tag}-{processes}x{threads}"
         return dramatiq_worker(self.ctx, "benchmarks.raw_worker", env, name, processes=processes, threads=threads)
 

@@ -40,8 +40,10 @@ class Sizes:
     drain: int  # messages per round of the worker scenarios (5, 6, 10)
     drain_rounds: int  # side-by-side rounds of scenarios 5 and 6
     latency_seconds: float  # per round of scenario 8
-    latency_rate: int  # events/s in scenario 8
+    latency_rates: tuple[int, ...]  # events/s in scenario 8, one set of rows each
     latency_rounds: int
+    idle_seconds: float  # scenario 8: how long each idle worker is watched, per round
+    idle_rounds: int
     celery_fan_outs: int  # fan-outs per round of scenario 10
     celery_rounds: int  # side-by-side rounds of scenario 10's workers (Celery drains slowly)
     memory: tuple[int, int] = (10_000, 100_000)  # scenario 9: events before the two readings
@@ -56,9 +58,11 @@ FULL = Sizes(
     batches=3,
     drain=2000,
     drain_rounds=5,
-    latency_seconds=3.0,
-    latency_rate=500,
-    latency_rounds=3,
+    latency_seconds=2.0,
+    latency_rates=(200, 500, 1000),
+    latency_rounds=5,
+    idle_seconds=15.0,
+    idle_rounds=2,
     celery_fan_outs=40,
     celery_rounds=3,
 )
@@ -70,8 +74,10 @@ SMOKE = Sizes(
     drain=20,
     drain_rounds=1,
     latency_seconds=0.2,
-    latency_rate=100,
+    latency_rates=(100,),
     latency_rounds=1,
+    idle_seconds=1.0,
+    idle_rounds=1,
     celery_fan_outs=2,
     celery_rounds=1,
     memory=(50, 100),

@@ -28,7 +28,7 @@ PRIVATE_NAMES = re.compile(
     r"|broker\.state\b|queues_pending|\._exception\b"
 )
 #: Redis keys: Dramatiq's layout and the bus's lanes. They may appear only under brokers/redis/.
-REDIS_KEYS = re.compile(r"__acks__|__heartbeats__|\.msgs\b|:lane:|:lanes\b")
+REDIS_KEYS = re.compile(r"__acks__|__heartbeats__|\.msgs\b|:lane:|:lanes\b|:wake\b")
 #: pika's attributes past its public API.
 PIKA_PRIVATE = re.compile(r"\bchannel\._|\bconnection\._")
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from dramatiq.broker import MessageProxy
+from dramatiq import Middleware, Worker
+from dramatiq.broker import Broker, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.message import Message
@@ -51,15 +53,26 @@ class EventBusRedisBroker(RedisBroker):
         self.fetch_hook: FetchHook | None = None
         self._holdings: dict[str, Holdings] = {}
         self._holdings_lock = threading.Lock()
+        #: True once its worker shuts down: its consumers then wait no longer than the worker timeout.
+        self.stopping = False
+        self._consumers: weakref.WeakSet[RedisConsumer] = weakref.WeakSet()
+        self.add_middleware(_StopWaiting())
 
     @property
     def consumer_class(self) -> type[RedisConsumer]:
         return RedisConsumer
 
-    def holdings(self, queue_name: str) -> Holdings:
-        """What this process holds of ``queue_name``, shared by its consumers of it."""
+    def holdings(self, queue_name: str, consumer: RedisConsumer) -> Holdings:
+        """What this process holds of ``queue_name``, shared by its consumers of it; ``consumer`` is
+        one more of them (:func:`stop_waiting` wakes it)."""
         with self._holdings_lock:
+            self._consumers.add(consumer)
             return self._holdings.setdefault(queue_name, Holdings())
+
+    def consumers(self) -> list[RedisConsumer]:
+        """Its consumers still in memory."""
+        with self._holdings_lock:
+            return list(self._consumers)
 
     @property
     def tend_interval(self) -> float:
@@ -73,6 +86,30 @@ class EventBusRedisBroker(RedisBroker):
     def keep_dead_letter(self, message: MessageProxy) -> None:
         """See :func:`keep_dead_letter`."""
         keep_dead_letter(self, message)
+
+
+def stop_waiting(broker: EventBusRedisBroker) -> None:
+    """Wake the broker's waiting consumers, which from now on wait no longer than the worker timeout.
+
+    An idle consumer that holds nothing waits up to :data:`.consumer.IDLE_WAIT_TIMEOUTS` worker
+    timeouts at once; Dramatiq's worker stops its consumer threads between two of their waits,
+    so without this its shutdown would take that long.
+    """
+    broker.stopping = True
+    for consumer in broker.consumers():
+        consumer.unblock()
+
+
+class _StopWaiting(Middleware):
+    """Calls :func:`stop_waiting` when the broker's worker starts to shut down (and undoes it when one boots)."""
+
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        if isinstance(broker, EventBusRedisBroker):
+            broker.stopping = False
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        if isinstance(broker, EventBusRedisBroker):
+            stop_waiting(broker)
 
 
 def enqueue_many(

@@ -19,6 +19,12 @@ after the heartbeat timeout. This consumer keeps Dramatiq's keys and semantics, 
   consumer (its fetched batch, its delayed retries), and those of a fetch whose reply
   was lost. Dramatiq leaves them there until the worker dies and its heartbeat times out;
 - on shutdown puts back the messages it had fetched but not yet handed to the worker;
+- waits for an empty queue to have a message, rather than polling it: it blocks on the queue
+  itself (``BLMOVE`` of its head onto the queue's wake list, with the worker timeout as the
+  limit), so any message pushed onto the queue, by whoever pushes it, wakes it at once, and
+  only one waiting consumer per message; its next fetch puts the id back and takes it. A
+  wait that times out proves the queue stayed empty, so the consumer waits again without a
+  fetch (see "Waking on publish" in docs/design/internals.md for why no wake-up is lost);
 - while every message it prefetched is with the workers, waits half a millisecond,
   doubling to 20 ms, for their acks, rather than Dramatiq's backoff for an empty queue
   (5 ms and up, doubling on each miss), which left no-op workers idle most of the time;
@@ -36,7 +42,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
@@ -55,6 +61,17 @@ if TYPE_CHECKING:
 #: The longest a consumer whose prefetch is all with the workers waits before it looks again.
 #: Its waits start at half a millisecond and double while it stays full.
 FULL_PREFETCH_MAX_WAIT_MS = 40
+
+#: Seconds a waiting consumer's socket outlasts its longest wait, before it counts as dead.
+WAIT_SOCKET_MARGIN = 5.0
+
+#: How many worker timeouts a consumer that holds no message waits at once on its empty queue (a
+#: consumer that holds some, as one of a delay queue holds its delayed messages until they are due,
+#: waits one, as Dramatiq's polls). The worker's shutdown wakes it (:func:`.broker.stop_waiting`).
+IDLE_WAIT_TIMEOUTS = 2
+
+#: The client name of a waiting consumer's connection (``CLIENT LIST``), before ``:<queue>``.
+WAITER_NAME = "eventbus-wait"
 
 
 class FetchHook(Protocol):
@@ -148,12 +165,23 @@ class RedisConsumer(Consumer):
         self.queued_message_ids: set[str] = set()
         self.misses = 0
         self.full_waits = 0
-        self._holdings = broker.holdings(queue_name)
+        self._holdings = broker.holdings(queue_name, self)
         keys = broker.keys
         self._fetch_keys = [keys.heartbeats, keys.queue(queue_name), keys.messages(queue_name)]
         self._acks_key = keys.acks(broker.broker_id, queue_name)
         self._fetch_keys.append(self._acks_key)
         self._messages_key = keys.messages(queue_name)
+        self._queue_key = keys.queue(queue_name)
+        self._wake_key = keys.wake(queue_name)
+        self._fetch_keys.append(self._wake_key)
+        #: Called after a fetch finds the queue empty, right before the consumer waits (tests race it).
+        self.before_wait: Callable[[], None] | None = None
+        # The blocking wait's own client, made at the first wait; False once Redis lacks BLMOVE.
+        self._waiter: redis.Redis | bool | None = None
+        self._waiter_id: int | None = None  # its connection's CLIENT ID
+        # Whether the next look at the queue must fetch, or may wait at once: False only right
+        # after a wait that timed out, which proves the queue empty.
+        self._look = True
         # Acks come from the worker threads; see ack().
         self._acks_lock = threading.Lock()
         self._unsent: list[_Ack] = []
@@ -166,9 +194,10 @@ class RedisConsumer(Consumer):
         return len(self.queued_message_ids) + len(self.message_cache)
 
     def __next__(self) -> MessageProxy | None:
+        woke = False
         try:
             while True:
-                self._tend()
+                tended = self._tend()
                 if self.message_cache:
                     fetched = self.message_cache.pop(0)
                     self.misses = 0
@@ -187,14 +216,78 @@ class RedisConsumer(Consumer):
                     time.sleep(wait_ms / 2000)
                     return None
                 self.full_waits = 0
-                self.message_cache = self._fetch(self.prefetch - self.outstanding_message_count)
-                if not self.message_cache:
-                    # As Dramatiq's consumer does: poll less often while the queue stays empty.
-                    self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                    time.sleep(backoff_ms / 1000)
-                    return None
-        except redis.ConnectionError as exc:
+                if self._look or tended:  # a tend looks too: for ids a waiter that died left on the wake list
+                    self.message_cache = self._fetch(self.prefetch - self.outstanding_message_count)
+                    if self.message_cache:
+                        continue
+                    if woke:  # another consumer took what woke this one
+                        self._look = False
+                        return None
+                woke, self._look = self._wait()
+                if not woke:
+                    return None  # the worker runs its delayed messages and checks for shutdown
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+    def _wait(self) -> tuple[bool, bool]:
+        """Wait for the empty queue to have a message: ``(woke, look)``, whether a message woke it
+        and whether the next look must fetch (a timed-out wait proves the queue stayed empty).
+
+        ``BLMOVE queue wake LEFT RIGHT`` blocks while the queue is empty and, when an id arrives,
+        moves it to the wake list: the queue is empty again, so one id wakes one waiter, and the
+        fetch that follows puts it back at the head. The limit is the worker timeout, as for
+        Dramatiq's polling (the worker runs its delayed messages and checks for shutdown between
+        waits), or the next tend if sooner.
+        """
+        if self.before_wait is not None:
+            self.before_wait()
+        limit = self.timeout / 1000
+        if not (self.outstanding_message_count or self.broker.stopping):
+            limit *= IDLE_WAIT_TIMEOUTS
+        seconds = min(limit, self._tended_at + self.broker.tend_interval - time.monotonic())
+        if seconds < 0.001:  # BLMOVE would read 0 as "forever"; the tend, due now, looks
+            return False, True
+        waiter = self._waiting_client()
+        if waiter is None:
+            # A Redis older than 6.2: poll as Dramatiq's consumer does, less often while it stays empty.
+            self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+            time.sleep(min(backoff_ms / 1000, self.timeout / 1000, seconds))
+            return False, True
+        if self._waiter_id is None:
+            self._waiter_id = int(waiter.client_id())
+        try:
+            # Redis reads a fractional timeout (6.0+); redis-py's stubs say int.
+            moved = waiter.blmove(self._queue_key, self._wake_key, seconds, "LEFT", "RIGHT")  # type: ignore[arg-type]
+        except redis.ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+            self.logger.warning("Redis has no BLMOVE (it came in Redis 6.2): consumers poll queue %r.", self.queue_name)
+            self._close_waiter()
+            self._waiter = False
+            return False, True
+        return moved is not None, moved is not None
+
+    def unblock(self) -> None:
+        """End the current wait, if any, as if it timed out (``CLIENT UNBLOCK``): for a shutdown."""
+        waiter_id = self._waiter_id
+        if waiter_id is not None:
+            try:
+                self.broker.client.client_unblock(waiter_id)
+            except redis.RedisError as exc:
+                self.logger.debug("Could not wake a waiting consumer of %r: %s", self.queue_name, exc)
+
+    def _waiting_client(self) -> redis.Redis | None:
+        if self._waiter is None:
+            self._waiter = upstream.blocking_client(
+                self.broker, self.timeout / 1000 + WAIT_SOCKET_MARGIN, f"{WAITER_NAME}:{self.queue_name}"
+            )
+        return self._waiter if isinstance(self._waiter, redis.Redis) else None
+
+    def _close_waiter(self) -> None:
+        waiter = self._waiter
+        if isinstance(waiter, redis.Redis):
+            self._waiter = self._waiter_id = None
+            waiter.connection_pool.disconnect()
 
     def ack(self, message: MessageProxy) -> None:
         # Dramatiq's worker threads ack as they finish. The first to find no send in flight
@@ -253,6 +346,7 @@ class RedisConsumer(Consumer):
     def close(self) -> None:
         # Dramatiq leaves the fetched-but-unhanded bodies in the ack set when a consumer stops.
         # Put them back now; if Redis is unreachable, the next consumer's reclaim will.
+        self._close_waiter()
         with self._acks_lock:
             idle, self._sending = not self._sending, True
         if idle:  # else the thread sending now sends them all
@@ -279,12 +373,15 @@ class RedisConsumer(Consumer):
         if hook is not None and redis_ids:
             hook.put_back(redis_ids, self.queue_name)
 
-    def _tend(self) -> None:
+    def _tend(self) -> bool:
+        """Heartbeat, recover dead workers' messages and reclaim stranded ones, when due; whether it did."""
         now = time.monotonic()
-        if now - self._tended_at >= self.broker.tend_interval:
-            self._tended_at = now
-            upstream.heartbeat_and_recover(self.broker, self.queue_name)
-            self._reclaim()
+        if now - self._tended_at < self.broker.tend_interval:
+            return False
+        self._tended_at = now
+        upstream.heartbeat_and_recover(self.broker, self.queue_name)
+        self._reclaim()
+        return True
 
     def _reclaim(self) -> None:
         """Put back the ids in this worker's ack set that nothing in this process holds any more."""

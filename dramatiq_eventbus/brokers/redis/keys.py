@@ -33,6 +33,13 @@ class RedisKeys:
         """HASH Redis id -> encoded message, for every message of ``queue_name`` not yet acked."""
         return f"{self.queue(queue_name)}.msgs"
 
+    def wake(self, queue_name: str) -> str:
+        """LIST of ids that consumers waiting on ``queue_name`` moved off its head to wake (one id
+        wakes one consumer); every fetch of the queue puts them back at its head first. Empty, so
+        absent, but for the moment between a consumer's wake and its fetch. The ``:`` keeps it
+        apart from every queue's key: Dramatiq's queue names cannot hold one."""
+        return f"{self.queue(queue_name)}:wake"
+
     def acks(self, worker_id: str, queue_name: str) -> str:
         """SET of the ids that worker ``worker_id`` fetched from ``queue_name`` and has not acked."""
         return f"{self.namespace}:__acks__.{worker_id}.{queue_name}"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import dramatiq.brokers.redis
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
@@ -100,6 +101,27 @@ def heartbeat_and_recover(broker: RedisBroker, queue_name: str) -> None:
     broker.scripts["dispatch"](keys=[broker.namespace], args=[values[name] for name in DISPATCH_ARGUMENTS])
 
 
+def blocking_client(broker: RedisBroker, socket_timeout: float, name: str) -> redis.Redis:
+    """A client of the broker's Redis, with one connection of its own, for a blocking command.
+
+    A blocking command holds its connection for the whole wait: it must not take one of the
+    broker's client (which its other threads share), and its socket must not time out before
+    Redis answers. This copies the connection settings of the broker's client (redis-py's
+    ``ConnectionPool.connection_class`` and ``connection_kwargs``) with a socket timeout of at
+    least ``socket_timeout`` seconds (none set, it is ``socket_timeout``: a connection that
+    died silently must not block a consumer forever), under the client name ``name`` (what
+    ``CLIENT LIST`` shows).
+    """
+    pool = broker.client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    current = kwargs.get("socket_timeout")
+    if current is None or current < socket_timeout:
+        kwargs["socket_timeout"] = socket_timeout
+    kwargs["client_name"] = name
+    own = redis.ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
+    return redis.Redis(connection_pool=own)
+
+
 def contract_problems(source: bytes | None = None) -> list[str]:
     """What of this module's assumptions the installed Dramatiq breaks; empty when all hold.
 
@@ -129,6 +151,11 @@ def contract_problems(source: bytes | None = None) -> list[str]:
     for name in ("url", "namespace", "heartbeat_timeout", "dead_message_ttl"):
         if name not in signature.parameters:
             problems.append(f"RedisBroker() no longer takes {name}=")
+    pool = redis.ConnectionPool()
+    if not (isinstance(getattr(pool, "connection_kwargs", None), dict) and hasattr(pool, "connection_class")):
+        problems.append(
+            "redis-py's ConnectionPool has no connection_kwargs or connection_class: blocking_client() breaks"
+        )
     if "__getattr__" not in vars(RedisBroker):
         problems.append("RedisBroker no longer generates do_<command> methods: ack(), nack() and requeue() break")
     return problems
