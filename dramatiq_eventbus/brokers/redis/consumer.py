@@ -179,8 +179,9 @@ class RedisConsumer(Consumer):
         # The blocking wait's own client, made at the first wait; False once Redis lacks BLMOVE.
         self._waiter: redis.Redis | bool | None = None
         self._waiter_id: int | None = None  # its connection's CLIENT ID
-        # Whether the next look at the queue must fetch, or may wait at once: False only right
-        # after a wait that timed out, which proves the queue empty.
+        # Whether the next look at the queue must fetch, or may wait at once: False right after a
+        # wait that timed out, or a fetch that got fewer than it asked for, either of which proves
+        # the queue empty (at that moment: the wait returns at once if anything arrived since).
         self._look = True
         # Acks come from the worker threads; see ack().
         self._acks_lock = threading.Lock()
@@ -217,7 +218,11 @@ class RedisConsumer(Consumer):
                     return None
                 self.full_waits = 0
                 if self._look or tended:  # a tend looks too: for ids a waiter that died left on the wake list
-                    self.message_cache = self._fetch(self.prefetch - self.outstanding_message_count)
+                    count = min(self.prefetch - self.outstanding_message_count, upstream.max_unpack_size(self.broker))
+                    self.message_cache, got = self._fetch(count)
+                    # A fetch that got fewer than it asked for left the queue empty: the next look
+                    # may be a wait, which returns at once if anything arrived since.
+                    self._look = got >= count
                     if self.message_cache:
                         continue
                     if woke:  # another consumer took what woke this one
@@ -402,8 +407,8 @@ class RedisConsumer(Consumer):
                 self.queue_name,
             )
 
-    def _fetch(self, count: int) -> list[_Fetched]:
-        count = min(count, upstream.max_unpack_size(self.broker))
+    def _fetch(self, count: int) -> tuple[list[_Fetched], int]:
+        """Up to ``count`` messages: those admitted, and how many ids the fetch took."""
         with self._holdings.lock:
             ids, bodies = self.broker.scripts["eventbus_fetch"](
                 keys=self._fetch_keys, args=[self.broker.broker_id, current_millis(), count]
@@ -426,7 +431,7 @@ class RedisConsumer(Consumer):
         if hook is not None and not self._delayed:
             # Delayed messages wait here for their time, then go to their queue, where they are entered.
             hook.fetched([entry.message for entry in admitted if entry.message is not None])
-        return admitted
+        return admitted, len(ids)
 
     def _refuse_unreadable_id(self, raw_id: bytes) -> None:
         """Dead-letter a delivery whose Redis id is not UTF-8, which Dramatiq and the bus key everything
