@@ -6,6 +6,7 @@ imports are made inside ``handle_event``, which runs only in a Django process.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -26,6 +27,11 @@ class Credited:
     fail: bool = False
 
 
+#: Set once a run holds its inbox claim and wrote its row: the concurrent scenario starts its
+#: second run then, not after a fixed delay a loaded machine may outlast.
+CLAIMED = threading.Event()
+
+
 def credit(event: Credited) -> None:
     from django.db import connection
 
@@ -37,6 +43,7 @@ def credit(event: Credited) -> None:
         cursor.execute(
             f"INSERT INTO {event.table} (account, event_id) VALUES (%s, %s)", [event.account, context.event_id]
         )
+        CLAIMED.set()
         if event.hold:
             time.sleep(event.hold)
         if event.fail:

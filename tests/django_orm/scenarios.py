@@ -32,6 +32,7 @@ from dramatiq_eventbus.transactions import OutboxRelay  # noqa: E402
 from tests.transactions.handlers import Deposited, Noted  # noqa: E402
 from tests.transactions.support import handler_context  # noqa: E402
 
+from . import handlers  # noqa: E402
 from .handlers import Credited, credit  # noqa: E402
 
 bus = dramatiq_eventbus.default_bus
@@ -182,12 +183,16 @@ def inbox_concurrent(tag: str, table: str) -> dict[str, Any]:
     lock = threading.Lock()
 
     def one(delay: float) -> None:
-        time.sleep(delay)
+        if delay:
+            # The second run starts once the first holds its claim (then waits 0.3 s more).
+            assert handlers.CLAIMED.wait(30), "the first run never claimed"
+            time.sleep(delay)
         started = time.monotonic()
         outcome = run(Credited(tag, table, "a", hold=1.0), "event-c")
         with lock:
             outcomes[str(delay)] = (outcome, time.monotonic() - started)
 
+    handlers.CLAIMED.clear()
     threads = [threading.Thread(target=one, args=(delay,)) for delay in (0.0, 0.3)]
     for thread in threads:
         thread.start()

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,11 +33,12 @@ def wait_for(
     interval: float = 0.05,
     describe: Callable[[], str] = lambda: "",
 ) -> T:
-    """Call ``probe`` until it returns something other than None or False; fail after ``timeout`` seconds."""
+    """Call ``probe`` until it returns something other than None, False or an empty collection
+    (a probe that lists what it waits for returns ``[]`` until it is there); fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
-        if value is not None and value is not False:
+        if value is not None and value is not False and not (isinstance(value, Sized) and len(value) == 0):
             return value
         if time.monotonic() >= deadline:
             raise AssertionError(f"gave up waiting after {timeout:.0f} s. {describe()}".rstrip())
