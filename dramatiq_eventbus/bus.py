@@ -629,15 +629,13 @@ def _routed(
                 raise InterestedFailed(spec.name, event, exc) from exc
             if wanted:
                 interested.append(spec)
+        key = partition_key(event) if interested or instruments is not None else None
         if instruments is not None:
             skipped = [spec for spec in handlers if spec not in interested]
-            metadata[position] = instruments.before_publish(
-                event, metadata[position], interested, skipped, partition_key(event)
-            )
+            metadata[position] = instruments.before_publish(event, metadata[position], interested, skipped, key)
         if not interested:
             continue
         payload = config.codec.encode(event)
-        key = partition_key(event)
         queue_name = config.queues.for_key(key)
         meta = metadata[position]
         deliveries.extend(Delivery(spec, event, payload, key, queue_name, meta) for spec in interested)
