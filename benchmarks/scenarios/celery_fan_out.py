@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from .. import celery_app
-from ..runner import Context, Result, log, per_call, side_by_side
+from ..runner import Context, Result, Target, log, per_call, side_by_side
 from ..workers import Worker, cli_command, stats_env
 from ..workload import OrderPaid, OrderPlaced, make_event, raw_payload
 from .throughput import WARM_UP, cpu_note, publish_fill, rate
@@ -55,7 +55,7 @@ def run(ctx: Context) -> list[Result]:
     try:
         timed(lambda: deployment.bus.publish(paid))()  # warm-up
         timed(celery_fan_out)()
-        bus_us, celery_us, enqueue_ratio, _ = side_by_side(
+        bus_us, celery_us, enqueue_ratio, enqueue_ratios = side_by_side(
             timed(lambda: deployment.bus.publish(paid)), timed(celery_fan_out), sizes.rounds
         )
         bus_worker, celery = shared.workers(
@@ -83,7 +83,9 @@ def run(ctx: Context) -> list[Result]:
             celery_us,
             "Celery, 10 apply_async",
             enqueue_ratio,
+            Target("<=", 1 / 3, "≤ 0.33x (≥ 3x faster)"),
             rounds=sizes.rounds,
+            ratios=enqueue_ratios,
         ),
         Result(
             "10",
