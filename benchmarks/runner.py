@@ -46,9 +46,19 @@ class Sizes:
     idle_rounds: int
     celery_fan_outs: int  # fan-outs per round of scenario 10
     celery_rounds: int  # side-by-side rounds of scenario 10's workers (Celery drains slowly)
-    memory: tuple[int, int] = (10_000, 100_000)  # scenario 9: events before the two readings
+    memory: tuple[int, int] = (10_000, 1_000_000)  # scenario 9: events before the two readings
     hostile_bytes: int = 1 << 20  # scenario 11: the max_message_bytes its forged messages fill
     hostile_rounds: int = 7  # scenario 11: reads of each forged message
+    curve_rounds: int = 15  # rounds of scenario 14, each point once per round
+    curve_publishes: int = 300  # scenario 14: publish() calls per point and round (a tenth at 10+ handlers)
+    registry_sizes: tuple[int, ...] = (1, 10, 100, 1000)  # scenario 14: event classes registered
+    registry_sizes_slow: tuple[int, ...] = (10_000,)  # with --slow: configure() is quadratic in them
+    fan_outs: tuple[int, ...] = (1, 10, 100)  # scenario 14: handlers of the published event
+    lane_events: int = 10_000  # scenario 15: events left waiting in lanes
+    lane_counts: tuple[int, ...] = (100, 10_000)  # scenario 15: lanes they wait in
+    drained_lanes: int = 100_000  # scenario 15: lanes driven through append, enter, finish
+    drained_lanes_slow: int = 1_000_000  # the same, with --slow
+    lane_batch: int = 1000  # scenario 15: lanes per script call
 
 
 FULL = Sizes(
@@ -83,6 +93,16 @@ SMOKE = Sizes(
     memory=(50, 100),
     hostile_bytes=64 * 1024,
     hostile_rounds=1,
+    curve_rounds=1,
+    curve_publishes=20,
+    registry_sizes=(1, 3),
+    registry_sizes_slow=(5,),
+    fan_outs=(1, 3),
+    lane_events=200,
+    lane_counts=(10, 200),
+    drained_lanes=2000,
+    drained_lanes_slow=3000,
+    lane_batch=100,
 )
 
 

@@ -7,10 +7,12 @@
 | 6 | throughput with partition keys, against without | throughput | Redis, workers |
 | 7 | codec time and size, typed against pickle | codec_cost | - |
 | 8 | latency publish() -> handler start at a steady rate | latency | Redis, workers |
-| 9 | a worker's memory after 100,000 events against 10,000 | memory | Redis, workers, ``--slow`` |
+| 9 | a worker's memory after 1,000,000 events against 10,000 | memory | Redis, workers, ``--slow`` |
 | 10 | Celery: enqueue a fan-out, and worker throughput | celery_fan_out | Redis, workers |
 | 11 | reading a forged message at max_message_bytes: slowest shape, and growth with size | hostile_reading | - |
 | 12 | tracing and metrics: cost per publish() and per handler run, and off | instrument_cost | Redis |
+| 14 | publish() time against event classes registered (10,000: ``--slow``), fan-out | publish_scaling | Redis |
+| 15 | lanes' Redis memory per waiting event; left after drained (1,000,000: ``--slow``) | lane_memory | redis-server |
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from . import (
     codec_cost,
     hostile_reading,
     instrument_cost,
+    lane_memory,
     latency,
     memory,
+    publish_scaling,
     publishing,
     throughput,
 )
@@ -54,5 +58,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(("12",), instrument_cost.run),
     Scenario(("8",), latency.run),
     Scenario(("10",), celery_fan_out.run),
+    Scenario(("14",), publish_scaling.run),
+    Scenario(("15",), lane_memory.run),
+    Scenario(("14",), publish_scaling.run_slow, slow=True),
+    Scenario(("15",), lane_memory.run_slow, slow=True),
     Scenario(("9",), memory.run, slow=True),
 )
