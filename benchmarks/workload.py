@@ -2,13 +2,14 @@
 
 Both sides of every comparison do the same work per message: the bus's handlers and the
 raw Dramatiq actors (and the Celery tasks) all call :func:`hit`, which counts the message
-in memory. A background thread in each worker process writes the counts to Redis every
-50 ms, so the handlers stay no-ops and the benchmark reads how many messages were
-handled, when the first and the last of a round were handled, the handlers' start
-latencies, and the process's resident size.
+in memory (in scenario 13 both first wait on I/O the same way, :func:`wait_on_io`). A
+background thread in each worker process writes the counts to Redis every 50 ms, so the
+handlers stay no-ops and the benchmark reads how many messages were handled, when the
+first and the last of a round were handled, the handlers' start latencies, and the
+process's resident size.
 
 Worker processes read:
-  BENCH_REDIS_URL: where the stats go.
+  BENCH_REDIS_URL: where the stats go (and the Redis round trips of scenario 13).
   BENCH_STATS_KEY: the Redis key prefix of this run's stats.
   BENCH_BROKER_URL, BENCH_RAW_QUEUE: for the raw actors' worker (:mod:`benchmarks.raw_worker`).
 """
@@ -70,6 +71,16 @@ class OrderShipped(OrderEvent):
         return self.order_id
 
 
+@dataclass(frozen=True)
+class OrderAudited(OrderEvent):
+    """One handler, which sleeps 1 ms: a wait on I/O (scenario 13)."""
+
+
+@dataclass(frozen=True)
+class OrderSynced(OrderEvent):
+    """One handler, which makes one Redis round trip (scenario 13)."""
+
+
 def make_event(
     cls: type[OrderEvent], n: int = 0, *, batch: int = 0, keys: int = 100, prefix: str = "ord"
 ) -> OrderEvent:
@@ -115,6 +126,22 @@ class NotInterested(_Noop):
         return False
 
 
+class _WaitsOnIO(Handler):
+    io = "sleep"
+
+    def handle_event(self, event: OrderEvent) -> None:
+        wait_on_io(self.io)
+        hit(event.batch, event.sent_at)
+
+
+class SleepsOnIO(_WaitsOnIO):
+    pass
+
+
+class CallsRedis(_WaitsOnIO):
+    io = "redis"
+
+
 # Ten distinct handler classes for the fan-out: each gets its own actor, as in an application.
 FAN_OUT: list[type[Handler]] = [type(f"FanOut{i}", (_Noop,), {"__module__": __name__}) for i in range(10)]
 globals().update({cls.__name__: cls for cls in FAN_OUT})
@@ -124,6 +151,8 @@ HANDLERS: dict[type, list[type[Handler]]] = {
     OrderPaid: FAN_OUT,
     OrderViewed: [NotInterested],
     OrderShipped: [Noop],
+    OrderAudited: [SleepsOnIO],
+    OrderSynced: [CallsRedis],
 }
 
 # -- raw Dramatiq actors: the baseline ------------------------------------------------------
@@ -159,6 +188,48 @@ def declare_raw_actors(broker: Broker, queue: str) -> list[dramatiq.Actor[Any, A
         broker.actors.pop(name, None)
         actors.append(
             dramatiq.Actor(raw_noop, broker=broker, actor_name=name, queue_name=queue, priority=0, options={})
+        )
+    return actors
+
+
+# -- waiting on I/O, the same on both sides (scenario 13) ---------------------------------------
+
+IO_SLEEP = 0.001  # seconds
+IO_KINDS = ("sleep", "redis")
+_io_client: Any = None
+
+
+def wait_on_io(kind: str) -> None:
+    """Sleep 1 ms (``sleep``), or make one Redis round trip (``redis``): a GET of a missing key."""
+    global _io_client
+    if kind == "sleep":
+        time.sleep(IO_SLEEP)
+        return
+    # One client (a connection pool) per process, shared by its threads, as an application
+    # would have; two threads racing here make two pools, which costs nothing measurable.
+    if _io_client is None:
+        _io_client = redis.Redis.from_url(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    _io_client.get("bench:io:missing")
+
+
+def raw_sleeps_on_io(payload: dict[str, Any]) -> None:
+    wait_on_io("sleep")
+    raw_noop(payload)
+
+
+def raw_calls_redis(payload: dict[str, Any]) -> None:
+    wait_on_io("redis")
+    raw_noop(payload)
+
+
+def declare_raw_io_actors(broker: Broker, queue: str) -> dict[str, dramatiq.Actor[Any, Any]]:
+    """A raw actor per kind of :data:`IO_KINDS` on ``queue`` (the raw actors' queue: no consumer more)."""
+    actors = {}
+    for kind, function in zip(IO_KINDS, (raw_sleeps_on_io, raw_calls_redis), strict=True):
+        name = f"bench_raw_io_{kind}"
+        broker.actors.pop(name, None)
+        actors[kind] = dramatiq.Actor(
+            function, broker=broker, actor_name=name, queue_name=queue, priority=0, options={}
         )
     return actors
 

@@ -6,11 +6,12 @@
 | 5 | worker throughput, bus against raw actors | throughput | each broker, workers |
 | 6 | throughput with partition keys, against without | throughput | Redis, workers |
 | 7 | codec time and size, typed against pickle | codec_cost | - |
-| 8 | latency publish() -> handler start at a steady rate | latency | Redis, workers |
+| 8 | latency publish() -> handler start at steady rates, p50 to p99.9; idle calls | latency | each broker, workers |
 | 9 | a worker's memory after 1,000,000 events against 10,000 | memory | Redis, workers, ``--slow`` |
 | 10 | Celery: enqueue a fan-out, and worker throughput | celery_fan_out | Redis, workers |
 | 11 | reading a forged message at max_message_bytes: slowest shape, and growth with size | hostile_reading | - |
 | 12 | tracing and metrics: cost per publish() and per handler run, and off | instrument_cost | Redis |
+| 13 | worker throughput, handlers waiting 1 ms on I/O, bus against raw actors | io_handlers | each broker, workers |
 | 14 | publish() time against event classes registered (10,000: ``--slow``), fan-out | publish_scaling | Redis |
 | 15 | lanes' Redis memory per waiting event; left after drained (1,000,000: ``--slow``) | lane_memory | redis-server |
 """
@@ -26,6 +27,7 @@ from . import (
     codec_cost,
     hostile_reading,
     instrument_cost,
+    io_handlers,
     lane_memory,
     latency,
     memory,
@@ -53,6 +55,7 @@ class Scenario:
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(("1", "2", "3", "4"), publishing.run),
     Scenario(("5", "6"), throughput.run),
+    Scenario(("13",), io_handlers.run),  # after 5 and 6: it reuses their workers
     Scenario(("7",), codec_cost.run),
     Scenario(("11",), hostile_reading.run),
     Scenario(("12",), instrument_cost.run),
