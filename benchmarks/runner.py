@@ -49,10 +49,10 @@ class Sizes:
     memory: tuple[int, int] = (10_000, 1_000_000)  # scenario 9: events before the two readings
     hostile_bytes: int = 1 << 20  # scenario 11: the max_message_bytes its forged messages fill
     hostile_rounds: int = 7  # scenario 11: reads of each forged message
-    io_drain: int = 2000  # scenario 13: messages per round and per worker process
+    io_drain: int = 1500  # scenario 13: messages per round and per worker process
     io_rounds: int = 3  # side-by-side rounds of each of scenario 13's rows
     rabbitmq_latency_seconds: float = 1.5  # per round of scenario 8 on RabbitMQ
-    rabbitmq_latency_rounds: int = 4
+    rabbitmq_latency_rounds: int = 3
     curve_rounds: int = 15  # rounds of scenario 14, each point once per round
     curve_publishes: int = 300  # scenario 14: publish() calls per point and round (a tenth at 10+ handlers)
     registry_sizes: tuple[int, ...] = (1, 10, 100, 1000)  # scenario 14: event classes registered

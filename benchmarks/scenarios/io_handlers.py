@@ -7,11 +7,12 @@ sleep 1 ms and then count themselves; a second kind makes one Redis round trip i
 (:class:`~benchmarks.workload.CallsRedis`, ``bench_raw_io_redis``). The bus's worker drains
 them against raw Dramatiq's, as in scenario 5 (:func:`benchmarks.workers.drain_rate`), with
 1 process x 8 threads and 2 processes x 8 threads, on each broker. The 1 ms sleep caps a
-process at about 8 / 1.1 ms = 7,000 msg/s; on 2 CPUs both sides reach 2,000-4,000, so the
+process at about 8 / 1.1 ms = 7,000 msg/s; on 2 CPUs both sides reach 1,400-3,900, so the
 CPU still bounds them, and the note gives each side's CPU time per message. ``io_drain``
-messages per round and per process (2,000: about a second a round); target: at least raw's
-rate at the median and at the worst round. To stay near 1.5 minutes, the Redis round trip
-runs at 1 x 8 only, and each row has ``io_rounds`` (3) rounds.
+messages per round and per process (1,500: about half a second to a second a round, filling
+not counted); target: at least raw's rate at the median and at the worst round. To stay near
+1.5 minutes, the Redis round trip runs at 1 x 8 only, and each row has ``io_rounds`` (3)
+rounds.
 """
 
 from __future__ import annotations
