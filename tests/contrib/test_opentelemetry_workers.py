@@ -3,7 +3,8 @@
 The test process publishes inside a span of its own, traced by an InMemorySpanExporter; the
 worker (tests/contrib/traced_handlers.py, with a secret key: the trace context travels signed)
 traces itself and appends each span it ends to a file as a JSON line. One trace must go
-request → send → process → send (the follow-up, in the handler) → process.
+request → send → process → send (the follow-up, in the handler) → process. The RabbitMQ worker
+is a slow variant (``-m slow``; see tests/integration/support.py BROKERS_RABBITMQ_SLOW).
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ import dramatiq_eventbus
 from dramatiq_eventbus.contrib.opentelemetry import EventBusInstrumentor
 from tests.contrib import traced_handlers
 from tests.contrib.traced_handlers import span_line
-from tests.integration.support import BROKERS, WAIT, Deployment, deployed, require, unique
+from tests.integration.support import BROKERS_RABBITMQ_SLOW, WAIT, Deployment, deployed, require, unique
 from tests.support.worker_process import wait_for
 
 TRACED_HANDLERS = "tests.contrib.traced_handlers:HANDLERS"
 SECRET_KEY = "tracing-tests-key-0123456789abcdef"
 
 
-@pytest.fixture(scope="module", params=BROKERS)
+@pytest.fixture(scope="module", params=BROKERS_RABBITMQ_SLOW)
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     log_dir = tmp_path_factory.mktemp(f"tracing-workers-{request.param}")
     with ExitStack() as stack:

@@ -15,15 +15,20 @@ from tests.support.broker_queues import RabbitmqQueues
 from tests.support.worker_process import wait_for
 
 from . import handlers
-from .conftest import BROKERS, broker_url
+from .conftest import broker_url
 from .harness import Deployment, ack_sets, publish_in_batches, report
 
 EVENTS = 200
 THREADS = 8
 HANDLER_SECONDS = 0.05
+#: make test stops a worker on Redis; the same fault on RabbitMQ is a slow variant.
+KINDS = [
+    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
+    pytest.param("rabbitmq", marks=[pytest.mark.rabbitmq, pytest.mark.slow], id="rabbitmq"),
+]
 
 
-@pytest.mark.parametrize("kind", BROKERS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_sigterm_mid_batch_finishes_or_requeues_everything(kind: str, deploy: list[Deployment], tmp_path: Path) -> None:
     deployment = Deployment(broker_url(kind), broker_url("redis"), tmp_path)
     deploy.append(deployment)

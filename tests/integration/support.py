@@ -219,6 +219,13 @@ BROKERS = [
     pytest.param("redis", marks=pytest.mark.redis, id="redis"),
     pytest.param("rabbitmq", marks=pytest.mark.rabbitmq, id="rabbitmq"),
 ]
+#: BROKERS, RabbitMQ a slow variant: for a behaviour of the bus's own, the same on either broker,
+#: in a module whose worker would start and stop once more for it. The bus on a RabbitMQ worker
+#: stays in make test (test_bus_on_brokers.py, test_dead_letters.py, test_rabbitmq_priority.py).
+BROKERS_RABBITMQ_SLOW = [
+    pytest.param("redis", marks=pytest.mark.redis, id="redis"),
+    pytest.param("rabbitmq", marks=[pytest.mark.rabbitmq, pytest.mark.slow], id="rabbitmq"),
+]
 
 
 @contextmanager

@@ -4,6 +4,7 @@ One worker per broker (4 threads) serves every test of this module:
 ``dramatiq dramatiq_eventbus.worker`` configured only through ``EVENTBUS_*`` variables with
 tests/integration/async_handlers.py, on queues unique to the run. Partitioned events keep
 their lanes in Redis on both brokers (the broker's own Redis; beside RabbitMQ, the test Redis).
+The RabbitMQ worker is a slow variant (``-m slow``; see BROKERS_RABBITMQ_SLOW).
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ import redis
 import dramatiq_eventbus
 from dramatiq_eventbus.handler import handler_name
 from tests.integration import async_handlers, handlers
-from tests.integration.support import BROKERS, Deployment, deployed, require, unique
+from tests.integration.support import BROKERS_RABBITMQ_SLOW, Deployment, deployed, require, unique
 from tests.support.worker_process import wait_for
 
 ASYNC_HANDLERS = "tests.integration.async_handlers:HANDLERS"
 THREADS = 4
 
 
-@pytest.fixture(scope="module", params=BROKERS)
+@pytest.fixture(scope="module", params=BROKERS_RABBITMQ_SLOW)
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     log_dir = tmp_path_factory.mktemp(f"async-workers-{request.param}")
     with deployed(

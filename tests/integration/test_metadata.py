@@ -2,7 +2,8 @@
 
 One worker per broker (2 threads) serves every test of this module, configured only through
 ``EVENTBUS_*`` variables with tests/integration/metadata_handlers.py, on queues unique to the
-run, with a secret key: the metadata is covered by the signature.
+run, with a secret key: the metadata is covered by the signature. The RabbitMQ worker is a slow
+variant (``-m slow``; see BROKERS_RABBITMQ_SLOW).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import pytest
 
 import dramatiq_eventbus
 from tests.integration import metadata_handlers
-from tests.integration.support import BROKERS, Deployment, deployed, require, unique
+from tests.integration.support import BROKERS_RABBITMQ_SLOW, Deployment, deployed, require, unique
 
 METADATA_HANDLERS = "tests.integration.metadata_handlers:HANDLERS"
 SECRET_KEY = "metadata-tests-key-0123456789abcdef"
 
 
-@pytest.fixture(scope="module", params=BROKERS)
+@pytest.fixture(scope="module", params=BROKERS_RABBITMQ_SLOW)
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     log_dir = tmp_path_factory.mktemp(f"metadata-workers-{request.param}")
     with deployed(

@@ -77,6 +77,9 @@ def publish_through_the_outbox(
     return counts
 
 
+# The full size. make test runs the same publishers and relays with 400 events, handled by a worker
+# (test_a_worker_handles_events_from_the_outbox_in_per_key_order).
+@pytest.mark.slow
 def test_10000_events_through_the_outbox_reach_their_lanes_in_per_key_order(
     bus: EventBus,
     session_factory: sessionmaker[Session],
