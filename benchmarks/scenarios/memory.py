@@ -32,6 +32,7 @@ def run(ctx: Context) -> list[Result]:
     try:
         batch = stats.new_batch()
         readings: dict[int, int] = {}
+        steps: list[float] = []  # MiB after every 100,000 events
         sent = 0
         for target in (first, total):
             while sent < target:
@@ -45,7 +46,9 @@ def run(ctx: Context) -> list[Result]:
                 # of them would sit in the shared Redis (tens of MB) until the run ends.
                 stats.client.delete(f"{stats.key}:latency:{batch}")
                 if sent % (10 * LOT) == 0:
-                    log(f"    {sent:,} events handled, {time.monotonic() - started:.0f} s")
+                    # A leak grows the size with every lot; an allocator settling grows it, then stops.
+                    steps.append(max(stats.resident_kib(worker_pids(worker)).values()) / 1024)
+                    log(f"    {sent:,} events handled, {time.monotonic() - started:.0f} s, RSS {steps[-1]:.1f} MiB")
             time.sleep(0.3)  # the worker reports its size with its counts, every 50 ms
             readings[target] = max(stats.resident_kib(worker_pids(worker)).values())
     finally:
@@ -65,6 +68,7 @@ def run(ctx: Context) -> list[Result]:
             f"after {first:,}",
             after / before,
             Target("<=", 1.2),
-            note=f"{total:,} events published and handled in {seconds:.0f} s ({total / seconds:,.0f}/s)",
+            note=f"{total:,} events published and handled in {seconds:.0f} s ({total / seconds:,.0f}/s)"
+            + (f"; RSS every {10 * LOT:,} events: {', '.join(f'{mib:.1f}' for mib in steps)} MiB" if steps else ""),
         )
     ]

@@ -68,8 +68,7 @@ class Point:
 
 
 def run(ctx: Context) -> list[Result]:
-    sizes = ctx.sizes
-    return curves(ctx, sizes.registry_sizes, sizes.fan_outs)
+    return curves(ctx, ctx.sizes.registry_sizes, ctx.sizes.fan_outs)
 
 
 def run_slow(ctx: Context) -> list[Result]:
