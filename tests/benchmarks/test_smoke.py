@@ -33,10 +33,10 @@ def test_every_scenario_runs_at_a_tiny_size(tmp_path: Path) -> None:
     )
     assert finished.returncode == 0, f"{finished.stdout}\n{finished.stderr}"
     document = json.loads(output.read_text())
-    assert {row["scenario"] for row in document["results"]} == {str(n) for n in range(1, 13)}
+    assert {row["scenario"] for row in document["results"]} == {str(n) for n in range(1, 16)}
     assert {"nproc", "python", "dramatiq", "redis_server", "rabbitmq_server"} <= document["machine"].keys()
     latency = [row["title"] for row in document["results"] if row["scenario"] == "8"]
-    # Per rate (one at the smoke size): unordered and ordered, p50 and worst p99; then the idle calls.
-    assert len(latency) == 5 and sum("ordered, p50" in title for title in latency) == 2, latency
+    # Per broker and rate (one at the smoke size): unordered and ordered, p50 and p99; then the idle calls.
+    assert len(latency) == 9 and sum("ordered, p50" in title for title in latency) == 4, latency
     assert "idle worker" in latency[-1]
     assert "| # | scenario |" in finished.stdout
