@@ -132,14 +132,21 @@ class Cluster:
         for worker in self.workers:
             worker.stop()
         client = redis.Redis.from_url(self.redis_url)
-        patterns = (f"ordering:{self.run}:*", f"dramatiq:{self.queues[0]}*", f"eventbus:lane:*{self.run}*")
-        for pattern in patterns:
+        for pattern in (f"ordering:{self.run}:*", f"dramatiq:{self.queues[0]}*"):
             keys = list(client.scan_iter(pattern))
             if keys:
                 client.delete(*keys)
-        lanes = [lane for lane in client.zrange("eventbus:lanes", 0, -1) if self.run.encode() in lane]
-        if lanes:
-            client.zrem("eventbus:lanes", *lanes)
+        forget_lanes(client, self.run)
+
+
+def forget_lanes(client: Any, run: str) -> None:
+    """Delete the lanes whose partition keys or queues carry ``run``: their keys and their place in the sweep."""
+    keys = list(client.scan_iter(match=f"eventbus:lane:*{run}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    lanes = [lane for lane in client.zrange("eventbus:lanes", 0, -1) if run.encode() in lane]
+    if lanes:
+        client.zrem("eventbus:lanes", *lanes)
 
 
 def _identity(entry: dict[str, Any]) -> tuple[Any, ...]:

@@ -23,6 +23,7 @@ from dramatiq_eventbus.brokers import EventBusRedisBroker
 from ..support.broker_queues import RedisQueues
 from ..support.servers import require_redis
 from .handlers import log_key
+from .harness import forget_lanes
 
 
 @dataclass
@@ -87,11 +88,8 @@ def lanes_on_redis(
         broker = bus.broker
         assert isinstance(broker, EventBusRedisBroker)
         for lane_client in {client, redis.Redis.from_url(lanes_url or url)}:
-            for key in [*lane_client.scan_iter(match=f"eventbus:lane:*{run}*", count=1000), log_key(run)]:
-                lane_client.delete(key)
-            for lane in lane_client.zrange("eventbus:lanes", 0, -1):
-                if run in lane.decode():
-                    lane_client.zrem("eventbus:lanes", lane)
+            lane_client.delete(log_key(run))
+            forget_lanes(lane_client, run)
         for key in client.scan_iter(match=f"ordering:{run}:*", count=1000):
             client.delete(key)
         probe = RedisQueues(url)

@@ -29,6 +29,7 @@ from dramatiq_eventbus.ordering import LaneGate, PartitionOrdering
 from ..support.broker_queues import RedisQueues
 from ..support.servers import require_rabbitmq, require_redis
 from .handlers import Step
+from .harness import forget_lanes
 
 pytestmark = pytest.mark.redis
 
@@ -74,11 +75,7 @@ def bus() -> Iterator[EventBus]:
     broker = bus.broker
     assert isinstance(broker, EventBusRedisBroker)
     client: Any = redis.Redis.from_url(require_redis())
-    for key in client.scan_iter(match=f"eventbus:lane:*{run}*", count=1000):
-        client.delete(key)
-    for lane in client.zrange("eventbus:lanes", 0, -1):
-        if run in lane.decode():
-            client.zrem("eventbus:lanes", lane)
+    forget_lanes(client, run)
     client.close()
     probe = RedisQueues(require_redis())
     probe.delete(queues)
