@@ -33,9 +33,10 @@ from .middleware import install as install_middleware
 from .ordering import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_STALL_SECONDS,
+    AckingLaneGate,
+    DeliveryLaneGate,
     GatedCoordinator,
     LaneCoordinator,
-    LaneGate,
     LaneStatus,
     LaneStore,
     LocalCoordinator,
@@ -679,10 +680,15 @@ def _resolve_lanes(support: BrokerSupport, redis_url: str | None, lease: float, 
 def _coordinator(broker: Broker, support: BrokerSupport, lanes: RedisLaneStore | None) -> LaneCoordinator:
     """How the workers keep lanes: per fetch in the consumer where it can, else in the worker threads."""
     if support.set_fetch_hook is not None:
-        gate = LaneGate(lanes) if lanes is not None and lanes.sends_heads else None
-        support.set_fetch_hook(gate)
-        if gate is not None:
-            return GatedCoordinator(gate, support.send)
+        acking_gate = AckingLaneGate(lanes) if lanes is not None and lanes.sends_heads else None
+        support.set_fetch_hook(acking_gate)
+        if acking_gate is not None:
+            return GatedCoordinator(acking_gate, support.send)
+    if support.set_delivery_hook is not None:
+        delivery_gate = DeliveryLaneGate(lanes) if lanes is not None else None
+        support.set_delivery_hook(delivery_gate)
+        if delivery_gate is not None:
+            return GatedCoordinator(delivery_gate, support.send)
     if lanes is None:
         # A StubBroker's workers all live in one process: order within it is order everywhere.
         return LocalCoordinator(warns=not isinstance(broker, StubBroker))

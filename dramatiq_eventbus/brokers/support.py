@@ -24,7 +24,7 @@ from . import rabbitmq
 from . import redis as redis_package
 from .inspection import MessageCheck, RefusalListener
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
-from .rabbitmq import EventBusRabbitmqBroker, RabbitmqDeadLetters
+from .rabbitmq import DeliveryHook, EventBusRabbitmqBroker, RabbitmqDeadLetters
 from .redis import EventBusRedisBroker, FetchHook, RedisDeadLetters, RedisKeys
 from .sending import Send, enqueue_each, sender_for
 
@@ -67,7 +67,9 @@ class BrokerSupport:
         dead letter, so that the last attempt's reason is kept.
       dead_letters(DeadLetterQueue | None): Reads and removes the broker's dead letters.
       set_fetch_hook(Callable[[FetchHook | None], None] | None): Hands the consumers of the
-        broker's queues a hook for their fetches and acks.
+        broker's queues a hook for their fetches and acks (Redis).
+      set_delivery_hook(Callable[[DeliveryHook | None], None] | None): Hands the consumers of
+        the broker's queues a hook for what they read and ack (RabbitMQ).
       set_max_message_bytes(Callable[[int], None] | None): Sets the largest message the
         broker's consumers read.
       set_message_check(Callable[[MessageCheck], None] | None): Hands the broker's consumers
@@ -86,6 +88,7 @@ class BrokerSupport:
     keep_dead_letter: Callable[[MessageProxy], None] | None = None
     dead_letters: DeadLetterQueue | None = None
     set_fetch_hook: Callable[[FetchHook | None], None] | None = None
+    set_delivery_hook: Callable[[DeliveryHook | None], None] | None = None
     set_max_message_bytes: Callable[[int], None] | None = None
     set_message_check: Callable[[MessageCheck], None] | None = None
     set_refusal_listener: Callable[[RefusalListener], None] | None = None
@@ -103,6 +106,10 @@ _REDIS_GAPS = (
     *_CONSUMER_GAPS,
     "a dead worker's messages come back within the heartbeat timeout, not at some later random call",
     "acks go to Redis in batches, and lane leases are taken per fetch",
+)
+_RABBITMQ_GAPS = (
+    *_CONSUMER_GAPS,
+    "lane leases are taken per batch of deliveries, and next lane heads published with the acks",
 )
 
 
@@ -125,6 +132,7 @@ def support_for(broker: Broker) -> BrokerSupport:
             send=broker.enqueue_many,
             priorities=broker.max_priority is not None,
             dead_letters=RabbitmqDeadLetters(broker.parameters),
+            set_delivery_hook=lambda hook: setattr(broker, "delivery_hook", hook),
             set_max_message_bytes=lambda limit: setattr(broker, "max_message_bytes", limit),
             set_message_check=lambda check: setattr(broker, "message_check", check),
             set_refusal_listener=lambda listener: setattr(broker, "refusal_listener", listener),
@@ -145,7 +153,7 @@ def support_for(broker: Broker) -> BrokerSupport:
             send=lambda messages: rabbitmq.enqueue_many(broker, messages),
             priorities=broker.max_priority is not None,
             dead_letters=RabbitmqDeadLetters(broker.parameters),
-            lacks=_CONSUMER_GAPS,
+            lacks=_RABBITMQ_GAPS,
             instead="dramatiq_eventbus.brokers.EventBusRabbitmqBroker",
         )
     if isinstance(broker, StubBroker):

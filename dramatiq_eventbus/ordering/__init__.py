@@ -11,7 +11,7 @@ from .coordinator import (
     LocalCoordinator,
     SharedCallsCoordinator,
 )
-from .gate import LaneGate, new_token
+from .gate import AckingLaneGate, DeliveryLaneGate, LaneGate, new_token
 from .group_call import GroupCall
 from .lanes import (
     DEFAULT_LEASE_SECONDS,
@@ -32,7 +32,9 @@ from .middleware import LaneSweeper, PartitionOrdering
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_STALL_SECONDS",
+    "AckingLaneGate",
     "AckingLaneStore",
+    "DeliveryLaneGate",
     "FinishStatus",
     "Finished",
     "GatedCoordinator",

@@ -6,11 +6,11 @@ implementations, chosen by configure() from what the bus has:
 - :class:`LocalCoordinator`: no Redis for lanes; order holds within each process only
   (the reference's OSS mode);
 - :class:`SharedCallsCoordinator`: lanes in a Redis the consumer does not batch for (a
-  RabbitMQ broker, lanes in a Redis of their own, a Redis broker made elsewhere); the
+  Dramatiq broker made elsewhere, lanes in a Redis apart from a Redis broker's); the
   worker threads share their lane round trips (:mod:`.group_call`);
-- :class:`GatedCoordinator`: lanes in the broker's own Redis with the bus's consumer,
-  which takes the leases of a whole fetch at once and finishes handled heads with their
-  acks (:mod:`.gate`).
+- :class:`GatedCoordinator`: lanes with a bus's consumer (Redis, with the lanes in the
+  broker's own Redis; RabbitMQ), which takes the leases of a whole fetch at once and
+  finishes handled heads with their acks (:mod:`.gate`).
 """
 
 from __future__ import annotations
@@ -304,12 +304,12 @@ class SharedCallsCoordinator:
 
 
 class GatedCoordinator(SharedCallsCoordinator):
-    """Cluster-wide lanes in the broker's own Redis, entered and finished by its consumer per batch.
+    """Cluster-wide lanes, entered and finished by the bus's consumer per batch.
 
     The consumer took the lease when it fetched the message, and finishes the head with
     its ack; this uses the verdict and hands the handled head over. A delivery the
-    consumer did not enter (fetched before the gate was set) is entered as by
-    :class:`SharedCallsCoordinator`.
+    consumer did not enter (fetched before the gate was set, or while the lanes' Redis
+    failed) is entered as by :class:`SharedCallsCoordinator`.
 
     Parameters:
       gate(LaneGate): The consumer's hook, holding verdicts and handled heads.
@@ -325,7 +325,7 @@ class GatedCoordinator(SharedCallsCoordinator):
         self.gate.signer = signer  # a forged message takes no lease at fetch either
 
     def _enter(self, message: MessageProxy, lane: str) -> tuple[Verdict, str]:
-        entered = self.gate.take_entered(message.options["redis_message_id"])
+        entered = self.gate.take_entered(message)
         if entered is None or entered.lane != lane:
             return super()._enter(message, lane)
         if entered.verdict is Verdict.RUN and time.monotonic() - entered.at > self.store.lease_ms / 3000:
@@ -335,7 +335,7 @@ class GatedCoordinator(SharedCallsCoordinator):
 
     def _finish_handled(self, message: MessageProxy, head: HandledHead) -> None:
         # Finished by the consumer, with the delivery's ack and the other acks of its batch.
-        self.gate.finish_with_ack(message.options["redis_message_id"], head)
+        self.gate.finish_with_ack(message, head)
 
     def leases(self) -> list[tuple[str, str]]:
         return super().leases() + self.gate.waiting_leases()

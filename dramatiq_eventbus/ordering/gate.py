@@ -1,18 +1,22 @@
-"""Lane calls made once per batch by the bus's Redis consumer, instead of once per message.
+"""Lane calls made once per batch by the bus's consumers, instead of once per message.
 
 Asking a lane whether its head may run (enter) and finishing the head (finish) cost a
 Redis round trip each. Made by the worker threads, one message at a time, they cost a
 keyed event about four times the worker CPU of an unkeyed one (measured: 485 against
-105 µs). When the lanes live in the
-broker's own Redis, the bus's Redis consumer makes them for a whole batch instead:
+105 µs). The bus's consumers make them for a whole batch instead:
 
-- right after a fetch, one round trip enters every laned message of it, and the verdicts
-  wait here until a worker thread starts the message
-  (the ordering's coordinator takes them). With a secret key, a message the keys refuse
-  takes no lease: it is dead-lettered before it starts, and a lease taken at fetch would
-  keep the lane's real head, carrying the same id, from running until the lease ran out;
+- right after a fetch (Redis) or a read of what RabbitMQ delivered, one round trip enters
+  every laned message of it, and the verdicts wait here until a worker thread starts the
+  message (the ordering's coordinator takes them). With a secret key, a message the keys
+  refuse takes no lease: it is dead-lettered before it starts, and a lease taken at fetch
+  would keep the lane's real head, carrying the same id, from running until the lease ran out;
 - a handled head's FINISH waits here for its delivery's ack, and goes out with the other
-  acks of the batch, in one round trip, acknowledging the delivery in the same script.
+  acks of the batch, in one round trip. With the lanes in the broker's own Redis
+  (:class:`AckingLaneGate`), the same script acknowledges the delivery and puts the
+  lane's next head on its queue. With RabbitMQ (:class:`DeliveryLaneGate`), the consumer
+  finishes the heads in the lanes' Redis, then publishes the next heads and sends the acks
+  in one write, without waiting for publisher confirms: the lane in Redis is the next
+  head's durable copy, and the lanes' sweep sends a head again if it stalls.
 
 A lease is taken at fetch, so its message may wait in the prefetch before it starts: the
 worker's lane maintenance renews the leases of the messages that still wait in this
@@ -27,14 +31,15 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
 from ..signing import Signer
-from .lanes import AckingLaneStore, HandledHead, Verdict, warn_if_lost
+from .lanes import AckingLaneStore, HandledHead, LaneStore, Verdict, warn_if_lost
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class Entered:
       verdict(Verdict): RUN (it holds the lease), BUSY or STALE.
       token(str): The lease's owner token.
       at(float): When, on :func:`time.monotonic`.
-      message(weakref.ref[Message]): The fetched message, alive while it waits here.
+      message(weakref.ref[Any]): The fetched message or delivery, alive while it waits here.
     """
 
     lane: str
@@ -55,7 +60,7 @@ class Entered:
     verdict: Verdict
     token: str
     at: float
-    message: weakref.ref[Message[Any]]
+    message: weakref.ref[Any]
 
 
 def new_token() -> str:
@@ -64,28 +69,32 @@ def new_token() -> str:
 
 
 class LaneGate:
-    """What the bus's Redis consumer and the ordering share about lanes, by Redis id.
+    """What a consumer and the ordering share about lanes, per delivery.
 
-    The consumer calls it as its ``FetchHook`` (:meth:`fetched`, :meth:`put_back`,
-    :meth:`ack`); the coordinator takes the verdicts and hands over handled heads.
+    The consumer enters the laned messages it received and finishes the handled heads with
+    their acks (each subclass says how, for its broker); the coordinator takes the verdicts
+    and hands over handled heads (:meth:`take_entered`, :meth:`finish_with_ack`). A
+    subclass says by what key it knows a delivery (:meth:`key_of`).
 
     Parameters:
-      lanes(AckingLaneStore): Lanes that live in the broker's Redis.
+      lanes(LaneStore): The lanes.
       signer(Signer | None): The worker's keys; a message they refuse is not entered. The
         coordinator sets it (:meth:`.GatedCoordinator.authenticated_by`).
     """
 
-    def __init__(self, lanes: AckingLaneStore, signer: Signer | None = None) -> None:
+    def __init__(self, lanes: LaneStore, signer: Signer | None = None) -> None:
         self.lanes = lanes
         self.signer = signer
         self._lock = threading.Lock()
-        self._entered: dict[str, Entered] = {}
-        self._handled: dict[str, HandledHead] = {}
+        self._entered: dict[Hashable, Entered] = {}
+        self._handled: dict[Hashable, HandledHead] = {}
 
-    # -- the consumer's side ---------------------------------------------------------------
+    def key_of(self, message: Any) -> Hashable:
+        """The key of a delivery: the same for what the consumer received and what the worker runs."""
+        raise NotImplementedError
 
-    def fetched(self, messages: Sequence[Message[Any]]) -> None:
-        """Enter every laned message of a fetch, in one round trip; their verdicts wait here."""
+    def _enter(self, messages: Sequence[Any]) -> None:
+        """Enter every laned message of ``messages``, in one round trip; their verdicts wait here."""
         signer = self.signer
         # A message the consumer's check passed (``checked``) is not verified a second time.
         laned = [
@@ -105,54 +114,140 @@ class LaneGate:
                 entered = Entered(
                     message.options["lane"], message.message_id, verdict, token, now, weakref.ref(message)
                 )
-                self._entered[message.options["redis_message_id"]] = entered
+                self._entered[self.key_of(message)] = entered
 
-    def put_back(self, redis_ids: Iterable[str], queue_name: str) -> None:
-        """Fetched deliveries put back without running: give up the leases they took, so that
-        whichever delivery of the head comes next may run it at once."""
+    def _give_back(self, keys: Iterable[Hashable], queue_name: str) -> None:
+        """Deliveries that go back to their queue without running: give up the leases they took,
+        so that whichever delivery of the head comes next may run it at once."""
         with self._lock:
-            held = [entered for rid in redis_ids if (entered := self._entered.pop(rid, None)) is not None]
+            held = [entered for key in keys if (entered := self._entered.pop(key, None)) is not None]
         leased = [entered for entered in held if entered.verdict is Verdict.RUN]
         if leased:
             self.lanes.give_back([(e.lane, e.message_id, e.token) for e in leased], queue_name=queue_name)
 
-    def ack(self, redis_ids: Sequence[str], *, queue_name: str, acks_key: str) -> bool:
-        """Acknowledge deliveries, finishing the handled heads among them, in one round trip;
-        False, having done nothing, when no handled head is among them."""
+    def _take_handled(self, keys: Iterable[Hashable]) -> list[tuple[Hashable, HandledHead]]:
         with self._lock:
-            handled = [(rid, head) for rid in redis_ids if (head := self._handled.pop(rid, None)) is not None]
-        if not handled:
-            return False
-        done = {rid for rid, _ in handled}
-        heads = [(head, rid) for rid, head in handled]
-        others = [rid for rid in redis_ids if rid not in done]
-        try:
-            statuses = self.lanes.finish_handled(heads, queue_name=queue_name, acks_key=acks_key, other_acks=others)
-        except BaseException:
-            with self._lock:  # the consumer sends these acks again: they must finish their heads then too
-                for redis_id, head in handled:
-                    self._handled.setdefault(redis_id, head)
-            raise
-        for (head, _), status in zip(heads, statuses, strict=True):
-            warn_if_lost(head.lane, head.message_id, status)
-        return True
+            return [(key, head) for key in keys if (head := self._handled.pop(key, None)) is not None]
+
+    def _restore_handled(self, handled: Iterable[tuple[Hashable, HandledHead]]) -> None:
+        """Handled heads whose finish failed: the consumer sends their acks again, and must finish them then."""
+        with self._lock:
+            for key, head in handled:
+                self._handled.setdefault(key, head)
 
     # -- the middleware's side -------------------------------------------------------------
 
-    def take_entered(self, redis_id: str) -> Entered | None:
+    def take_entered(self, message: Any) -> Entered | None:
         """The verdict taken at fetch for this delivery, if any (asked once, when it starts)."""
         with self._lock:
-            return self._entered.pop(redis_id, None)
+            entered = self._entered.pop(self.key_of(message), None)
+        # A verdict whose delivery is gone belongs to another one that had the same key.
+        return entered if entered is not None and entered.message() is not None else None
 
-    def finish_with_ack(self, redis_id: str, head: HandledHead) -> None:
+    def finish_with_ack(self, message: Any, head: HandledHead) -> None:
         """Finish this handled head along with its delivery's ack, in the consumer's next batch."""
         with self._lock:
-            self._handled[redis_id] = head
+            self._handled[self.key_of(message)] = head
 
     def waiting_leases(self) -> list[tuple[str, str]]:
         """The ``(lane, token)`` leases of fetched messages that still wait to start in this
         process, to renew; the verdicts of messages that are gone are forgotten."""
         with self._lock:
-            for redis_id in [rid for rid, entered in self._entered.items() if entered.message() is None]:
-                del self._entered[redis_id]
+            for key in [key for key, entered in self._entered.items() if entered.message() is None]:
+                del self._entered[key]
             return [(e.lane, e.token) for e in self._entered.values() if e.verdict is Verdict.RUN]
+
+
+class AckingLaneGate(LaneGate):
+    """The hook of the bus's Redis consumer (its ``FetchHook``), for lanes in the broker's own
+    Redis: deliveries are known by their Redis ids, and a head is finished by the script that
+    acknowledges its delivery.
+
+    Parameters:
+      lanes(AckingLaneStore): Lanes that live in the broker's Redis.
+      signer(Signer | None): See :class:`LaneGate`.
+    """
+
+    def __init__(self, lanes: AckingLaneStore, signer: Signer | None = None) -> None:
+        super().__init__(lanes, signer)
+        self.acking_lanes = lanes
+
+    def key_of(self, message: Any) -> Hashable:
+        redis_id: str = message.options["redis_message_id"]
+        return redis_id
+
+    def fetched(self, messages: Sequence[Message[Any]]) -> None:
+        """Enter every laned message of a fetch, in one round trip; their verdicts wait here."""
+        self._enter(messages)
+
+    def put_back(self, redis_ids: Iterable[str], queue_name: str) -> None:
+        """Fetched deliveries put back without running: give up the leases they took."""
+        self._give_back(redis_ids, queue_name)
+
+    def ack(self, redis_ids: Sequence[str], *, queue_name: str, acks_key: str) -> bool:
+        """Acknowledge deliveries, finishing the handled heads among them, in one round trip;
+        False, having done nothing, when no handled head is among them."""
+        handled = self._take_handled(redis_ids)
+        if not handled:
+            return False
+        done = {rid for rid, _ in handled}
+        heads = [(head, str(rid)) for rid, head in handled]
+        others = [rid for rid in redis_ids if rid not in done]
+        try:
+            statuses = self.acking_lanes.finish_handled(
+                heads, queue_name=queue_name, acks_key=acks_key, other_acks=others
+            )
+        except BaseException:
+            self._restore_handled(handled)
+            raise
+        for (head, _), status in zip(heads, statuses, strict=True):
+            warn_if_lost(head.lane, head.message_id, status)
+        return True
+
+
+class DeliveryLaneGate(LaneGate):
+    """The hook of the bus's RabbitMQ consumer (its ``DeliveryHook``), for lanes in a Redis
+    beside the broker: deliveries are known by the objects the consumer hands the worker,
+    and the consumer publishes the next heads that finishing returns.
+
+    Parameters:
+      lanes(LaneStore): The lanes.
+      signer(Signer | None): See :class:`LaneGate`.
+    """
+
+    def key_of(self, message: Any) -> Hashable:
+        # The consumer's delivery object itself reaches the worker and comes back with the ack;
+        # a delivery tag would not do: two consumers of a process, or one restarted, reuse tags.
+        return id(message)
+
+    def received(self, deliveries: Sequence[MessageProxy]) -> None:
+        """Enter every laned delivery of what the consumer read at once, in one round trip."""
+        self._enter(deliveries)
+
+    def dropped(self, deliveries: Iterable[MessageProxy], queue_name: str) -> None:
+        """Received deliveries that will not run here (RabbitMQ delivers them again): give up their leases."""
+        self._give_back([id(delivery) for delivery in deliveries], queue_name)
+
+    def finish_handled(self, deliveries: Sequence[MessageProxy]) -> list[bytes]:
+        """Finish the handled heads among ``deliveries``, about to be acknowledged, in one round
+        trip; return the encoded next heads of their lanes, for the consumer to publish.
+
+        Raises:
+          Exception: The lanes' Redis failed; the heads stay handed over, to be finished when
+            the consumer tries these acks again.
+        """
+        handled = self._take_handled(id(delivery) for delivery in deliveries)
+        if not handled:
+            return []
+        queues: dict[Hashable, str] = {id(delivery): delivery.queue_name for delivery in deliveries}
+        try:
+            finished = self.lanes.finish_many([(head, queues[key]) for key, head in handled])
+        except BaseException:
+            self._restore_handled(handled)
+            raise
+        next_heads = []
+        for (_, head), outcome in zip(handled, finished, strict=True):
+            warn_if_lost(head.lane, head.message_id, outcome.status)
+            if outcome.next_message is not None:
+                next_heads.append(outcome.next_message)
+        return next_heads

@@ -75,10 +75,12 @@ def test_a_sigkilled_worker_loses_nothing_and_order_holds(kind: str, size: tuple
         running.start_worker()
         log = running.wait_for_successes(total, timeout=90)
         successes = check_lanes(log, keys, per_key)
-        # At least once: only an event running when the worker died may have succeeded twice
-        # (its handler finished, but the worker died before telling the lane).
+        # At least once: only an event the worker had taken when it died may have succeeded twice
+        # (its handler finished, but the worker died before its lane heard so, which is before
+        # the delivery's ack): at most as many as its unacknowledged deliveries, its prefetch of
+        # the partitioned queue (Dramatiq's default, twice the 8 threads).
         twice = [event for event, count in successes.items() if count > 1]
-        assert len(twice) <= 8, twice
+        assert len(twice) <= 16, twice
         for handler, key, publisher, n in twice:
             runs = [e for e in log if (e["h"], e.get("key"), e.get("pub"), e.get("n")) == (handler, key, publisher, n)]
             assert min(e["start"] for e in runs) <= killed_at

@@ -4,6 +4,7 @@ Dramatiq's and pika's private names are reached through :mod:`.upstream` only.
 """
 
 from .broker import MAX_PRIORITY, EventBusRabbitmqBroker, enqueue_many
+from .consumer import DeliveryHook
 from .dead_letters import RabbitmqDeadLetters
 
-__all__ = ["MAX_PRIORITY", "EventBusRabbitmqBroker", "RabbitmqDeadLetters", "enqueue_many"]
+__all__ = ["MAX_PRIORITY", "DeliveryHook", "EventBusRabbitmqBroker", "RabbitmqDeadLetters", "enqueue_many"]

@@ -17,7 +17,7 @@ from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
 from ..sending import BatchFailed, emit_before_enqueue, enqueue_each
 from . import upstream
 from .confirms import ConfirmingChannel
-from .consumer import RabbitmqConsumer
+from .consumer import DeliveryHook, RabbitmqConsumer
 
 #: As RabbitmqBroker.enqueue: how many times a batch is tried on a broken connection.
 ATTEMPTS = 6
@@ -48,6 +48,8 @@ class EventBusRabbitmqBroker(RabbitmqBroker):
         self.message_check: MessageCheck | None = None
         #: Told of each message its consumers refuse; configure() sets it to the bus's instruments.
         self.refusal_listener: RefusalListener | None = None
+        #: Told of what its consumers read and ack; configure() sets it to the bus's lanes, if any.
+        self.delivery_hook: DeliveryHook | None = None
 
     @property
     def consumer_class(self) -> type[RabbitmqConsumer]:

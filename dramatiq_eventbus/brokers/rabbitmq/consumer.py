@@ -12,21 +12,54 @@ a worker's CPU time with no-op handlers. Here the acks that arrive before the lo
 go out together, with one flush. An ack still leaves when Dramatiq's would, on the
 consumer's next turn of the loop; if the connection dies first, RabbitMQ redelivers
 the message, as it would have with an ack lost in flight.
+
+It hands what it reads and acks to a :class:`DeliveryHook` when the broker has one: the
+bus's ordering takes the leases of all the lane heads RabbitMQ delivered at once in one
+Redis round trip, and finishes the handled heads of a batch of acks in one more, after
+which the consumer publishes their lanes' next heads and sends the acks in one write
+(see :class:`dramatiq_eventbus.ordering.DeliveryLaneGate`).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
+import pika
 import pika.exceptions
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 
-from ...untrusted import shown
+from ...untrusted import described, shown
 from ..inspection import Refusal, inspect_delivery, log_dead_lettered
 from . import upstream
+
+#: Seconds before acks held back by a failed finish of their lane heads are tried again.
+FINISH_RETRY_SECONDS = 1.0
+
+
+class DeliveryHook(Protocol):
+    """What a RabbitMQ consumer tells the bus's ordering about what it reads and acks.
+
+    :class:`dramatiq_eventbus.ordering.DeliveryLaneGate` is the one implementation; this is
+    how the consumer reaches it without either package importing the other. The consumer
+    calls it from its own thread.
+    """
+
+    def received(self, deliveries: Sequence[MessageProxy]) -> None:
+        """Deliveries just read, before any runs."""
+
+    def dropped(self, deliveries: Iterable[MessageProxy], queue_name: str) -> None:
+        """Deliveries read that will not run here: RabbitMQ delivers them again."""
+
+    def finish_handled(self, deliveries: Sequence[MessageProxy]) -> list[bytes]:
+        """Finish the handled lane heads among deliveries about to be acked; return the encoded
+        next heads to publish. Raises when the lanes cannot be reached."""
 
 
 class RabbitmqConsumer(upstream.UpstreamConsumer):
@@ -41,18 +74,26 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
 
     def __init__(self, broker: RabbitmqBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
-        self._unsent_acks: list[int] = []
+        # Each ack waiting for pika's loop: the delivery tag (None when the tag is not this
+        # channel's: a delivery of a consumer that was restarted) and the delivery.
+        self._unsent_acks: list[tuple[int | None, MessageProxy]] = []
         self._acks_lock = threading.Lock()
+        self._ready: deque[MessageProxy] = deque()  # read and entered, not yet handed to the worker
+        # A delay queue's messages wait in the worker for their time, then go to their queue, where
+        # they are entered: a lease taken here would keep that delivery from running.
+        self._delayed = q_name(queue_name) != queue_name
 
     def ack(self, message: MessageProxy) -> None:
-        tag = upstream.delivery_tag(message)
+        tag: int | None = upstream.delivery_tag(message)
         try:
             self.known_tags.remove(tag)
         except KeyError:
-            self.logger.warning("Failed to ack message %s: not in known tags.", shown(message.message_id))
-            return
+            if self.broker.delivery_hook is None:
+                self.logger.warning("Failed to ack message %s: not in known tags.", shown(message.message_id))
+                return
+            tag = None  # not acked on this channel, but its lane head, if any, is finished
         with self._acks_lock:
-            self._unsent_acks.append(tag)
+            self._unsent_acks.append((tag, message))
             first = len(self._unsent_acks) == 1
         if first:
             try:
@@ -61,14 +102,95 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
                 raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
     def _send_acks(self) -> None:
-        """Run by pika's I/O loop: every ack since the last run, then one flush."""
+        """Run by pika's I/O loop: every ack since the last run, then one flush.
+
+        With a hook, the handled lane heads among them are finished first (before their acks,
+        or a worker killed in between would leave the lane to run them again), and their
+        lanes' next heads are published in the same write as the acks.
+        """
         with self._acks_lock:
-            tags, self._unsent_acks = self._unsent_acks, []
-        for tag in tags:
-            upstream.ack_unflushed(self.channel, tag)
+            acks, self._unsent_acks = self._unsent_acks, []
+        if not acks:
+            return
+        hook = self.broker.delivery_hook
+        next_heads: list[bytes] = []
+        if hook is not None:
+            try:
+                next_heads = hook.finish_handled([message for _, message in acks])
+            except Exception as exc:
+                self.logger.warning(
+                    "Could not finish lane heads in Redis (%s); holding back %d ack(s), trying again in %.0f s.",
+                    described(exc),
+                    len(acks),
+                    FINISH_RETRY_SECONDS,
+                )
+                with self._acks_lock:
+                    self._unsent_acks[:0] = acks
+                self.connection.call_later(FINISH_RETRY_SECONDS, self._send_acks)
+                return
+        channel = upstream.protocol_channel(self.channel)
+        with upstream.one_write(channel.connection):
+            for body in next_heads:
+                self._publish_head(channel, body)
+            for tag, _ in acks:
+                if tag is not None:
+                    upstream.ack_unflushed(self.channel, tag)
         upstream.flush(self.channel)
 
+    def _publish_head(self, channel: Any, body: bytes) -> None:
+        """Publish a lane's next head, unconfirmed: its lane keeps it until it is handled, and the
+        lanes' sweep sends it again if it is lost."""
+        try:
+            message = Message.decode(body)
+        except Exception as exc:  # written by a publisher of this bus, but Redis can be written by anyone
+            self.logger.warning("Not publishing a lane head that cannot be decoded (%s).", described(exc))
+            return
+        channel.basic_publish(
+            exchange="",
+            routing_key=message.queue_name,
+            body=body,
+            properties=pika.BasicProperties(delivery_mode=2, priority=message.options.get("broker_priority")),
+        )
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        # RabbitMQ delivers them again once this consumer's channel closes; their leases must go first.
+        hook = self.broker.delivery_hook
+        if hook is not None:
+            hook.dropped(list(messages), self.queue_name)
+
+    def close(self) -> None:
+        hook = self.broker.delivery_hook
+        if hook is not None and self._ready:
+            try:
+                hook.dropped(list(self._ready), self.queue_name)
+            except Exception as exc:
+                self.logger.warning("Could not give back the leases of unstarted lane heads (%s).", described(exc))
+            self._ready.clear()
+        super().close()  # type: ignore[no-untyped-call]
+
     def __next__(self) -> MessageProxy | None:
+        if self._ready:
+            return self._ready.popleft()
+        delivery = self._read()
+        hook = self.broker.delivery_hook
+        if delivery is None or hook is None or self._delayed:
+            return delivery
+        # What pika read along with this delivery is entered with it, in one round trip.
+        deliveries = [delivery]
+        for _ in range(upstream.buffered_deliveries(self.channel)):
+            more = self._read()
+            if more is not None:
+                deliveries.append(more)
+        try:
+            hook.received(deliveries)
+        except Exception as exc:
+            # Each worker thread then asks the lanes itself, and retries its message if they stay away.
+            self.logger.warning("Could not take the leases of lane heads in Redis (%s).", described(exc))
+        self._ready.extend(deliveries[1:])
+        return delivery
+
+    def _read(self) -> MessageProxy | None:
+        """The next delivery, inspected; None after the wait timed out, or for one refused."""
         # Dramatiq's own __next__, with inspect_body() in place of a bare Message.decode().
         try:
             method, _properties, body = next(self.iterator)

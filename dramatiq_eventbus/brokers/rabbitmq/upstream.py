@@ -64,6 +64,14 @@ def flush(channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
     channel._flush_output()
 
 
+def buffered_deliveries(channel: pika.adapters.blocking_connection.BlockingChannel) -> int:
+    """How many deliveries pika has read for ``channel``'s consumer and not yet handed out:
+    the consumer's iterator returns that many without waiting for I/O. 0 if unknown."""
+    generator = getattr(channel, "_queue_consumer_generator", None)
+    pending = getattr(generator, "pending_events", None)
+    return len(pending) if pending is not None else 0
+
+
 def protocol_channel(channel: pika.adapters.blocking_connection.BlockingChannel) -> pika.channel.Channel:
     """pika's asynchronous channel under a BlockingChannel: the only way to confirm asynchronously."""
     impl: pika.channel.Channel = channel._impl
@@ -129,6 +137,11 @@ def contract_problems() -> list[str]:
     blocking = pika.adapters.blocking_connection
     if not callable(getattr(blocking.BlockingChannel, "_flush_output", None)):
         problems.append("pika's BlockingChannel has no _flush_output(): acks would not be sent in batches")
+    if "pending_events" not in inspect.getsource(blocking.BlockingChannel.consume):
+        problems.append(
+            "pika's BlockingChannel.consume no longer buffers in _queue_consumer_generator.pending_events: "
+            "lane leases would be taken one delivery at a time"
+        )
     if "_impl" not in inspect.getsource(blocking.BlockingChannel.__init__):
         problems.append("pika's BlockingChannel no longer keeps its protocol channel in _impl")
     if not callable(getattr(pika.connection.Connection, "_adapter_emit_data", None)):
