@@ -64,10 +64,18 @@ class Registry:
 
     def __init__(self, routes: Mapping[type, tuple[HandlerSpec, ...]]) -> None:
         self._routes = MappingProxyType(dict(routes))
+        # Each handler's routes, by name: events_of() for every handler was a scan of every route
+        # for each, quadratic in the registry's size.
+        self._routes_by_name: dict[str, list[tuple[type, HandlerSpec]]] = {}
+        for event_class, specs in self._routes.items():
+            for spec in specs:
+                self._routes_by_name.setdefault(spec.name, []).append((event_class, spec))
 
     def events_of(self, spec: HandlerSpec) -> frozenset[type]:
         """The event classes ``spec`` is registered for."""
-        return frozenset(event_class for event_class, specs in self._routes.items() if spec in specs)
+        return frozenset(
+            event_class for event_class, routed in self._routes_by_name.get(spec.name, ()) if routed == spec
+        )
 
     def handlers_for(self, event_class: type) -> tuple[HandlerSpec, ...]:
         """The handlers registered for exactly ``event_class``; empty when there are none."""
