@@ -1,7 +1,8 @@
 """``python -m benchmarks``: run the scenarios, print the table, write the JSON.
 
     python -m benchmarks                  # everything but the slow parts (make bench, under 10 minutes)
-    python -m benchmarks --slow           # and 9 (1,000,000 events), 14 (10,000 classes), 15 (1,000,000 lanes): ~10 min more
+    python -m benchmarks --slow           # and 9 at 1,000,000 events, 14 at 10,000 classes, 15 at 1,000,000
+                                          # lanes: about 10 minutes more
     python -m benchmarks --smoke          # every scenario at a tiny size: does it all still run?
     python -m benchmarks --only 1,2,5     # some scenarios (the group each belongs to runs whole)
     python -m benchmarks --brokers redis  # Redis only
@@ -25,7 +26,11 @@ from .scenarios import SCENARIOS
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="every scenario at a tiny size; figures mean nothing")
-    parser.add_argument("--slow", action="store_true", help="include the slow parts: scenario 9, 14 at 10,000 classes, 15 at 1,000,000 lanes (about 10 minutes)")
+    parser.add_argument(
+        "--slow",
+        action="store_true",
+        help="add 9 at 1,000,000 events, 14 at 10,000 classes, 15 at 1,000,000 lanes (about 10 minutes)",
+    )
     parser.add_argument("--only", default="", help="comma-separated scenario numbers, e.g. 1,2,5")
     parser.add_argument("--brokers", default="redis,rabbitmq", help="comma-separated, of redis and rabbitmq")
     parser.add_argument("--output", type=Path, default=None, help=f"the JSON file (default {RESULTS})")
