@@ -154,19 +154,23 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         # RabbitMQ delivers them again once this consumer's channel closes; their leases must go first.
-        hook = self.broker.delivery_hook
-        if hook is not None:
-            hook.dropped(list(messages), self.queue_name)
+        self._give_back(list(messages))
 
     def close(self) -> None:
-        hook = self.broker.delivery_hook
-        if hook is not None and self._ready:
-            try:
-                hook.dropped(list(self._ready), self.queue_name)
-            except Exception as exc:
-                self.logger.warning("Could not give back the leases of unstarted lane heads (%s).", described(exc))
-            self._ready.clear()
+        ready, self._ready = list(self._ready), deque()
+        self._give_back(ready)
         super().close()  # type: ignore[no-untyped-call]
+
+    def _give_back(self, deliveries: list[MessageProxy]) -> None:
+        """Give up the lane leases of deliveries that will not run here; if the lanes cannot be
+        reached, the leases run out by themselves within lane_lease_seconds."""
+        hook = self.broker.delivery_hook
+        if hook is None or not deliveries:
+            return
+        try:
+            hook.dropped(deliveries, self.queue_name)
+        except Exception as exc:
+            self.logger.warning("Could not give back the leases of unstarted lane heads (%s).", described(exc))
 
     def __next__(self) -> MessageProxy | None:
         if self._ready:
