@@ -226,7 +226,7 @@ class DeliveryLaneGate(LaneGate):
 
     def dropped(self, deliveries: Iterable[MessageProxy], queue_name: str) -> None:
         """Received deliveries that will not run here (RabbitMQ delivers them again): give up their leases."""
-        self._give_back([id(delivery) for delivery in deliveries], queue_name)
+        self._give_back([self.key_of(delivery) for delivery in deliveries], queue_name)
 
     def finish_handled(self, deliveries: Sequence[MessageProxy]) -> list[bytes]:
         """Finish the handled heads among ``deliveries``, about to be acknowledged, in one round
@@ -236,10 +236,10 @@ class DeliveryLaneGate(LaneGate):
           Exception: The lanes' Redis failed; the heads stay handed over, to be finished when
             the consumer tries these acks again.
         """
-        handled = self._take_handled(id(delivery) for delivery in deliveries)
+        handled = self._take_handled(self.key_of(delivery) for delivery in deliveries)
         if not handled:
             return []
-        queues: dict[Hashable, str] = {id(delivery): delivery.queue_name for delivery in deliveries}
+        queues = {self.key_of(delivery): delivery.queue_name for delivery in deliveries}
         try:
             finished = self.lanes.finish_many([(head, queues[key]) for key, head in handled])
         except BaseException:
