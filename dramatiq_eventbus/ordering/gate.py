@@ -31,7 +31,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
 from ..signing import Signer
-from .lanes import AckingLaneStore, HandledHead, LaneStore, Verdict, warn_if_lost
+from .lanes import AckingLaneStore, HandledHead, LaneStore, LeasedAtFetch, Verdict, warn_if_lost
 
 
 @dataclass(frozen=True)
@@ -93,15 +93,15 @@ class LaneGate:
         """The key of a delivery: the same for what the consumer received and what the worker runs."""
         raise NotImplementedError
 
-    def _enter(self, messages: Sequence[Any]) -> None:
-        """Enter every laned message of ``messages``, in one round trip; their verdicts wait here."""
+    def _may_lease(self, message: Any) -> bool:
+        """Whether ``message`` may take a lease: the keys, if any, accept it."""
         signer = self.signer
         # A message the consumer's check passed (``checked``) is not verified a second time.
-        laned = [
-            m
-            for m in messages
-            if "lane" in m.options and (signer is None or getattr(m, "checked", False) or signer.problem(m) is None)
-        ]
+        return signer is None or getattr(message, "checked", False) or signer.problem(message) is None
+
+    def _enter(self, messages: Sequence[Any]) -> None:
+        """Enter every laned message of ``messages``, in one round trip; their verdicts wait here."""
+        laned = [m for m in messages if "lane" in m.options and self._may_lease(m)]
         if not laned:
             return
         tokens = [new_token() for _ in laned]
@@ -172,13 +172,46 @@ class AckingLaneGate(LaneGate):
         super().__init__(lanes, signer)
         self.acking_lanes = lanes
 
-    def key_of(self, message: Any) -> Hashable:
+    def key_of(self, message: Any) -> str:
         redis_id: str = message.options["redis_message_id"]
         return redis_id
 
-    def fetched(self, messages: Sequence[Message[Any]]) -> None:
-        """Enter every laned message of a fetch, in one round trip; their verdicts wait here."""
-        self._enter(messages)
+    def lease_arguments(self) -> list[Any]:
+        """What the consumer's fetch needs to lease the lane heads it takes (``fetch.lua``)."""
+        return self.acking_lanes.lease_arguments(new_token())
+
+    def fetched(self, messages: Sequence[Message[Any]], leased: Mapping[str, LeasedAtFetch], queue_name: str) -> None:
+        """Keep the verdicts the fetch took, and enter the other laned messages of the fetch in
+        one round trip; give back the leases of deliveries that will not run under them."""
+        now = time.monotonic()
+        rest, kept = [], set()
+        with self._lock:
+            for message in messages:
+                redis_id = self.key_of(message)
+                at_fetch = leased.get(redis_id)
+                # The lease is this message's if it is the head the lane scripts put there:
+                # same lane and id (a body written over it by hand may say otherwise).
+                if (
+                    at_fetch is not None
+                    and message.options.get("lane") == at_fetch.lane
+                    and message.message_id == redis_id
+                    and self._may_lease(message)
+                ):
+                    verdict = Verdict(at_fetch.verdict)
+                    self._entered[redis_id] = Entered(
+                        at_fetch.lane, message.message_id, verdict, at_fetch.token, now, weakref.ref(message)
+                    )
+                    kept.add(redis_id)
+                else:
+                    rest.append(message)
+        unused = [
+            (at_fetch.lane, redis_id, at_fetch.token)
+            for redis_id, at_fetch in leased.items()
+            if at_fetch.verdict == Verdict.RUN.value and redis_id not in kept
+        ]
+        if unused:
+            self.lanes.give_back(unused, queue_name=queue_name)
+        self._enter(rest)
 
     def put_back(self, redis_ids: Iterable[str], queue_name: str) -> None:
         """Fetched deliveries put back without running: give up the leases they took."""

@@ -149,6 +149,20 @@ def warn_if_lost(lane: str, message_id: str, status: FinishStatus) -> None:
         logger.warning("Lane %s: the lease on %s expired while it ran.", shown(lane), shown(message_id))
 
 
+class LeasedAtFetch(NamedTuple):
+    """The lease a broker's fetch took (or tried to take) of a lane head it fetched.
+
+    Parameters:
+      lane(str): The head's lane, as the lane scripts recorded it when they put it on the queue.
+      verdict(str): ``run`` (the lease is the fetch's), ``busy`` or ``stale``.
+      token(str): The lease's owner token.
+    """
+
+    lane: str
+    verdict: str
+    token: str
+
+
 class LaneStore(Protocol):
     """Where lanes are kept; each call is atomic, and each batch one round trip."""
 
@@ -210,7 +224,12 @@ class LaneSummary(NamedTuple):
 
 
 class AckingLaneStore(LaneStore, Protocol):
-    """A store in the broker's own Redis, which can finish heads and acknowledge deliveries at once."""
+    """A store in the broker's own Redis, which can lease heads as they are fetched, and finish
+    heads and acknowledge deliveries at once."""
+
+    def lease_arguments(self, token: str) -> list[Any]:
+        """What the broker's fetch needs to lease the heads it takes to ``token`` (and its
+        suffixes ``:1``, ``:2``...): see ``fetch.lua``."""
 
     def finish_handled(
         self, heads: Sequence[tuple[HandledHead, str]], *, queue_name: str, acks_key: str, other_acks: Sequence[str]

@@ -20,6 +20,7 @@ import pytest
 import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 from dramatiq.middleware import Middleware, SkipMessage
 
 from dramatiq_eventbus import EventBus, EventEncodeError
@@ -119,29 +120,98 @@ def test_a_partitioned_event_too_large_for_the_workers_fails_at_publish_and_no_l
     assert [lane for lane in client.zrange("eventbus:lanes", 0, -1) if key.encode() in lane] == []
 
 
-def test_a_fetch_takes_the_leases_of_its_heads_in_one_round_trip(bus: EventBus) -> None:
+class EnterCalls:
+    """Records the size of every enter_many() round trip the gate makes after a fetch."""
+
+    def __init__(self, lanes: Any) -> None:
+        self.sizes: list[int] = []
+        self._lanes = lanes
+        self._enter_many = lanes.enter_many
+        lanes.enter_many = self
+
+    def __call__(self, entries: Any) -> Any:
+        self.sizes.append(len(entries))
+        return self._enter_many(entries)
+
+
+def test_the_fetch_that_takes_lane_heads_takes_their_leases_in_the_same_round_trip(bus: EventBus) -> None:
     broker = bus.broker
     assert isinstance(broker, EventBusRedisBroker) and isinstance(broker.fetch_hook, LaneGate)
-    lanes = broker.fetch_hook.lanes
     ordering = next(m for m in broker.middleware if isinstance(m, PartitionOrdering))
     key = f"k-{keyed_queue(bus)}"
     bus.publish(Step(key, 0, 0))
-    entered: list[int] = []
-    enter_many = lanes.enter_many
-
-    def recording_enter_many(entries: Any) -> list[str]:
-        entered.append(len(entries))
-        return enter_many(entries)
-
-    lanes.enter_many = recording_enter_many  # type: ignore[method-assign]
+    entered = EnterCalls(broker.fetch_hook.lanes)
     consumer = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
     heads = [next(consumer) for _ in range(3)]
-    assert entered == [3]  # the three lanes' heads, with the fetch
+    assert entered.sizes == []  # the three lanes' heads, leased by the fetch script itself
     assert {lane.state for lane in bus.lanes() if lane.partition_key == key} == {"running"}
     for head in heads:
         assert head is not None
         ordering.before_process_message(broker, head)  # runs on the verdict taken at fetch
-    assert entered == [3]
+    assert entered.sizes == []
+    # What maps a head's Redis id to its lane is gone once the head is fetched.
+    assert not broker.client.exists(broker.keys.lane_heads(keyed_queue(bus)))
+    consumer.close()
+
+
+def lane_states(bus: EventBus, key: str) -> dict[str, str]:
+    return {lane.handler.rsplit(".", 1)[-1]: lane.state for lane in bus.lanes() if lane.partition_key == key}
+
+
+def test_a_head_whose_body_was_forged_gives_back_the_lease_its_fetch_took(bus: EventBus) -> None:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    key = f"k-{keyed_queue(bus)}"
+    bus.publish(Step(key, 0, 0))
+    queue = keyed_queue(bus)
+    bodies = {
+        Message.decode(body).actor_name.rsplit(".", 1)[-1]: (rid, body)
+        for rid, body in broker.client.hgetall(broker.keys.messages(queue)).items()
+    }
+    # One head's body is not a message at all; another's is a copy of the head under another message id.
+    unreadable_id, _ = bodies["OrderingA"]
+    broker.client.hset(broker.keys.messages(queue), unreadable_id, b"not a message")
+    copied_id, head_body = bodies["OrderingB"]
+    copy = Message.decode(head_body).copy(message_id=str(uuid.uuid4()))
+    broker.client.hset(broker.keys.messages(queue), copied_id, copy.encode())
+    entered = EnterCalls(bus.config.lanes)
+    consumer = broker.consume(queue, prefetch=3, timeout=100)
+    fetched = [next(consumer) for _ in range(3)]
+    # The unreadable body is dead-lettered and the copy runs under no lease of the fetch (it enters
+    # as its body says, a stale head): both give back the lease their fetch took, rather than keep
+    # their lanes from moving until it runs out.
+    assert lane_states(bus, key) == {"OrderingA": "retrying", "OrderingB": "retrying", "OrderingC": "running"}
+    assert entered.sizes == [1]
+    assert sorted(m.actor_name.rsplit(".", 1)[-1] for m in fetched if m is not None) == ["OrderingB", "OrderingC"]
+    consumer.close()
+
+
+def test_a_head_sent_again_by_the_sweep_is_leased_in_one_round_trip_after_its_fetch(bus: EventBus) -> None:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker) and isinstance(broker.fetch_hook, LaneGate)
+    ordering = next(m for m in broker.middleware if isinstance(m, PartitionOrdering))
+    key = f"k-{keyed_queue(bus)}"
+    bus.publish(Step(key, 0, 0))
+    # The heads leave the queue unfetched (a purge, a lost message): the sweep sends them again,
+    # through the broker's enqueue, under new Redis ids the lane scripts never saw.
+    broker.client.delete(broker.keys.queue(keyed_queue(bus)))
+    lanes = bus.config.lanes
+    assert lanes is not None
+    lanes.client.zadd(
+        lanes.keys.lanes, {lane: 0 for lane in lanes.client.zrange(lanes.keys.lanes, 0, -1) if key.encode() in lane}
+    )
+    resent = [stalled for stalled in lanes.sweep() if key.encode() in stalled.message]
+    assert len(resent) == 3
+    for stalled in resent:
+        broker.enqueue(Message.decode(stalled.message))
+    entered = EnterCalls(lanes)
+    consumer = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
+    heads = [next(consumer) for _ in range(3)]
+    assert entered.sizes == [3]
+    for head in heads:
+        assert head is not None
+        ordering.before_process_message(broker, head)
+    assert {lane.state for lane in bus.lanes() if lane.partition_key == key} == {"running"}
     consumer.close()
 
 

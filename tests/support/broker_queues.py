@@ -66,9 +66,10 @@ class RedisQueues:
         return [json.loads(body) for body in bodies if body is not None]
 
     def keys(self, queue: str) -> list[str]:
-        """Every key Dramatiq may have made for ``queue``, ack sets included."""
+        """Every key Dramatiq or the bus may have made for ``queue``, ack sets included."""
         base = f"{NAMESPACE}:{queue}"
-        names = [f"{base}{suffix}" for suffix in ("", ".msgs", ".DQ", ".DQ.msgs", ".XQ", ".XQ.msgs")]
+        suffixes = ("", ".msgs", ".DQ", ".DQ.msgs", ".XQ", ".XQ.msgs", ":wake", ":lane-heads")
+        names = [f"{base}{suffix}" for suffix in suffixes]
         names += [
             key.decode()
             for key in self.client.scan_iter(match=f"{NAMESPACE}:__acks__.*", count=1000)

@@ -31,9 +31,10 @@ after the heartbeat timeout. This consumer keeps Dramatiq's keys and semantics, 
 - sends acks in batches: the worker thread that acks while no send is in flight sends
   the acks of all the threads until none is left, so under load a round trip carries many
   (Dramatiq's consumer makes one per ack: most of a worker's CPU time with no-op handlers);
-- hands its fetches and acks to a :class:`FetchHook` when the broker has one: the bus's
-  ordering takes the leases of a fetch's lane heads right after the fetch, and finishes
-  handled heads with their acks, each in one round trip per batch.
+- hands its fetches and acks to a :class:`FetchHook` when the broker has one: the fetch
+  script itself leases the lane heads the lane scripts put on the queue (any other laned
+  message, in one round trip per fetch right after it), and the bus's ordering finishes
+  handled heads with their acks, in one round trip per batch.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
@@ -51,6 +52,7 @@ from dramatiq.common import compute_backoff, current_millis, q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from ...ordering.lanes import LeasedAtFetch
 from ...untrusted import shown
 from ..inspection import Refusal, inspect_delivery, log_dead_lettered
 from . import upstream
@@ -77,13 +79,19 @@ WAITER_NAME = "eventbus-wait"
 class FetchHook(Protocol):
     """What a Redis consumer tells the bus's ordering about its fetches and acks.
 
-    :class:`dramatiq_eventbus.ordering.LaneGate` is the one implementation: it needs the
+    :class:`dramatiq_eventbus.ordering.AckingLaneGate` is the one implementation: it needs the
     broker's own Redis, and this is how the consumer reaches it without either package
     importing the other.
     """
 
-    def fetched(self, messages: Sequence[Message[Any]]) -> None:
-        """Messages just fetched from a main queue (not a delay queue), before any runs."""
+    def lease_arguments(self) -> Sequence[Any]:
+        """The last arguments of a fetch from a main queue, by which ``fetch.lua`` leases the lane
+        heads it takes: the lanes' prefix, the lease's deadline (ms) and a token for the fetch."""
+
+    def fetched(self, messages: Sequence[Message[Any]], leased: Mapping[str, LeasedAtFetch], queue_name: str) -> None:
+        """Messages just fetched from the main queue ``queue_name`` (not a delay queue), before any
+        runs; ``leased`` holds the leases the fetch took, by Redis id, also of fetched deliveries
+        that are not among ``messages`` (refused), which must be given back."""
 
     def put_back(self, redis_ids: Sequence[str], queue_name: str) -> None:
         """Fetched deliveries that go back to their queue without running."""
@@ -173,7 +181,7 @@ class RedisConsumer(Consumer):
         self._messages_key = keys.messages(queue_name)
         self._queue_key = keys.queue(queue_name)
         self._wake_key = keys.wake(queue_name)
-        self._fetch_keys.append(self._wake_key)
+        self._fetch_keys += [self._wake_key, keys.lane_heads(queue_name)]
         #: Called after a fetch finds the queue empty, right before the consumer waits (tests race it).
         self.before_wait: Callable[[], None] | None = None
         # The blocking wait's own client, made at the first wait; False once Redis lacks BLMOVE.
@@ -409,28 +417,33 @@ class RedisConsumer(Consumer):
 
     def _fetch(self, count: int) -> tuple[list[_Fetched], int]:
         """Up to ``count`` messages: those admitted, and how many ids the fetch took."""
+        # Delayed messages wait here for their time, then go to their queue, where they are leased.
+        hook = None if self._delayed else self.broker.fetch_hook
+        lease_arguments = ("", 0, "") if hook is None else hook.lease_arguments()
         with self._holdings.lock:
-            ids, bodies = self.broker.scripts["eventbus_fetch"](
-                keys=self._fetch_keys, args=[self.broker.broker_id, current_millis(), count]
+            ids, bodies, flat_leased = self.broker.scripts["eventbus_fetch"](
+                keys=self._fetch_keys, args=[self.broker.broker_id, current_millis(), count, *lease_arguments]
             )
             fetched = []
-            for raw_id, body in zip(ids, bodies, strict=True):
+            leased: dict[str, LeasedAtFetch] = {}
+            for raw_id, body, lane, verdict, token in zip(ids, bodies, *[iter(flat_leased)] * 3, strict=True):
                 try:
                     redis_id = raw_id.decode()
                 except UnicodeDecodeError:
+                    # A lease taken under an unreadable id (only a forged lane can hold one) runs out.
                     self._refuse_unreadable_id(raw_id)
                     continue
                 fetched.append(entry := _Fetched(redis_id, body))
                 self._holdings.hold(redis_id, entry)
+                if lane:
+                    leased[redis_id] = LeasedAtFetch(lane.decode("utf-8", "replace"), verdict.decode(), token.decode())
         admitted = []
         for entry in fetched:
             entry.message = self._admit(entry)
             if entry.message is not None:
                 admitted.append(entry)
-        hook = self.broker.fetch_hook
-        if hook is not None and not self._delayed:
-            # Delayed messages wait here for their time, then go to their queue, where they are entered.
-            hook.fetched([entry.message for entry in admitted if entry.message is not None])
+        if hook is not None:
+            hook.fetched([entry.message for entry in admitted if entry.message is not None], leased, self.queue_name)
         return admitted, len(ids)
 
     def _refuse_unreadable_id(self, raw_id: bytes) -> None:

@@ -40,6 +40,12 @@ class RedisKeys:
         apart from every queue's key: Dramatiq's queue names cannot hold one."""
         return f"{self.queue(queue_name)}:wake"
 
+    def lane_heads(self, queue_name: str) -> str:
+        """HASH Redis id -> lane, for each lane head the lane scripts put on ``queue_name`` and no
+        consumer has fetched yet: the fetch leases the head in the same call. The ``:`` keeps it
+        apart from every queue's key, as the wake list's does."""
+        return f"{self.queue(queue_name)}:lane-heads"
+
     def acks(self, worker_id: str, queue_name: str) -> str:
         """SET of the ids that worker ``worker_id`` fetched from ``queue_name`` and has not acked."""
         return f"{self.namespace}:__acks__.{worker_id}.{queue_name}"

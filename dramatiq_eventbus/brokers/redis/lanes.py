@@ -127,6 +127,11 @@ class RedisLaneStore:
             args += entry
         return [Verdict(verdict.decode()) for verdict in self._enter(args=args)]
 
+    def lease_arguments(self, token: str) -> list[Any]:
+        """The last arguments of the broker's fetch (``fetch.lua``), by which it leases the heads it
+        takes to ``token`` followed by ``:`` and the head's place in the fetch."""
+        return [self.prefix, current_millis() + self.lease_ms, token]
+
     def renew(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
         """Extend ``(lane, token)`` leases; False for each one that was lost."""
         if not leases:

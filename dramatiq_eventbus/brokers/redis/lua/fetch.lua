@@ -1,27 +1,47 @@
--- Dramatiq's "fetch" (dispatch.lua), returning each body's Redis id along with it.
+-- Dramatiq's "fetch" (dispatch.lua), returning each body's Redis id along with it, and leasing
+-- the lane heads among them (loaded with lane_functions.lua in front of it).
 -- KEYS: heartbeats, queue, the queue's messages hash, the worker's ack set of the queue, the
--- queue's wake list. ARGV: worker id, timestamp, count.
--- -> {ids, bodies}; a body is false when the id has none.
+-- queue's wake list, the queue's lane heads hash. ARGV: worker id, timestamp, count, then the
+-- lanes' prefix ("" to lease none), the lease's deadline (ms) and a token for this fetch.
+-- -> {ids, bodies, leased}; a body is false when the id has none; leased is flat: lane,
+-- verdict (lane_enter.lua's) and lease token of each id the lane scripts put on the queue as a
+-- head, "" three times for any other id (a message enqueued by Dramatiq, a head sent again by
+-- the lanes' sweep), whose lease the consumer takes after the fetch.
 --
 -- A consumer waiting on an empty queue wakes by moving the id at the queue's head to the tail
 -- of its wake list (BLMOVE queue wake LEFT RIGHT: the first id to arrive wakes one waiter, not
 -- all of them). Every fetch first puts those ids back at the head, in their order, so none is
 -- left there by a waiter that died before its fetch.
-local heartbeats, queue, messages, acks, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local heartbeats, queue, messages, acks, wake, lane_heads = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local worker_id, timestamp, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local prefix, lease_until, token = ARGV[4], ARGV[5], ARGV[6]
 redis.call("zadd", heartbeats, timestamp, worker_id)
 while redis.call("rpoplpush", wake, queue) do
 end
-local ids = {}
+local ids, leased = {}, {}
 for i = 1, count do
-    local id = redis.call("lpop", queue)
-    if not id then
-        break
-    end
-    ids[i] = id
-    redis.call("sadd", acks, id)
+  local id = redis.call("lpop", queue)
+  if not id then
+    break
+  end
+  ids[i] = id
+  redis.call("sadd", acks, id)
+  local lane = redis.call("hget", lane_heads, id)
+  if lane then
+    redis.call("hdel", lane_heads, id)
+  end
+  if lane and prefix ~= "" then
+    local lease = token .. ":" .. i
+    leased[#leased + 1] = lane
+    leased[#leased + 1] = enter(prefix, lane, id, lease, timestamp, lease_until)
+    leased[#leased + 1] = lease
+  else
+    leased[#leased + 1] = ""
+    leased[#leased + 1] = ""
+    leased[#leased + 1] = ""
+  end
 end
 if #ids == 0 then
-    return {{}, {}}
+  return {{}, {}, {}}
 end
-return {ids, redis.call("hmget", messages, unpack(ids))}
+return {ids, redis.call("hmget", messages, unpack(ids)), leased}

@@ -11,18 +11,23 @@
 -- needs looking at if nothing happens first; the sweep reads it.
 --
 -- ``queue`` arguments name a broker queue's key (keys.RedisKeys.queue), or "" when the caller
--- sends new heads itself; its messages hash is that key .. ".msgs", as in Dramatiq's dispatch.lua.
+-- sends new heads itself; its messages hash is that key .. ".msgs", as in Dramatiq's dispatch.lua,
+-- and its lane heads hash (keys.RedisKeys.lane_heads) that key .. ":lane-heads": the lane of
+-- each head these functions put on the queue, by its Redis id, so that the fetch that takes the
+-- head (fetch.lua) leases it in the same call. The fetch removes the entry; so does the head's
+-- finish, for a head fetched by a consumer that does not read the hash.
 local function keys(prefix, lane)
   local base = prefix .. ":lane:" .. lane
   return base .. ":ids", base .. ":msgs", base .. ":head", prefix .. ":lanes"
 end
 
--- Put the lane's message ``id`` on the broker queue ``queue`` (Dramatiq's keys), if one is given.
-local function to_broker(queue, id, body)
+-- Put the message ``id`` of ``lane`` on the broker queue ``queue`` (Dramatiq's keys), if one is given.
+local function to_broker(queue, lane, id, body)
   if queue == "" then
     return false
   end
   redis.call("hset", queue .. ".msgs", id, body)
+  redis.call("hset", queue .. ":lane-heads", id, lane)
   redis.call("rpush", queue, id)
   return true
 end
@@ -45,7 +50,7 @@ local function append(prefix, lane, id, body, now, deadline, queue)
   redis.call("del", head)
   redis.call("hset", head, "state", "dispatched", "since", now, "head_since", now, "attempts", 0)
   redis.call("zadd", lanes, deadline, lane)
-  to_broker(queue, id, body)
+  to_broker(queue, lane, id, body)
   return 1
 end
 
@@ -76,6 +81,9 @@ end
 
 local function finish(prefix, lane, id, token, outcome, now, deadline, queue)
   local ids, msgs, head, lanes = keys(prefix, lane)
+  if queue ~= "" then
+    redis.call("hdel", queue .. ":lane-heads", id)
+  end
   if redis.call("lindex", ids, 0) ~= id then
     return {"gone"}
   end
@@ -100,7 +108,7 @@ local function finish(prefix, lane, id, token, outcome, now, deadline, queue)
   redis.call("hset", head, "state", "dispatched", "since", now, "head_since", now, "attempts", 0)
   redis.call("zadd", lanes, deadline, lane)
   local body = redis.call("hget", msgs, next_id)
-  if to_broker(queue, next_id, body) then
+  if to_broker(queue, lane, next_id, body) then
     return {"sent"}
   end
   return {"next", body}
