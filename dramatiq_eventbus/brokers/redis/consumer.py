@@ -425,8 +425,7 @@ class RedisConsumer(Consumer):
                 keys=self._fetch_keys, args=[self.broker.broker_id, current_millis(), count, *lease_arguments]
             )
             fetched = []
-            leased: dict[str, LeasedAtFetch] = {}
-            for raw_id, body, lane, verdict, token in zip(ids, bodies, *[iter(flat_leased)] * 3, strict=True):
+            for raw_id, body in zip(ids, bodies, strict=True):
                 try:
                     redis_id = raw_id.decode()
                 except UnicodeDecodeError:
@@ -435,8 +434,13 @@ class RedisConsumer(Consumer):
                     continue
                 fetched.append(entry := _Fetched(redis_id, body))
                 self._holdings.hold(redis_id, entry)
-                if lane:
-                    leased[redis_id] = LeasedAtFetch(lane.decode("utf-8", "replace"), verdict.decode(), token.decode())
+        leased: dict[str, LeasedAtFetch] = {}
+        readable = {entry.redis_id for entry in fetched}
+        for place, lane, verdict in zip(*[iter(flat_leased)] * 3, strict=True):
+            redis_id = ids[place - 1].decode("utf-8", "replace")
+            if redis_id in readable:  # else refused above
+                token = f"{lease_arguments[2]}:{place}"
+                leased[redis_id] = LeasedAtFetch(lane.decode("utf-8", "replace"), verdict.decode(), token)
         admitted = []
         for entry in fetched:
             entry.message = self._admit(entry)

@@ -3,10 +3,11 @@
 -- KEYS: heartbeats, queue, the queue's messages hash, the worker's ack set of the queue, the
 -- queue's wake list, the queue's lane heads hash. ARGV: worker id, timestamp, count, then the
 -- lanes' prefix ("" to lease none), the lease's deadline (ms) and a token for this fetch.
--- -> {ids, bodies, leased}; a body is false when the id has none; leased is flat: lane,
--- verdict (lane_enter.lua's) and lease token of each id the lane scripts put on the queue as a
--- head, "" three times for any other id (a message enqueued by Dramatiq, a head sent again by
--- the lanes' sweep), whose lease the consumer takes after the fetch.
+-- -> {ids, bodies, leased}; a body is false when the id has none; leased is flat: the place in
+-- ids (from 1), lane and verdict (lane_enter.lua's) of each id the lane scripts put on the queue
+-- as a head, leased to the token followed by ":" and that place. Any other id (a message
+-- enqueued by Dramatiq, a head sent again by the lanes' sweep) is leased by the consumer after
+-- the fetch, if it has a lane.
 --
 -- A consumer waiting on an empty queue wakes by moving the id at the queue's head to the tail
 -- of its wake list (BLMOVE queue wake LEFT RIGHT: the first id to arrive wakes one waiter, not
@@ -31,14 +32,9 @@ for i = 1, count do
     redis.call("hdel", lane_heads, id)
   end
   if lane and prefix ~= "" then
-    local lease = token .. ":" .. i
+    leased[#leased + 1] = i
     leased[#leased + 1] = lane
-    leased[#leased + 1] = enter(prefix, lane, id, lease, timestamp, lease_until)
-    leased[#leased + 1] = lease
-  else
-    leased[#leased + 1] = ""
-    leased[#leased + 1] = ""
-    leased[#leased + 1] = ""
+    leased[#leased + 1] = enter(prefix, lane, id, token .. ":" .. i, timestamp, lease_until)
   end
 end
 if #ids == 0 then
