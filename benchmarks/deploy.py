@@ -63,6 +63,7 @@ class Deployment:
             "broker": self.url,
             "queue": self.queues["events"],
             "partitioned_queue": self.queues["keyed"],
+            "lane_prefix": self.ctx.lane_prefix,
         }
         if self.broker != "redis":
             settings["redis_url"] = self.ctx.redis_url  # the lanes of partitioned events
@@ -75,6 +76,7 @@ class Deployment:
             "EVENTBUS_BROKER_URL": self.url,
             "EVENTBUS_QUEUE": self.queues["events"],
             "EVENTBUS_PARTITIONED_QUEUE": self.queues["keyed"],
+            "EVENTBUS_LANE_PREFIX": self.ctx.lane_prefix,
         }
         if self.broker != "redis":
             env["EVENTBUS_REDIS_URL"] = self.ctx.redis_url
@@ -162,13 +164,10 @@ def _clean_redis(ctx: Context, queues: list[str], brokers: list[Broker]) -> None
         client.delete(*keys)
     broker_ids = [getattr(broker, "broker_id", None) for broker in brokers]
     client.zrem("dramatiq:__heartbeats__", *[broker_id for broker_id in broker_ids if broker_id] or ["-"])
-    # Lanes of this run's partition keys (the keys carry the run's id).
-    lane_keys = list(client.scan_iter(match=f"eventbus:lane:*{ctx.run}*", count=1000))
+    # The lanes of this run, under its own prefix: no worker of another run, or of the tests, sweeps them.
+    lane_keys = [*client.scan_iter(match=f"{ctx.lane_prefix}:*", count=1000)]
     if lane_keys:
         client.delete(*lane_keys)
-    lanes = [lane for lane in client.zrange("eventbus:lanes", 0, -1) if ctx.run.encode() in lane]
-    if lanes:
-        client.zrem("eventbus:lanes", *lanes)
     client.close()
 
 

@@ -223,6 +223,11 @@ class Context:
             self._shared = Shared(self)
         return self._shared
 
+    @property
+    def lane_prefix(self) -> str:
+        """The prefix of this run's lanes in Redis (``configure(lane_prefix=...)``)."""
+        return f"bench-{self.run}"
+
     def close(self) -> None:
         if self._shared is not None:
             self._shared.close()

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -31,6 +32,7 @@ from .instrumentation import Instrument, Instruments
 from .metadata import EventMetadata, new_metadata
 from .middleware import install as install_middleware
 from .ordering import (
+    DEFAULT_LANE_PREFIX,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_STALL_SECONDS,
     AckingLaneGate,
@@ -46,6 +48,7 @@ from .partition import partition_key
 from .registry import HandlerFactory, HandlersConfig, Registry
 from .routing import Queues
 from .signing import Signer
+from .untrusted import shown
 
 logger = logging.getLogger("dramatiq_eventbus")
 
@@ -129,6 +132,7 @@ class EventBus:
         redis_url: str | None = None,
         lane_lease_seconds: float = DEFAULT_LEASE_SECONDS,
         lane_stall_seconds: float = DEFAULT_STALL_SECONDS,
+        lane_prefix: str = DEFAULT_LANE_PREFIX,
         redis_heartbeat_seconds: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         handler_factory: HandlerFactory | None = None,
@@ -164,6 +168,10 @@ class EventBus:
           lane_lease_seconds: How long a crashed worker can hold a lane's head.
           lane_stall_seconds: How long a lane waits for a head that was never started
             before sending it again.
+          lane_prefix: The prefix of the lanes' keys in Redis (default ``"eventbus"``).
+            Applications that keep lanes in one Redis database each need their own, as each
+            needs its own Dramatiq queues: a worker sends the stalled heads of every lane
+            under its prefix again, through its own broker.
           redis_heartbeat_seconds: With a bus-made Redis broker, how long a worker may be
             silent before the messages it held go back to their queue (Dramatiq's default: 60).
           max_message_bytes: The largest message a worker's consumer reads (with the bus's
@@ -197,7 +205,7 @@ class EventBus:
                 message_bytes = _message_bytes(max_message_bytes)
                 if support.set_max_message_bytes is not None:
                     support.set_max_message_bytes(message_bytes)
-                lanes = _resolve_lanes(support, redis_url, lane_lease_seconds, lane_stall_seconds)
+                lanes = _resolve_lanes(support, redis_url, lane_lease_seconds, lane_stall_seconds, lane_prefix)
                 checked_bytes = message_bytes if support.set_max_message_bytes is not None else None
                 resolved_backend = _resolve_backend(
                     backend, resolved_broker, resolved_codec, lanes, support, signer, checked_bytes
@@ -660,21 +668,44 @@ def _resolve_broker(broker: Broker | str | None, redis_heartbeat_seconds: float 
     )
 
 
-def _resolve_lanes(support: BrokerSupport, redis_url: str | None, lease: float, stall: float) -> RedisLaneStore | None:
+#: A lane prefix: words of letters, digits, ``_``, ``.`` and ``-``, joined by ``:``.
+_LANE_PREFIX = re.compile(r"[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*")
+_LANE_PREFIX_MAX_CHARACTERS = 64
+
+
+def _resolve_lanes(
+    support: BrokerSupport, redis_url: str | None, lease: float, stall: float, prefix: str
+) -> RedisLaneStore | None:
     if not (isinstance(lease, int | float) and lease > 0 and isinstance(stall, int | float) and stall > 0):
         raise ConfigurationError(
             f"lane_lease_seconds and lane_stall_seconds must be positive numbers, not {lease!r} and {stall!r}"
         )
+    if not (
+        isinstance(prefix, str)
+        and len(prefix) <= _LANE_PREFIX_MAX_CHARACTERS
+        and _LANE_PREFIX.fullmatch(prefix)
+        and "lane" not in prefix.split(":")  # "a:lane" would read the keys of prefix "a"'s lanes
+    ):
+        raise ConfigurationError(
+            f"lane_prefix must be 1 to {_LANE_PREFIX_MAX_CHARACTERS} letters, digits, '_', '.' or '-', in words "
+            f"joined by ':' (none of them 'lane'), e.g. 'shop:eventbus'; not {shown(prefix)}"
+        )
     if redis_url is not None:
         try:
             return RedisLaneStore.from_url(
-                redis_url, lease_seconds=lease, stall_seconds=stall, broker=(support.redis, support.redis_keys)
+                redis_url,
+                prefix=prefix,
+                lease_seconds=lease,
+                stall_seconds=stall,
+                broker=(support.redis, support.redis_keys),
             )
         except ValueError as exc:
             raise ConfigurationError(f"redis_url {_redacted(redis_url)!r} is not a Redis URL: {exc}") from None
     if support.redis is None:
         return None
-    return RedisLaneStore(support.redis, lease_seconds=lease, stall_seconds=stall, broker_keys=support.redis_keys)
+    return RedisLaneStore(
+        support.redis, prefix=prefix, lease_seconds=lease, stall_seconds=stall, broker_keys=support.redis_keys
+    )
 
 
 def _coordinator(broker: Broker, support: BrokerSupport, lanes: RedisLaneStore | None) -> LaneCoordinator:

@@ -140,6 +140,12 @@ VARIABLES: tuple[Variable, ...] = (
         "Wait before a stalled lane head is sent again; default 60.",
     ),
     Variable(
+        "EVENTBUS_LANE_PREFIX",
+        "lane_prefix",
+        _text,
+        "Prefix of the lanes' Redis keys; each application sharing a Redis database needs its own. Default 'eventbus'.",
+    ),
+    Variable(
         "EVENTBUS_REDIS_HEARTBEAT_SECONDS",
         "redis_heartbeat_seconds",
         positive_seconds,

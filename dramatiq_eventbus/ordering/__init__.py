@@ -14,6 +14,7 @@ from .coordinator import (
 from .gate import AckingLaneGate, DeliveryLaneGate, LaneGate, new_token
 from .group_call import GroupCall
 from .lanes import (
+    DEFAULT_LANE_PREFIX,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_STALL_SECONDS,
     AckingLaneStore,
@@ -30,6 +31,7 @@ from .local import LocalLanes
 from .middleware import LaneSweeper, PartitionOrdering
 
 __all__ = [
+    "DEFAULT_LANE_PREFIX",
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_STALL_SECONDS",
     "AckingLaneGate",

@@ -27,6 +27,8 @@ DEFAULT_LEASE_SECONDS = 15.0
 #: How long a head may wait to be started (or to be retried after its due time) before it
 #: is sent again: the bound on a lane stalled by a lost message.
 DEFAULT_STALL_SECONDS = 60.0
+#: The prefix of the lanes' keys in Redis (``configure(lane_prefix=...)``).
+DEFAULT_LANE_PREFIX = "eventbus"
 
 
 def lane_name(actor_name: str, partition_key: str) -> str:

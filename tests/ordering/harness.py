@@ -17,6 +17,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from dramatiq_eventbus import EventBus
+from dramatiq_eventbus.ordering import DEFAULT_LANE_PREFIX
 
 from ..support.worker_process import WorkerProcess, wait_for
 from .handlers import Step, log_key
@@ -139,14 +140,14 @@ class Cluster:
         forget_lanes(client, self.run)
 
 
-def forget_lanes(client: Any, run: str) -> None:
+def forget_lanes(client: Any, run: str, *, prefix: str = DEFAULT_LANE_PREFIX) -> None:
     """Delete the lanes whose partition keys or queues carry ``run``: their keys and their place in the sweep."""
-    keys = list(client.scan_iter(match=f"eventbus:lane:*{run}*", count=1000))
+    keys = list(client.scan_iter(match=f"{prefix}:lane:*{run}*", count=1000))
     if keys:
         client.delete(*keys)
-    lanes = [lane for lane in client.zrange("eventbus:lanes", 0, -1) if run.encode() in lane]
+    lanes = [lane for lane in client.zrange(f"{prefix}:lanes", 0, -1) if run.encode() in lane]
     if lanes:
-        client.zrem("eventbus:lanes", *lanes)
+        client.zrem(f"{prefix}:lanes", *lanes)
 
 
 def _identity(entry: dict[str, Any]) -> tuple[Any, ...]:

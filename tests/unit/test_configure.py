@@ -120,6 +120,10 @@ def test_bad_default_actor_options_are_named(bus: EventBus) -> None:
         ({"queue": "same", "partitioned_queue": "same"}, "must differ"),
         ({"broker": "redis://h", "redis_heartbeat_seconds": 0}, "redis_heartbeat_seconds must be a positive number"),
         ({"lane_lease_seconds": -1}, "lane_lease_seconds and lane_stall_seconds must be positive numbers"),
+        ({"lane_prefix": "my app"}, "lane_prefix must be 1 to 64 letters, digits, '_', '.' or '-', in words"),
+        ({"lane_prefix": ""}, "e.g. 'shop:eventbus'; not ''"),
+        ({"lane_prefix": "shop:lane"}, "(none of them 'lane')"),
+        ({"lane_prefix": "x" * 65}, "lane_prefix must be 1 to 64"),
     ],
 )
 def test_bad_settings_are_named(bus: EventBus, arguments: Any, expected: str | None) -> None:
@@ -202,7 +206,9 @@ def test_configure_from_env(monkeypatch: Any) -> None:
     monkeypatch.setenv("EVENTBUS_QUEUE", "env_events")
     monkeypatch.setenv("EVENTBUS_PARTITIONED_QUEUE", "env_events_p")
     monkeypatch.setenv("EVENTBUS_DEFAULT_ACTOR_OPTIONS", '{"max_retries": 7}')
+    monkeypatch.setenv("EVENTBUS_LANE_PREFIX", "shop:eventbus")
     bus = eventbus.configure_from_env()
+    assert bus.config.arguments["lane_prefix"] == "shop:eventbus"
     assert bus.config.queues.default == "env_events"
     assert bus.config.queues.partitioned == "env_events_p"
     assert bus.config.arguments["backend"] == "inline"

@@ -19,6 +19,7 @@ from dramatiq.common import current_millis
 from dramatiq.message import Message
 
 from ...ordering.lanes import (
+    DEFAULT_LANE_PREFIX,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_STALL_SECONDS,
     Finished,
@@ -40,7 +41,7 @@ class RedisLaneStore:
 
     Parameters:
       client(redis.Redis): The Redis that holds the lanes; with a Redis broker, its own.
-      prefix(str): The prefix of every key.
+      prefix(str): The prefix of every key (``configure(lane_prefix=...)``).
       lease_seconds(float): See :data:`DEFAULT_LEASE_SECONDS`.
       stall_seconds(float): See :data:`DEFAULT_STALL_SECONDS`.
       broker_keys(RedisKeys | None): When ``client`` is the Redis of a Dramatiq RedisBroker,
@@ -52,7 +53,7 @@ class RedisLaneStore:
         self,
         client: redis.Redis,
         *,
-        prefix: str = "eventbus",
+        prefix: str = DEFAULT_LANE_PREFIX,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
         broker_keys: RedisKeys | None = None,
@@ -78,6 +79,7 @@ class RedisLaneStore:
         cls,
         url: str,
         *,
+        prefix: str = DEFAULT_LANE_PREFIX,
         lease_seconds: float,
         stall_seconds: float,
         broker: tuple[redis.Redis | None, RedisKeys | None] = (None, None),
@@ -92,7 +94,11 @@ class RedisLaneStore:
         broker_client, broker_keys = broker
         same = broker_client is not None and same_database(client, broker_client)
         return cls(
-            client, lease_seconds=lease_seconds, stall_seconds=stall_seconds, broker_keys=broker_keys if same else None
+            client,
+            prefix=prefix,
+            lease_seconds=lease_seconds,
+            stall_seconds=stall_seconds,
+            broker_keys=broker_keys if same else None,
         )
 
     @property
