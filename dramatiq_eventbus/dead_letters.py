@@ -32,14 +32,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import pika.exceptions
-import redis
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 
 from .actors import is_handler_actor
 from .backends import DramatiqBackend
-from .brokers import support_for
+from .brokers import BROKER_ERRORS, support_for
 from .brokers.inspection import Refusal, inspect_body
 from .brokers.support import DeadLetterQueue, StoredDeadLetter
 from .bus import BusConfig, EventBus
@@ -500,7 +498,7 @@ def run(args: argparse.Namespace) -> int:
         letters = DeadLetters(bus)
         try:
             return _ACTIONS[args.action](letters, args)
-        except (redis.RedisError, pika.exceptions.AMQPError, OSError) as exc:
+        except BROKER_ERRORS as exc:
             print(
                 f"eventbus: the broker failed: {type(exc).__name__}: {escaped(str(exc), REASON_CHARACTERS)}",
                 file=sys.stderr,

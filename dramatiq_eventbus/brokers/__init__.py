@@ -7,6 +7,7 @@ names, for settings that name a broker class (django_dramatiq, flask-dramatiq):
 ``dramatiq_eventbus.brokers.EventBusRabbitmqBroker``.
 """
 
+from . import rabbitmq, redis
 from .inspection import Refusal, inspect_body
 from .rabbitmq import EventBusRabbitmqBroker
 from .redis import EventBusRedisBroker, RedisLaneStore
@@ -14,7 +15,11 @@ from .sending import BatchFailed, BatchSending, enqueue_each
 from .support import BrokerSupport, support_for
 from .urls import RABBITMQ_SCHEMES, REDIS_SCHEMES, broker_from_url
 
+#: What the broker clients raise when a broker fails or cannot be reached (a socket error too).
+BROKER_ERRORS: tuple[type[Exception], ...] = (*redis.CLIENT_ERRORS, *rabbitmq.CLIENT_ERRORS, OSError)
+
 __all__ = [
+    "BROKER_ERRORS",
     "RABBITMQ_SCHEMES",
     "REDIS_SCHEMES",
     "BatchFailed",

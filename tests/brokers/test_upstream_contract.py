@@ -28,7 +28,12 @@ PRIVATE_NAMES = re.compile(
     r"|broker\.state\b|queues_pending|\._exception\b"
 )
 #: Redis keys: Dramatiq's layout and the bus's lanes. They may appear only under brokers/redis/.
-REDIS_KEYS = re.compile(r"__acks__|__heartbeats__|\.msgs\b|:lane:|:lanes\b|:wake\b")
+REDIS_KEYS = re.compile(r"__acks__|__heartbeats__|\.msgs\b|:lane:|:lanes\b|:wake\b|:lane-heads\b")
+#: An import of a broker's client library: only the brokers package imports them.
+CLIENT_IMPORTS = {
+    "pika": re.compile(r"^\s*(import pika\b|from pika\b)"),
+    "redis-py": re.compile(r"^\s*(import redis\b|from redis\b)"),
+}
 #: pika's attributes past its public API.
 PIKA_PRIVATE = re.compile(r"\bchannel\._|\bconnection\._")
 
@@ -61,6 +66,13 @@ def test_private_upstream_names_appear_only_in_the_fence_of_their_broker() -> No
 
 def test_redis_keys_are_named_only_in_the_redis_package() -> None:
     assert offending(REDIS_KEYS, sources(outside="dramatiq_eventbus/brokers/redis/")) == []
+
+
+@pytest.mark.parametrize("client", sorted(CLIENT_IMPORTS))
+def test_the_broker_clients_are_imported_only_by_the_brokers_package(client: str) -> None:
+    # The rest of the bus catches their errors through dramatiq_eventbus.brokers.BROKER_ERRORS.
+    assert offending(CLIENT_IMPORTS[client], sources(outside="dramatiq_eventbus/brokers/")) == []
+    assert offending(CLIENT_IMPORTS[client], sources(outside="-")), "no file imports it: the pattern is broken"
 
 
 def test_the_fence_checks_see_something_outside_it() -> None:
