@@ -29,7 +29,8 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# Needs Redis and RabbitMQ; BENCH_ARGS=--slow adds the memory scenario, --only 1,2 picks scenarios.
+# Needs Redis and RabbitMQ; BENCH_ARGS=--quick runs scenarios 1-7 with less work (under a minute),
+# --slow adds the slow scenarios (9, and 14 and 15 at their largest), --only 1,2 picks scenarios.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 

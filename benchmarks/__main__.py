@@ -3,6 +3,7 @@
     python -m benchmarks                  # everything but the slow parts (make bench, under 10 minutes)
     python -m benchmarks --slow           # and 9 at 1,000,000 events, 14 at 10,000 classes, 15 at 1,000,000
                                           # lanes: about 10 minutes more
+    python -m benchmarks --quick          # scenarios 1-7 with less work: an early look, under a minute
     python -m benchmarks --smoke          # every scenario at a tiny size: does it all still run?
     python -m benchmarks --only 1,2,5     # some scenarios (the group each belongs to runs whole)
     python -m benchmarks --brokers redis  # Redis only
@@ -19,43 +20,78 @@ import tempfile
 import time
 from pathlib import Path
 
-from .runner import FULL, RESULTS, SMOKE, Context, Result, describe_machine, format_table, log, machine, write_json
-from .scenarios import SCENARIOS
+from .runner import (
+    FULL,
+    QUICK,
+    RESULTS,
+    SMOKE,
+    Context,
+    Result,
+    Sizes,
+    describe_machine,
+    format_table,
+    log,
+    machine,
+    write_json,
+)
+from .scenarios import SCENARIOS, Scenario
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="every scenario at a tiny size; figures mean nothing")
-    parser.add_argument(
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help="every scenario at a tiny size; figures mean nothing")
+    size.add_argument(
+        "--quick", action="store_true", help="scenarios 1-7 with less work, in under a minute: an early look"
+    )
+    size.add_argument(
         "--slow",
         action="store_true",
         help="add 9 at 1,000,000 events, 14 at 10,000 classes, 15 at 1,000,000 lanes (about 10 minutes)",
     )
     parser.add_argument("--only", default="", help="comma-separated scenario numbers, e.g. 1,2,5")
     parser.add_argument("--brokers", default="redis,rabbitmq", help="comma-separated, of redis and rabbitmq")
-    parser.add_argument("--output", type=Path, default=None, help=f"the JSON file (default {RESULTS})")
+    parser.add_argument(
+        "--output", type=Path, default=None, help=f"the JSON file (default {RESULTS}; with --quick, quick.json there)"
+    )
     return parser.parse_args(argv)
+
+
+def plan(options: argparse.Namespace) -> tuple[Sizes, list[Scenario], list[Scenario]]:
+    """The sizes, the scenarios to run and those skipped, for the command line's ``options``."""
+    only = {number.strip() for number in options.only.split(",") if number.strip()}
+    sizes = SMOKE if options.smoke else QUICK if options.quick else FULL
+    run, skipped = [], []
+    for scenario in SCENARIOS:
+        if only and not only.intersection(scenario.numbers):
+            continue
+        wanted = bool(only) or options.smoke or (scenario.quick if options.quick else not scenario.slow or options.slow)
+        (run if wanted else skipped).append(scenario)
+    return sizes, run, skipped
 
 
 def main(argv: list[str] | None = None) -> list[Result]:
     argv = sys.argv[1:] if argv is None else argv
     options = parse(argv)
-    only = {number.strip() for number in options.only.split(",") if number.strip()}
+    sizes, scenarios, skipped = plan(options)
     brokers = tuple(broker.strip() for broker in options.brokers.split(",") if broker.strip())
-    output = options.output or (Path(tempfile.gettempdir()) / "benchmarks-smoke.json" if options.smoke else RESULTS)
+    if options.output is not None:
+        output = options.output
+    elif options.smoke:
+        output = Path(tempfile.gettempdir()) / "benchmarks-smoke.json"
+    else:  # a quick look does not replace the last full run's figures
+        output = RESULTS.with_name("quick.json") if options.quick else RESULTS
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="benchmarks-") as workdir:
-        ctx = Context(sizes=SMOKE if options.smoke else FULL, brokers=brokers, workdir=Path(workdir))
+        ctx = Context(sizes=sizes, brokers=brokers, workdir=Path(workdir))
         info = machine(ctx)
         log(f"Machine: {describe_machine(info)}")
         results: list[Result] = []
         try:
-            for scenario in SCENARIOS:
-                if only and not only.intersection(scenario.numbers):
-                    continue
-                if scenario.slow and not (options.slow or options.smoke or only):
-                    log(f"Scenario {', '.join(scenario.numbers)}: skipped (slow; run with --slow)")
-                    continue
+            for scenario in skipped:
+                why = "not in --quick" if options.quick else "slow; run with --slow"
+                log(f"Scenario {', '.join(scenario.numbers)}: skipped ({why})")
+            for scenario in scenarios:
                 log(f"Scenario {', '.join(scenario.numbers)}")
                 scenario_started = time.monotonic()
                 results += scenario.run(ctx)

@@ -45,18 +45,20 @@ class Scenario:
       numbers(tuple[str, ...]): The issue's scenario numbers it reports.
       run(Callable[[Context], list[Result]]): Measures and returns the rows.
       slow(bool): Only with ``--slow`` (or tiny, with ``--smoke``).
+      quick(bool): Part of ``--quick``'s early look.
     """
 
     numbers: tuple[str, ...]
     run: Callable[[Context], list[Result]]
     slow: bool = False
+    quick: bool = False
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario(("1", "2", "3", "4"), publishing.run),
-    Scenario(("5", "6"), throughput.run),
+    Scenario(("1", "2", "3", "4"), publishing.run, quick=True),
+    Scenario(("5", "6"), throughput.run, quick=True),
     Scenario(("13",), io_handlers.run),  # after 5 and 6: it reuses their workers
-    Scenario(("7",), codec_cost.run),
+    Scenario(("7",), codec_cost.run, quick=True),
     Scenario(("11",), hostile_reading.run),
     Scenario(("12",), instrument_cost.run),
     Scenario(("8",), latency.run),

@@ -42,7 +42,7 @@ from dramatiq_eventbus.testing import stub_worker
 from tests.contrib import prometheus_handlers
 from tests.support import servers
 from tests.support.broker_queues import RabbitmqQueues, RedisQueues
-from tests.support.worker_process import READY_LINE, REPO_ROOT, WorkerProcess, dramatiq_command, wait_for
+from tests.support.worker_process import REPO_ROOT, WorkerProcess, wait_for
 
 DASHBOARD = REPO_ROOT / "docs" / "grafana" / "eventbus-dashboard.json"
 #: The guide with the Metrics section.
@@ -342,33 +342,6 @@ def free_port() -> int:
         return port
 
 
-class TwoProcessWorker(WorkerProcess):
-    """``dramatiq dramatiq_eventbus.worker --processes 2``."""
-
-    def start(self, *, ready_timeout: float = 20.0) -> TwoProcessWorker:
-        command = [*dramatiq_command(), self.module, "--processes", "2", "--threads", "1", "--queues", *self.queues]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            wait_for(
-                lambda: self.log().count(READY_LINE) >= 2 and self.process is not None and self.process.poll() is None,
-                timeout=ready_timeout,
-                describe=lambda: f"The worker did not start.{self.log_tail()}",
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -400,7 +373,7 @@ PINGS = 12
 class MetricsRun:
     """A 2-process ``dramatiq`` worker serving its metrics on ``port``, and a publisher with queues of their own."""
 
-    worker: TwoProcessWorker
+    worker: WorkerProcess
     publisher: EventBus
     port: int
     queues: tuple[str, str]
@@ -445,7 +418,7 @@ def metrics_run(url: str, tmp_path: Path, module: str = "dramatiq_eventbus.worke
         prometheus_handlers.PREFIX_VAR: prefix,
         **env,
     }
-    worker = TwoProcessWorker(module, queues=queues, env=worker_env, log_path=tmp_path / "worker.log")
+    worker = WorkerProcess(module, queues=queues, env=worker_env, log_path=tmp_path / "worker.log", processes=2)
     worker.env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # a directory of the run's own
     publisher = EventBus().configure(
         handlers=f"{HANDLERS_MODULE}:HANDLERS",

@@ -52,7 +52,7 @@ def dramatiq_command() -> list[str]:
 
 
 class WorkerProcess:
-    """One ``dramatiq`` CLI process (``--processes 1``) started in its own process group.
+    """One ``dramatiq`` CLI process started in its own process group.
 
     Parameters:
       module(str): What the CLI imports, e.g. ``dramatiq_eventbus.worker``.
@@ -60,7 +60,8 @@ class WorkerProcess:
       env(Mapping[str, str]): Variables added to a copy of this process's environment,
         after every inherited ``EVENTBUS_*`` variable was dropped.
       log_path(Path): Where its stdout and stderr go.
-      threads(int): Worker threads.
+      threads(int): Worker threads, per worker process.
+      processes(int): Worker processes (the CLI's ``--processes``); it is ready when all are.
     """
 
     def __init__(
@@ -71,8 +72,10 @@ class WorkerProcess:
         env: Mapping[str, str],
         log_path: Path,
         threads: int = 1,
+        processes: int = 1,
     ) -> None:
         self.module = module
+        self.processes = processes
         self.queues = tuple(queues)
         self.threads = threads
         self.log_path = log_path
@@ -92,7 +95,7 @@ class WorkerProcess:
             *dramatiq_command(),
             self.module,
             "--processes",
-            "1",
+            str(self.processes),
             "--threads",
             str(self.threads),
             "--queues",
@@ -118,7 +121,7 @@ class WorkerProcess:
     def _ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"the worker exited with {self.process.returncode} while starting.{self.log_tail()}")
-        return READY_LINE in self.log()
+        return self.log().count(READY_LINE) >= self.processes
 
     def log(self) -> str:
         try:
