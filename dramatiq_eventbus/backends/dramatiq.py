@@ -12,6 +12,7 @@ from dramatiq.message import Message
 
 from ..brokers import BatchFailed, BrokerSupport, support_for
 from ..brokers.limits import check_all_sendable
+from ..brokers.sending import emit_enqueue_hooks
 from ..codecs import type_name
 from ..delivery import Delivery
 from ..errors import EventEncodeError, PublishError
@@ -142,8 +143,7 @@ class DramatiqBackend:
                 # The lanes put each head on its queue themselves, so the enqueue hooks run here,
                 # once per message, when it is published.
                 laned = [lanes.as_enqueued(m) for m in laned]
-                for message in laned:
-                    self.broker.emit_before("enqueue", message, None)
+                emit_enqueue_hooks(self.broker, "before", laned)
             bodies = [m.encode() for m in laned]
             if self._max_bytes is not None:
                 check_all_sendable(laned, bodies, self._max_bytes)  # before anything is written
@@ -155,8 +155,7 @@ class DramatiqBackend:
         except Exception as exc:
             raise _publish_error([], messages, exc) from exc
         if lanes.sends_heads:
-            for message in laned:
-                self.broker.emit_after("enqueue", message, None)
+            emit_enqueue_hooks(self.broker, "after", laned)
             return {m.message_id for m in laned}
         return {m.message_id for m, is_head in zip(laned, heads, strict=True) if not is_head}
 

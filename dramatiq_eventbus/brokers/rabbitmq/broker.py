@@ -14,7 +14,7 @@ from dramatiq.message import Message
 
 from ..inspection import MessageCheck, RefusalListener
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
-from ..sending import BatchFailed, emit_before_enqueue, enqueue_each
+from ..sending import BatchFailed, emit_before_enqueue, emit_enqueue_hooks, enqueue_each
 from . import upstream
 from .confirms import ConfirmingChannel
 from .consumer import DeliveryHook, RabbitmqConsumer
@@ -120,15 +120,13 @@ def enqueue_many(broker: RabbitmqBroker, messages: Sequence[Message[Any]], *, ma
         if attempts >= ATTEMPTS:
             cause = ConnectionClosed(failure)  # type: ignore[no-untyped-call]
             raise _give_up(broker, messages, accepted, cause) from failure
-    for message in messages:
-        broker.emit_after("enqueue", message, None)
+    emit_enqueue_hooks(broker, "after", messages)
 
 
 def _give_up(
     broker: RabbitmqBroker, messages: Sequence[Message[Any]], accepted: set[int], cause: BaseException
 ) -> BatchFailed:
     """The failure to raise, after the ``after_enqueue`` hooks of the messages RabbitMQ did confirm."""
-    for index in sorted(accepted):
-        broker.emit_after("enqueue", messages[index], None)
+    emit_enqueue_hooks(broker, "after", [messages[index] for index in sorted(accepted)])
     sent = next((index for index in range(len(messages)) if index not in accepted), len(messages))
     return BatchFailed(sent, cause, frozenset(accepted))

@@ -18,7 +18,7 @@ from dramatiq.message import Message
 from ...metadata import uuid7
 from ..inspection import MessageCheck, RefusalListener
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_sendable, smallest_checked
-from ..sending import BatchFailed, emit_before_enqueue
+from ..sending import BatchFailed, emit_before_enqueue, emit_enqueue_hooks
 from . import scripts, upstream
 from .consumer import FetchHook, Holdings, RedisConsumer
 from .keys import RedisKeys
@@ -152,8 +152,7 @@ def enqueue_many(
         _script(broker, "enqueue_many")(keys=[keys.heartbeats], args=args)
     except Exception as exc:
         raise BatchFailed(0, exc) from exc  # one atomic script: none of them was written
-    for message in prepared:
-        broker.emit_after("enqueue", message, None)
+    emit_enqueue_hooks(broker, "after", prepared)
 
 
 def keep_dead_letter(broker: RedisBroker, message: MessageProxy) -> None:
