@@ -19,6 +19,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq_eventbus import EventBus
 from dramatiq_eventbus.ordering import DEFAULT_LANE_PREFIX
 
+from ..support.broker_queues import RabbitmqQueues
 from ..support.worker_process import WorkerProcess, wait_for
 from .handlers import Step, log_key
 
@@ -138,6 +139,8 @@ class Cluster:
             if keys:
                 client.delete(*keys)
         forget_lanes(client, self.run)
+        if self.broker_url.startswith("amqp"):
+            RabbitmqQueues(self.broker_url).delete(self.queues)
 
 
 def forget_lanes(client: Any, run: str, *, prefix: str = DEFAULT_LANE_PREFIX) -> None:
