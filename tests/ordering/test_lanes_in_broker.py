@@ -372,3 +372,37 @@ def test_a_second_delivery_of_a_running_head_in_the_same_worker_leaves_the_first
     consumer.ack(head)  # finishes the lane: it had only this event
     assert [lane for lane in bus.lanes() if lane.partition_key == key and lane.handler == head.actor_name] == []
     consumer.close()
+
+
+def test_what_older_consumers_leave_in_the_lane_heads_hash_goes_when_the_queue_drains(bus: EventBus) -> None:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    key = f"k-{keyed_queue(bus)}"
+    bus.publish(Step(key, 0, 0))  # three heads on the queue, each with its entry
+    lane_heads = broker.keys.lane_heads(keyed_queue(bus))
+    # An entry whose head a consumer of an older version fetched and finished without removing it.
+    broker.client.hset(lane_heads, "fetched-by-an-older-worker", "some-lane")
+    consumer = broker.consume(keyed_queue(bus), prefetch=1, timeout=100)
+    assert next(consumer) is not None
+    # The queue still holds two heads: their entries, and so the stale one, stay.
+    assert broker.client.hlen(lane_heads) == 3
+    consumer.close()
+    drainer = broker.consume(keyed_queue(bus), prefetch=10, timeout=100)
+    assert next(drainer) is not None  # this fetch takes the other two: the queue is empty
+    assert not broker.client.exists(lane_heads)
+    drainer.close()
+
+
+def test_each_lease_of_a_head_counts_an_attempt(bus: EventBus) -> None:
+    broker = bus.broker
+    assert isinstance(broker, EventBusRedisBroker)
+    key = f"k-{keyed_queue(bus)}"
+    bus.publish(Step(key, 0, 0))
+    first = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
+    assert next(first) is not None
+    assert sorted(lane.attempts for lane in bus.lanes() if lane.partition_key == key) == [1, 1, 1]
+    first.close()  # two go back unstarted, and their leases with them
+    again = broker.consume(keyed_queue(bus), prefetch=3, timeout=100)
+    assert next(again) is not None
+    assert sorted(lane.attempts for lane in bus.lanes() if lane.partition_key == key) == [1, 2, 2]
+    again.close()

@@ -37,6 +37,12 @@ for i = 1, count do
     leased[#leased + 1] = enter(prefix, lane, id, token .. ":" .. i, timestamp, lease_until)
   end
 end
+if #ids < count then
+  -- The queue and its wake list are empty, so no entry left in the lane heads hash names an id
+  -- that waits there: those are stale (heads fetched and finished by a consumer that does not
+  -- read the hash, or purged from the queue). Dropping them bounds what such consumers leave.
+  redis.call("del", lane_heads)
+end
 if #ids == 0 then
   return {{}, {}, {}}
 end

@@ -15,7 +15,8 @@
 -- and its lane heads hash (keys.RedisKeys.lane_heads) that key .. ":lane-heads": the lane of
 -- each head these functions put on the queue, by its Redis id, so that the fetch that takes the
 -- head (fetch.lua) leases it in the same call. The fetch removes the entry; so does the head's
--- finish, for a head fetched by a consumer that does not read the hash.
+-- finish, for a head fetched by a consumer that does not read the hash; and a fetch that
+-- empties the queue drops the hash, whose entries then all are stale.
 local function keys(prefix, lane)
   local base = prefix .. ":lane:" .. lane
   return base .. ":ids", base .. ":msgs", base .. ":head", prefix .. ":lanes"
@@ -59,12 +60,12 @@ local function enter(prefix, lane, id, token, now, lease_until)
   if redis.call("lindex", ids, 0) ~= id then
     return "stale"
   end
-  local owner = redis.call("hmget", head, "token", "lease_until")
+  local owner = redis.call("hmget", head, "token", "lease_until", "attempts")
   if owner[1] and tonumber(owner[2]) > tonumber(now) then
     return "busy"
   end
-  redis.call("hset", head, "state", "running", "since", now, "token", token, "lease_until", lease_until)
-  redis.call("hincrby", head, "attempts", 1)
+  local attempts = (tonumber(owner[3]) or 0) + 1
+  redis.call("hset", head, "state", "running", "since", now, "token", token, "lease_until", lease_until, "attempts", attempts)
   redis.call("zadd", lanes, lease_until, lane)
   return "run"
 end
