@@ -704,7 +704,12 @@ def _resolve_lanes(
     if support.redis is None:
         return None
     return RedisLaneStore(
-        support.redis, prefix=prefix, lease_seconds=lease, stall_seconds=stall, broker_keys=support.redis_keys
+        support.redis,
+        prefix=prefix,
+        lease_seconds=lease,
+        stall_seconds=stall,
+        broker_keys=support.redis_keys,
+        clients=support.redis_clients,
     )
 
 

@@ -1,0 +1,137 @@
+"""Each thread runs the bus's Redis scripts on a connection it keeps (ThreadClients), on a real Redis:
+one connection per thread, at most half the pool's, given back when the thread ends, opened
+again when Redis closed it, and never shared with a forked child."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from dramatiq.message import Message
+
+from dramatiq_eventbus.brokers.redis import EventBusRedisBroker, ThreadClients
+from tests.support.broker_queues import RedisQueues
+from tests.support.servers import require_redis
+
+
+@pytest.fixture
+def broker() -> Iterator[EventBusRedisBroker]:
+    url = require_redis()
+    made = EventBusRedisBroker(url=url)
+    yield made
+    made.close()
+    RedisQueues(url).forget_brokers([made.broker_id])
+
+
+@pytest.fixture
+def queue(broker: EventBusRedisBroker) -> Iterator[str]:
+    name = f"thread_clients_{uuid.uuid4().hex[:10]}"
+    broker.declare_queue(name)
+    yield name
+    probe = RedisQueues(require_redis())
+    probe.delete([name])
+    probe.close()
+
+
+def message(queue: str, n: int = 0) -> Message[Any]:
+    return Message(queue_name=queue, actor_name="an_actor", args=(n,), kwargs={}, options={})
+
+
+class CountingConnection:
+    """Counts the commands sent on one redis-py connection."""
+
+    def __init__(self, connection: Any) -> None:
+        self.sent: list[Any] = []
+        send = connection.send_command
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.sent.append(args[0])
+            return send(*args, **kwargs)
+
+        connection.send_command = counted
+
+
+@pytest.mark.redis
+def test_a_thread_sends_its_batches_on_the_connection_it_keeps(broker: EventBusRedisBroker, queue: str) -> None:
+    own = broker.thread_clients.current()
+    counted = CountingConnection(own.connection)
+    for n in range(5):
+        broker.enqueue_many([message(queue, n), message(queue, n + 100)])
+    assert counted.sent == ["EVALSHA"] * 5
+    assert broker.thread_clients.current() is own
+    assert RedisQueues(require_redis()).count(queue) == 10
+
+
+@pytest.mark.redis
+def test_threads_keep_connections_of_their_own_up_to_half_the_pool() -> None:
+    client = redis.Redis.from_url(require_redis(), max_connections=4)
+    clients = ThreadClients(client)
+    assert clients.limit == 2
+    ids: dict[int, int | None] = {}
+    started, finish = threading.Barrier(4), threading.Event()
+
+    def hold(n: int) -> None:
+        own = clients.current()
+        ids[n] = None if own is client else own.client_id()
+        started.wait()
+        finish.wait()
+
+    threads = [threading.Thread(target=hold, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    kept = [connection_id for connection_id in ids.values() if connection_id is not None]
+    assert len(kept) == 2 and len(set(kept)) == 2, ids  # the third thread shares the pooled client
+    assert clients.kept == 2
+    finish.set()
+    for thread in threads:
+        thread.join()
+    gc.collect()
+    assert clients.kept == 0  # the threads ended: their connections went back to the pool
+    later = threading.Thread(target=hold, args=(3,))
+    finish.clear()
+    started = threading.Barrier(2)
+    later.start()
+    started.wait()
+    assert ids[3] in kept  # a connection the pool had lent before
+    finish.set()
+    later.join()
+    client.close()
+
+
+@pytest.mark.redis
+def test_a_kept_connection_that_redis_closed_is_opened_again(broker: EventBusRedisBroker, queue: str) -> None:
+    broker.enqueue_many([message(queue, 1), message(queue, 2)])
+    own = broker.thread_clients.current()
+    killer = redis.Redis.from_url(require_redis())
+    killer.client_kill_filter(_id=own.client_id())
+    killer.close()
+    broker.enqueue_many([message(queue, 3), message(queue, 4)])
+    assert RedisQueues(require_redis()).count(queue) == 4
+
+
+def _connection_id_in_child(clients: ThreadClients, reply: Any) -> None:
+    reply.send(clients.current().client_id())
+
+
+@pytest.mark.redis
+def test_a_forked_child_opens_its_own_connection() -> None:
+    client = redis.Redis.from_url(require_redis())
+    clients = ThreadClients(client)
+    parent_id = clients.current().client_id()
+    reading, writing = multiprocessing.get_context("fork").Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=_connection_id_in_child, args=(clients, writing))
+    child.start()
+    child_id = reading.recv()
+    child.join(timeout=10)
+    assert child.exitcode == 0
+    assert child_id != parent_id
+    # The child used, and closed, nothing of the parent's: its connection still answers.
+    assert clients.current().client_id() == parent_id
+    client.close()
