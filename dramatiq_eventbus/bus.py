@@ -709,7 +709,7 @@ def _resolve_lanes(
         lease_seconds=lease,
         stall_seconds=stall,
         broker_keys=support.redis_keys,
-        clients=support.redis_clients,
+        connections=support.redis_connections,
     )
 
 

@@ -25,7 +25,7 @@ from . import redis as redis_package
 from .inspection import MessageCheck, RefusalListener
 from .limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
 from .rabbitmq import DeliveryHook, EventBusRabbitmqBroker, RabbitmqDeadLetters
-from .redis import EventBusRedisBroker, FetchHook, RedisDeadLetters, RedisKeys, ThreadClients
+from .redis import EventBusRedisBroker, FetchHook, RedisDeadLetters, RedisKeys, ThreadConnections
 from .sending import Send, enqueue_each, sender_for
 
 #: One dead letter as its queue keeps it: the key it is removed by (a Redis id; the SHA-256 of
@@ -63,8 +63,8 @@ class BrokerSupport:
       priorities(bool): The broker serves a backlog by ``broker_priority`` (RabbitMQ with max_priority).
       redis(redis.Redis | None): The broker's Redis, where lanes live unless configured elsewhere.
       redis_keys(RedisKeys | None): The broker's Redis keys: lanes in its Redis put new heads on its queues.
-      redis_clients(ThreadClients | None): Each thread's client of the broker's Redis, which lanes
-        there share with the broker's sends.
+      redis_connections(ThreadConnections | None): Each thread's connection to the broker's Redis,
+        which lanes there share with the broker's sends.
       keep_dead_letter(Callable[[Message], None] | None): Writes a failed message over its stored
         dead letter, so that the last attempt's reason is kept.
       dead_letters(DeadLetterQueue | None): Reads and removes the broker's dead letters.
@@ -87,7 +87,7 @@ class BrokerSupport:
     priorities: bool = False
     redis: redis_client.Redis | None = None
     redis_keys: RedisKeys | None = None
-    redis_clients: ThreadClients | None = None
+    redis_connections: ThreadConnections | None = None
     keep_dead_letter: Callable[[MessageProxy], None] | None = None
     dead_letters: DeadLetterQueue | None = None
     set_fetch_hook: Callable[[FetchHook | None], None] | None = None
@@ -123,7 +123,7 @@ def support_for(broker: Broker) -> BrokerSupport:
             send=broker.enqueue_many,
             redis=broker.client,
             redis_keys=broker.keys,
-            redis_clients=broker.thread_clients,
+            redis_connections=broker.thread_connections,
             keep_dead_letter=broker.keep_dead_letter,
             dead_letters=RedisDeadLetters(broker.client, broker.keys),
             set_fetch_hook=lambda hook: setattr(broker, "fetch_hook", hook),
@@ -143,12 +143,12 @@ def support_for(broker: Broker) -> BrokerSupport:
         )
     if isinstance(broker, RedisBroker):
         keys = RedisKeys(broker.namespace)
-        clients = ThreadClients(broker.client)
+        connections = ThreadConnections(broker.client)
         return BrokerSupport(
-            send=lambda messages: redis_package.enqueue_many(broker, messages, keys, clients=clients),
+            send=lambda messages: redis_package.enqueue_many(broker, messages, keys, connections=connections),
             redis=broker.client,
             redis_keys=keys,
-            redis_clients=clients,
+            redis_connections=connections,
             keep_dead_letter=lambda message: redis_package.keep_dead_letter(broker, message),
             dead_letters=RedisDeadLetters(broker.client, keys),
             lacks=_REDIS_GAPS,

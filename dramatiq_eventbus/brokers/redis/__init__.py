@@ -10,7 +10,7 @@ from .consumer import FetchHook
 from .dead_letters import RedisDeadLetters
 from .keys import LaneKeys, RedisKeys
 from .lanes import RedisLaneStore
-from .scripts import ThreadClients
+from .scripts import ThreadConnections
 
 #: What redis-py raises when Redis fails or cannot be reached.
 CLIENT_ERRORS: tuple[type[Exception], ...] = (redis.RedisError,)
@@ -23,7 +23,7 @@ __all__ = [
     "RedisDeadLetters",
     "RedisKeys",
     "RedisLaneStore",
-    "ThreadClients",
+    "ThreadConnections",
     "enqueue_many",
     "keep_dead_letter",
     "with_redis_id",

@@ -22,7 +22,7 @@ from ..sending import BatchFailed, emit_before_enqueue, emit_enqueue_hooks
 from . import scripts, upstream
 from .consumer import FetchHook, Holdings, RedisConsumer
 from .keys import RedisKeys
-from .scripts import ThreadClients
+from .scripts import ThreadConnections
 
 
 class EventBusRedisBroker(RedisBroker):
@@ -42,10 +42,10 @@ class EventBusRedisBroker(RedisBroker):
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
         self.keys = RedisKeys(self.namespace)
-        #: Each thread's client of this broker's Redis, on which the bus's scripts run.
-        self.thread_clients = ThreadClients(self.client)
+        #: Each thread's connection to this broker's Redis, on which the bus's scripts run.
+        self.thread_connections = ThreadConnections(self.client)
         for name in ("fetch", "ack_many", "enqueue_many"):
-            _script(self, name, self.thread_clients)
+            _script(self, name, self.thread_connections)
         #: The largest message its consumers read; configure(max_message_bytes=...) sets it.
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         #: What the bus checks of each message its consumers read (its signature...); configure() sets it.
@@ -84,7 +84,7 @@ class EventBusRedisBroker(RedisBroker):
 
     def enqueue_many(self, messages: Sequence[Message[Any]]) -> None:
         """See :func:`enqueue_many`."""
-        enqueue_many(self, messages, self.keys, max_bytes=self.max_message_bytes, clients=self.thread_clients)
+        enqueue_many(self, messages, self.keys, max_bytes=self.max_message_bytes, connections=self.thread_connections)
 
     def keep_dead_letter(self, message: MessageProxy) -> None:
         """See :func:`keep_dead_letter`."""
@@ -121,7 +121,7 @@ def enqueue_many(
     keys: RedisKeys | None = None,
     *,
     max_bytes: int | None = None,
-    clients: ThreadClients | None = None,
+    connections: ThreadConnections | None = None,
 ) -> None:
     """What ``broker.enqueue`` does per message, for a whole batch in one script call.
 
@@ -134,8 +134,8 @@ def enqueue_many(
       messages(Sequence[Message]): The batch, in order.
       keys(RedisKeys | None): The broker's keys, when the caller keeps them; made if None.
       max_bytes(int | None): The consumers' ``max_message_bytes``, when they check it.
-      clients(ThreadClients | None): Where the script runs: the thread's own client of the
-        broker's Redis; the broker's client if None.
+      connections(ThreadConnections | None): Where the script runs: the thread's own connection
+        to the broker's Redis; the broker's client if None.
 
     Raises:
       BatchFailed: Nothing was written.
@@ -155,7 +155,7 @@ def enqueue_many(
             check_sendable(message, body, max_bytes)
         args += (keys.queue(queue), keys.messages(queue), message.options["redis_message_id"], body)
     try:
-        _script(broker, "enqueue_many", clients)(keys=[keys.heartbeats], args=args)
+        _script(broker, "enqueue_many", connections)(keys=[keys.heartbeats], args=args)
     except Exception as exc:
         raise BatchFailed(0, exc) from exc  # one atomic script: none of them was written
     emit_enqueue_hooks(broker, "after", prepared)
@@ -173,13 +173,13 @@ def keep_dead_letter(broker: RedisBroker, message: MessageProxy) -> None:
         broker.client.hset(stored, redis_id, message.encode())
 
 
-def _script(broker: RedisBroker, name: str, clients: ThreadClients | None) -> Any:
+def _script(broker: RedisBroker, name: str, connections: ThreadConnections | None) -> Any:
     """The bus's script ``name`` on ``broker``, registered once beside Dramatiq's own, run on
-    ``clients`` (on the broker's client if None)."""
+    ``connections`` (on the broker's client if None)."""
     script = broker.scripts.get(f"eventbus_{name}")
     if script is None:
-        clients = ThreadClients(broker.client, keep=False) if clients is None else clients
-        script = broker.scripts[f"eventbus_{name}"] = scripts.register(clients, name)
+        connections = ThreadConnections(broker.client, keep=False) if connections is None else connections
+        script = broker.scripts[f"eventbus_{name}"] = scripts.register(connections, name)
     return script
 
 

@@ -34,7 +34,7 @@ from ...ordering.lanes import (
 from . import scripts
 from .broker import with_redis_id
 from .keys import LaneKeys, RedisKeys
-from .scripts import ThreadClients
+from .scripts import ThreadConnections
 
 
 class RedisLaneStore:
@@ -58,7 +58,7 @@ class RedisLaneStore:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
         broker_keys: RedisKeys | None = None,
-        clients: ThreadClients | None = None,
+        connections: ThreadConnections | None = None,
     ) -> None:
         # redis-py types every reply as a union of its sync and async forms; the bus uses
         # the sync client only.
@@ -68,14 +68,14 @@ class RedisLaneStore:
         self.stall_ms = int(stall_seconds * 1000)
         self.keys = LaneKeys(prefix)
         self.broker_keys = broker_keys
-        clients = ThreadClients(client) if clients is None else clients
-        self._append = scripts.register(clients, "lane_append")
-        self._enter = scripts.register(clients, "lane_enter")
-        self._renew = scripts.register(clients, "lane_renew")
-        self._finish = scripts.register(clients, "lane_finish")
-        self._finish_many = scripts.register(clients, "lane_finish_many")
-        self._finish_handled = scripts.register(clients, "lane_finish_handled")
-        self._sweep = scripts.register(clients, "lane_sweep")
+        connections = ThreadConnections(client) if connections is None else connections
+        self._append = scripts.register(connections, "lane_append")
+        self._enter = scripts.register(connections, "lane_enter")
+        self._renew = scripts.register(connections, "lane_renew")
+        self._finish = scripts.register(connections, "lane_finish")
+        self._finish_many = scripts.register(connections, "lane_finish_many")
+        self._finish_handled = scripts.register(connections, "lane_finish_handled")
+        self._sweep = scripts.register(connections, "lane_sweep")
 
     @classmethod
     def from_url(

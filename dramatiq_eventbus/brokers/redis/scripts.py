@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 _FOLDER = Path(__file__).parent / "lua"
 _LANE_FUNCTIONS = "lane_functions"
@@ -33,20 +35,22 @@ def source(name: str) -> str:
     return text
 
 
-class ThreadClients:
-    """Each thread's own client of one Redis, keeping one connection of the shared client's pool.
+class ThreadConnections:
+    """Each thread's own connection to one Redis, from the shared client's pool, kept by the thread.
 
-    redis-py takes a connection from its pool for every command, checks its health and
-    gives it back: 40-50 µs of CPU per command on the benchmark machine, against 50-60 µs
-    for the rest of the call (send, wait, read), and as much as everything else publish()
-    does. A thread's own client (redis-py's ``single_connection_client``) takes its
-    connection once; before each script it is checked as the pool checks a connection it
-    lends (a non-blocking read: one Redis closed is opened again), 10-15 µs of the 40-50.
+    A redis-py client takes a connection from its pool for every command, checks it and
+    gives it back, through layers of retry and observability: 40-50 µs of CPU per command
+    on the benchmark machine, against 50-60 µs for the send, the wait and the read, and as
+    much as everything else publish() does. Here each thread takes its connection once, and
+    runs the bus's scripts on it with redis-py's own ``send_command`` and ``read_response``.
+    Before each script the connection is checked as the pool checks one it lends (a
+    non-blocking read, about 9 µs): one that Redis closed is opened again, so a restarted
+    Redis costs no failed command.
 
     At most half of the pool's ``max_connections`` are kept so, so that Dramatiq's own
-    commands and the application's still find connections; the threads past that share the
-    pooled client. A thread's connection goes back to the pool when the thread ends, and a
-    forked child makes its own.
+    commands and the application's still find connections; the threads past that run the
+    scripts on the shared client. A thread's connection goes back to the pool when the
+    thread ends, and a forked child takes its own.
 
     Parameters:
       client(redis.Redis): The shared client; its pool lends the connections.
@@ -55,76 +59,106 @@ class ThreadClients:
 
     def __init__(self, client: redis.Redis, *, keep: bool = True) -> None:
         self.shared = client
+        self._pool = client.connection_pool
         self._local = threading.local()
         self._lock = threading.Lock()
         self._kept = 0
         self._pid = os.getpid()
         #: How many threads may keep a connection at once.
-        self.limit = int(getattr(client.connection_pool, "max_connections", 0)) // 2 if keep else 0
+        self.limit = int(getattr(self._pool, "max_connections", 0)) // 2 if keep else 0
 
-    def current(self) -> redis.Redis:
-        """The calling thread's client (the shared one past the limit), its connection checked
-        as the pool checks one it lends: one that Redis closed, or that holds unread data, is
-        closed here and opened again by the next command."""
+    def current(self) -> Any:
+        """The calling thread's connection, checked; None past the limit."""
         local = self._local
-        client: redis.Redis | None = getattr(local, "client", None)
-        if client is None or local.pid != os.getpid():
-            client = local.client = self._new_client()
-            local.pid = os.getpid()
-        connection = client.connection
+        kept: _Kept | None = getattr(local, "kept", None)
+        if kept is None or kept.pid != os.getpid():
+            kept = local.kept = self._take()
+        connection = kept.connection
         if connection is not None:
             try:
                 if connection.can_read():
                     raise redis.ConnectionError("the connection holds data no command asked for")
             except (redis.ConnectionError, redis.TimeoutError, OSError):
-                connection.disconnect()  # type: ignore[no-untyped-call]
-        return client
+                connection.disconnect()  # the next command connects again
+        return connection
+
+    def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run ``script`` on the calling thread's connection; its reply, or redis-py's error.
+
+        A connection that fails is closed by redis-py, and opened again by the next command.
+        """
+        connection = self.current()
+        if connection is None:
+            return script(keys=keys, args=args, client=self.shared)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            connection.send_command(*command)
+            return connection.read_response()
+        except NoScriptError:
+            # Redis lost its scripts (restarted, flushed): load it again, as redis-py's Script does.
+            connection.send_command("SCRIPT", "LOAD", script.script)
+            connection.read_response()
+            connection.send_command(*command)
+            return connection.read_response()
 
     @property
     def kept(self) -> int:
         """How many threads keep a connection now."""
         return self._kept
 
-    def _new_client(self) -> redis.Redis:
+    def _take(self) -> _Kept:
         pid = os.getpid()
         if pid != self._pid:
             # A forked child: none of the parent's threads runs here, and its lock may have been held.
             self._lock, self._kept, self._pid = threading.Lock(), 0, pid
         with self._lock:
             if self._kept >= self.limit:
-                return self.shared
+                return _Kept(None, pid)
             self._kept += 1
         try:
-            client = redis.Redis(connection_pool=self.shared.connection_pool, single_connection_client=True)
+            kept = _Kept(self._pool.get_connection(), pid)
         except BaseException:
-            self._given_back(pid)
+            self._given_back(pid, None)
             raise
-        # Runs when the thread ends and its client goes (which gives its connection back to the pool).
-        weakref.finalize(client, self._given_back, pid)
-        return client
+        # Runs when the thread ends and its local state goes.
+        weakref.finalize(kept, self._given_back, pid, kept.connection)
+        return kept
 
-    def _given_back(self, pid: int) -> None:
+    def _given_back(self, pid: int, connection: Any) -> None:
         with self._lock:
-            if pid == self._pid:  # not a client of the parent process, dropped in a forked child
-                self._kept -= 1
+            if pid != self._pid:
+                return  # a connection of the parent process, dropped in a forked child: not the pool's
+            self._kept -= 1
+        if connection is not None:
+            self._pool.release(connection)
+
+
+class _Kept:
+    """A thread's connection (None past the limit), and the process that took it."""
+
+    __slots__ = ("__weakref__", "connection", "pid")
+
+    def __init__(self, connection: Any, pid: int) -> None:
+        self.connection = connection
+        self.pid = pid
 
 
 class BusScript:
-    """One of the bus's scripts, run on the calling thread's client (see :class:`ThreadClients`).
+    """One of the bus's scripts, run on the calling thread's connection (see :class:`ThreadConnections`).
 
     Called as redis-py's ``Script``: ``script(keys=[...], args=[...])``. A Redis that lost
     its scripts (restarted, flushed) is given the script again, as redis-py does.
     """
 
-    def __init__(self, clients: ThreadClients, name: str) -> None:
+    def __init__(self, connections: ThreadConnections, name: str) -> None:
         self.name = name
-        self.clients = clients
-        self.script = clients.shared.register_script(source(name))
+        self.connections = connections
+        self.script = connections.shared.register_script(source(name))
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        return self.script(keys=keys, args=args, client=self.clients.current())
+        return self.connections.run(self.script, keys, args)
 
 
-def register(clients: ThreadClients, name: str) -> BusScript:
-    """Script ``name`` on ``clients``' Redis; it is loaded into Redis the first time it runs."""
-    return BusScript(clients, name)
+def register(connections: ThreadConnections, name: str) -> BusScript:
+    """Script ``name`` on ``connections``' Redis; it is loaded into Redis the first time it runs."""
+    return BusScript(connections, name)

@@ -1,6 +1,6 @@
-"""Each thread runs the bus's Redis scripts on a connection it keeps (ThreadClients), on a real Redis:
+"""Each thread runs the bus's Redis scripts on a connection it keeps (ThreadConnections), on a real Redis:
 one connection per thread, at most half the pool's, given back when the thread ends, opened
-again when Redis closed it, and never shared with a forked child."""
+again when Redis closed it or lost the scripts, and never shared with a forked child."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import redis
 from dramatiq.message import Message
 
-from dramatiq_eventbus.brokers.redis import EventBusRedisBroker, ThreadClients
+from dramatiq_eventbus.brokers.redis import EventBusRedisBroker, ThreadConnections
 from tests.support.broker_queues import RedisQueues
 from tests.support.servers import require_redis
 
@@ -31,7 +31,7 @@ def broker() -> Iterator[EventBusRedisBroker]:
 
 @pytest.fixture
 def queue(broker: EventBusRedisBroker) -> Iterator[str]:
-    name = f"thread_clients_{uuid.uuid4().hex[:10]}"
+    name = f"thread_connections_{uuid.uuid4().hex[:10]}"
     broker.declare_queue(name)
     yield name
     probe = RedisQueues(require_redis())
@@ -41,6 +41,11 @@ def queue(broker: EventBusRedisBroker) -> Iterator[str]:
 
 def message(queue: str, n: int = 0) -> Message[Any]:
     return Message(queue_name=queue, actor_name="an_actor", args=(n,), kwargs={}, options={})
+
+
+def connection_id(connection: Any) -> int:
+    connection.send_command("CLIENT", "ID")
+    return int(connection.read_response())
 
 
 class CountingConnection:
@@ -59,26 +64,26 @@ class CountingConnection:
 
 @pytest.mark.redis
 def test_a_thread_sends_its_batches_on_the_connection_it_keeps(broker: EventBusRedisBroker, queue: str) -> None:
-    own = broker.thread_clients.current()
-    counted = CountingConnection(own.connection)
+    own = broker.thread_connections.current()
+    counted = CountingConnection(own)
     for n in range(5):
         broker.enqueue_many([message(queue, n), message(queue, n + 100)])
     assert counted.sent == ["EVALSHA"] * 5
-    assert broker.thread_clients.current() is own
+    assert broker.thread_connections.current() is own
     assert RedisQueues(require_redis()).count(queue) == 10
 
 
 @pytest.mark.redis
 def test_threads_keep_connections_of_their_own_up_to_half_the_pool() -> None:
     client = redis.Redis.from_url(require_redis(), max_connections=4)
-    clients = ThreadClients(client)
-    assert clients.limit == 2
+    connections = ThreadConnections(client)
+    assert connections.limit == 2
     ids: dict[int, int | None] = {}
     started, finish = threading.Barrier(4), threading.Event()
 
     def hold(n: int) -> None:
-        own = clients.current()
-        ids[n] = None if own is client else own.client_id()
+        own = connections.current()
+        ids[n] = None if own is None else connection_id(own)
         started.wait()
         finish.wait()
 
@@ -87,13 +92,13 @@ def test_threads_keep_connections_of_their_own_up_to_half_the_pool() -> None:
         thread.start()
     started.wait()
     kept = [connection_id for connection_id in ids.values() if connection_id is not None]
-    assert len(kept) == 2 and len(set(kept)) == 2, ids  # the third thread shares the pooled client
-    assert clients.kept == 2
+    assert len(kept) == 2 and len(set(kept)) == 2, ids  # the third thread uses the pooled client
+    assert connections.kept == 2
     finish.set()
     for thread in threads:
         thread.join()
     gc.collect()
-    assert clients.kept == 0  # the threads ended: their connections went back to the pool
+    assert connections.kept == 0  # the threads ended: their connections went back to the pool
     later = threading.Thread(target=hold, args=(3,))
     finish.clear()
     started = threading.Barrier(2)
@@ -108,30 +113,40 @@ def test_threads_keep_connections_of_their_own_up_to_half_the_pool() -> None:
 @pytest.mark.redis
 def test_a_kept_connection_that_redis_closed_is_opened_again(broker: EventBusRedisBroker, queue: str) -> None:
     broker.enqueue_many([message(queue, 1), message(queue, 2)])
-    own = broker.thread_clients.current()
+    own = broker.thread_connections.current()
     killer = redis.Redis.from_url(require_redis())
-    killer.client_kill_filter(_id=own.client_id())
+    killer.client_kill_filter(_id=connection_id(own))
     killer.close()
     broker.enqueue_many([message(queue, 3), message(queue, 4)])
     assert RedisQueues(require_redis()).count(queue) == 4
 
 
-def _connection_id_in_child(clients: ThreadClients, reply: Any) -> None:
-    reply.send(clients.current().client_id())
+def _connection_id_in_child(connections: ThreadConnections, reply: Any) -> None:
+    reply.send(connection_id(connections.current()))
 
 
 @pytest.mark.redis
 def test_a_forked_child_opens_its_own_connection() -> None:
     client = redis.Redis.from_url(require_redis())
-    clients = ThreadClients(client)
-    parent_id = clients.current().client_id()
+    connections = ThreadConnections(client)
+    parent_id = connection_id(connections.current())
     reading, writing = multiprocessing.get_context("fork").Pipe(duplex=False)
-    child = multiprocessing.get_context("fork").Process(target=_connection_id_in_child, args=(clients, writing))
+    child = multiprocessing.get_context("fork").Process(target=_connection_id_in_child, args=(connections, writing))
     child.start()
     child_id = reading.recv()
     child.join(timeout=10)
     assert child.exitcode == 0
     assert child_id != parent_id
     # The child used, and closed, nothing of the parent's: its connection still answers.
-    assert clients.current().client_id() == parent_id
+    assert connection_id(connections.current()) == parent_id
     client.close()
+
+
+@pytest.mark.redis
+def test_a_redis_that_lost_the_scripts_is_given_them_again(broker: EventBusRedisBroker, queue: str) -> None:
+    broker.enqueue_many([message(queue, 1), message(queue, 2)])
+    flusher = redis.Redis.from_url(require_redis())
+    flusher.script_flush()
+    flusher.close()
+    broker.enqueue_many([message(queue, 3), message(queue, 4)])
+    assert RedisQueues(require_redis()).count(queue) == 4
