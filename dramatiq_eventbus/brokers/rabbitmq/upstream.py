@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
@@ -59,9 +59,11 @@ def ack_unflushed(channel: pika.adapters.blocking_connection.BlockingChannel, ta
     channel._impl.basic_ack(delivery_tag=tag)
 
 
-def flush(channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
-    """Send what was framed on ``channel``'s connection."""
-    channel._flush_output()
+def flush(channel: pika.adapters.blocking_connection.BlockingChannel, *waiters: Callable[[], bool]) -> None:
+    """Send what was framed on ``channel``'s connection; with ``waiters``, go on processing its
+    I/O (callbacks run here) until one of them returns True, as the BlockingChannel waits for
+    its own replies. Raises pika's error when the channel or its connection closes."""
+    channel._flush_output(*waiters)
 
 
 def buffered_deliveries(channel: pika.adapters.blocking_connection.BlockingChannel) -> int:
