@@ -20,12 +20,14 @@ from functools import cache
 from typing import Any
 
 import pika
+import pika.adapters.base_connection
 import pika.adapters.blocking_connection
 import pika.channel
 import pika.connection
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.message import Message
+from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as _PlaintextTransport
 
 from .. import contract
 
@@ -94,14 +96,14 @@ def queues_to_declare(broker: RabbitmqBroker) -> set[str]:
 
 @contextmanager
 def one_write(connection: pika.connection.Connection) -> Iterator[None]:
-    """Hand the frames pika emits inside the block to its transport as one buffer, at the end.
+    """Hand the frames pika emits inside the block to the socket as one buffer, at the end.
 
     pika writes each frame of each message (method, header, body: three per message) with
     its own ``send`` system call, and RabbitMQ reads each on its own; a batch of ten costs
     thirty. Here the frames go out in one write, once every message of the batch was
     framed (none after an exception: the caller drops the connection, and the batch with
     it). If pika's connection has no ``_adapter_emit_data`` (another pika), the frames go
-    out as pika sends them.
+    out as pika sends them. See :func:`_write` for how they go out.
     """
     emit = getattr(connection, "_adapter_emit_data", None)
     if emit is None:
@@ -113,7 +115,36 @@ def one_write(connection: pika.connection.Connection) -> Iterator[None]:
         yield
     finally:
         del connection._adapter_emit_data
-    emit(b"".join(frames))
+    _write(connection, b"".join(frames), emit)
+
+
+def _write(connection: pika.connection.Connection, data: bytes, emit: Callable[[bytes], None]) -> None:
+    """Send ``data`` on the connection's socket now, when nothing else waits to go out.
+
+    pika's transport only buffers a write and asks its I/O loop to say when the socket can
+    be written: one more turn of the loop (a poll, two changes to the poll set, the
+    dispatch) before the send, for every publish. A plain socket with nothing buffered
+    takes the bytes at once; what it does not take, and everything when pika has bytes
+    waiting (whose order must hold), an SSL socket or a failure of the socket, goes
+    pika's own way (``emit``), which also reports the failure as pika does.
+    """
+    transport: Any = getattr(connection, "_transport", None)
+    if (
+        type(transport) is not _PlaintextTransport
+        or transport._state != _PlaintextTransport._STATE_ACTIVE
+        or transport.get_write_buffer_size()
+    ):
+        emit(data)
+        return
+    try:
+        sent = transport._sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        emit(data)  # pika's write meets the failure again, and closes the connection as it does
+        return
+    if sent < len(data):
+        emit(data[sent:])
 
 
 @cache
@@ -148,6 +179,12 @@ def contract_problems() -> list[str]:
         problems.append("pika's BlockingChannel no longer keeps its protocol channel in _impl")
     if not callable(getattr(pika.connection.Connection, "_adapter_emit_data", None)):
         problems.append("pika's Connection has no _adapter_emit_data(): batches would go out one frame at a time")
+    if "self._transport = transport" not in inspect.getsource(pika.adapters.base_connection.BaseConnection):
+        problems.append("pika's Connection no longer keeps its transport in _transport: every publish waits a poll")
+    transport = inspect.getsource(_PlaintextTransport)
+    for name in ("_state", "_STATE_ACTIVE", "_sock", "get_write_buffer_size", "_tx_buffers"):
+        if name not in transport and name not in inspect.getsource(_PlaintextTransport.__mro__[1]):
+            problems.append(f"pika's _AsyncPlaintextTransport no longer has {name}: publishes could go out of order")
     for name in ("state", "queues_pending"):
         if name not in inspect.getsource(RabbitmqBroker.__init__):
             problems.append(f"Dramatiq's RabbitmqBroker no longer sets {name}")
