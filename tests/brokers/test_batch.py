@@ -3,7 +3,9 @@ and failures that name exactly what the broker accepted."""
 
 from __future__ import annotations
 
+import collections
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +21,7 @@ from dramatiq.middleware import Middleware
 
 from dramatiq_eventbus.brokers import BatchFailed, support_for
 from dramatiq_eventbus.brokers.rabbitmq import broker as rabbitmq_module
-from dramatiq_eventbus.brokers.rabbitmq import confirms
+from dramatiq_eventbus.brokers.rabbitmq import confirms, upstream
 from tests.support.broker_queues import RabbitmqQueues, RedisQueues
 from tests.support.servers import require_rabbitmq, require_redis
 
@@ -254,3 +256,45 @@ def test_what_rabbitmq_confirmed_before_the_connection_failed_is_not_sent_again(
     assert failures == [1]
     assert sorted(body["message_id"] for body in ready(queues[0])) == sorted(m.message_id for m in batch_)
     assert hooks.of("after") == [m.message_id for m in batch_]
+
+
+class Transport(upstream._PlaintextTransport):
+    """pika's plaintext transport on one end of a socket pair, with what pika would buffer."""
+
+    def __init__(self, sock: socket.socket, waiting: bytes = b"") -> None:
+        # Not pika's __init__, which registers the socket with an I/O loop.
+        self._sock = sock
+        self._state = self._STATE_ACTIVE
+        self._tx_buffers = collections.deque([waiting] if waiting else [])
+        self._tx_buffered_byte_count = len(waiting)
+
+
+class Connection:
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+
+@pytest.mark.parametrize("waiting", [b"", b"frames pika framed before"])
+def test_a_batch_goes_to_the_socket_at_once_only_when_nothing_waits_to_go_before_it(waiting: bytes) -> None:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    emitted: list[bytes] = []
+    upstream._write(Connection(Transport(ours, waiting)), b"the batch", emitted.append)
+    if waiting:
+        assert emitted == [b"the batch"]  # pika's way, after what it holds
+        with pytest.raises(BlockingIOError):
+            theirs.recv(100)
+    else:
+        assert emitted == [] and theirs.recv(100) == b"the batch"
+    ours.close()
+    theirs.close()
+
+
+def test_what_the_socket_does_not_take_goes_pikas_way() -> None:
+    ours, theirs = socket.socketpair()
+    ours.close()  # a failed socket: pika's own write meets the failure and closes the connection
+    emitted: list[bytes] = []
+    upstream._write(Connection(Transport(ours)), b"the batch", emitted.append)
+    assert emitted == [b"the batch"]
+    theirs.close()

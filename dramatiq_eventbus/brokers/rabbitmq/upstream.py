@@ -130,7 +130,7 @@ def _write(connection: pika.connection.Connection, data: bytes, emit: Callable[[
     """
     transport: Any = getattr(connection, "_transport", None)
     if (
-        type(transport) is not _PlaintextTransport
+        not isinstance(transport, _PlaintextTransport)
         or transport._state != _PlaintextTransport._STATE_ACTIVE
         or transport.get_write_buffer_size()
     ):
