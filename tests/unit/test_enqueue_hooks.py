@@ -87,3 +87,16 @@ def test_an_after_hook_that_fails_is_logged_and_the_others_still_run(caplog: pyt
         emit_enqueue_hooks(broker, "after", batch(1))
     assert calls == ["after failing 0", "after first 0"]
     assert "Unexpected failure in after_enqueue" in caplog.text
+
+
+def test_middleware_added_after_a_send_has_its_hooks_called_by_the_next() -> None:
+    calls: list[str] = []
+    broker = broker_with(Silent(), Recording("a", calls))
+    message = Message(queue_name="q", actor_name="x", args=(), kwargs={}, options={}, message_id="m1")
+    emit_enqueue_hooks(broker, "before", [message])
+    broker.add_middleware(Recording("b", calls))
+    broker.add_middleware(Recording("c", calls), before=Silent)
+    emit_enqueue_hooks(broker, "before", [message])
+    emit_enqueue_hooks(broker, "after", [message])
+    first = ["before a m1"]
+    assert calls == [*first, "before c m1", "before a m1", "before b m1", "after b m1", "after a m1", "after c m1"]

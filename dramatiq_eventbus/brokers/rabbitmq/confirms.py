@@ -12,6 +12,7 @@ import pika.spec
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.message import Message
 
+from ..sending import encoded
 from . import upstream
 
 
@@ -90,7 +91,7 @@ class ConfirmingChannel:
             still says which messages RabbitMQ had confirmed.
         """
         if bodies is None:
-            bodies = [message.encode() for message in messages]
+            bodies = [encoded(message) for message in messages]
         self._first_tag = self._last_tag + 1
         self._acked.clear()
         self._nacked.clear()

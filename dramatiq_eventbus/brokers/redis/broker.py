@@ -18,7 +18,7 @@ from dramatiq.message import Message
 from ...metadata import uuid7
 from ..inspection import MessageCheck, RefusalListener
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_sendable, smallest_checked
-from ..sending import BatchFailed, emit_before_enqueue, emit_enqueue_hooks
+from ..sending import BatchFailed, emit_before_enqueue, emit_enqueue_hooks, encoded
 from . import scripts, upstream
 from .consumer import FetchHook, Holdings, RedisConsumer
 from .keys import RedisKeys
@@ -150,7 +150,7 @@ def enqueue_many(
     checked_above = smallest_checked(max_bytes) if max_bytes is not None else 0
     for message in prepared:
         queue = message.queue_name
-        body = message.encode()
+        body = encoded(message)
         if max_bytes is not None and len(body) > checked_above:
             check_sendable(message, body, max_bytes)
         args += (keys.queue(queue), keys.messages(queue), message.options["redis_message_id"], body)
