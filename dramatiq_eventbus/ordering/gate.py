@@ -27,7 +27,6 @@ renewed when its message starts.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
@@ -38,6 +37,7 @@ from typing import Any
 from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
+from ..metadata import uuid7
 from ..signing import Signer
 from .lanes import AckingLaneStore, HandledHead, LaneStore, LeasedAtFetch, Verdict, warn_if_lost
 
@@ -64,8 +64,10 @@ class Entered:
 
 
 def new_token() -> str:
-    """A lease owner token, unique to one delivery."""
-    return os.urandom(12).hex()
+    """A lease owner token, unique to one delivery: a UUIDv7, whose random bits come from a
+    pool refilled by one ``os.urandom`` per hundreds of ids, where a call of its own per token
+    showed in profiles of the consumer thread, which feeds every worker thread."""
+    return uuid7()
 
 
 class LaneGate:
