@@ -150,3 +150,19 @@ def test_a_redis_that_lost_the_scripts_is_given_them_again(broker: EventBusRedis
     flusher.close()
     broker.enqueue_many([message(queue, 3), message(queue, 4)])
     assert RedisQueues(require_redis()).count(queue) == 4
+
+
+@pytest.mark.redis
+def test_the_connections_of_a_dropped_broker_are_closed() -> None:
+    watcher = redis.Redis.from_url(require_redis())
+    for _ in range(3):
+        made = EventBusRedisBroker(url=require_redis())
+        kept = connection_id(made.thread_connections.current())
+        assert kept in {int(client["id"]) for client in watcher.client_list()}
+        made.close()
+        RedisQueues(require_redis()).forget_brokers([made.broker_id])
+        del made
+        gc.collect()
+        # Kept by the thread for good, it would stay open until the thread ends: one per broker ever made.
+        assert kept not in {int(client["id"]) for client in watcher.client_list()}
+    watcher.close()

@@ -120,8 +120,10 @@ class ThreadConnections:
         except BaseException:
             self._given_back(pid, None)
             raise
-        # Runs when the thread ends and its local state goes.
-        weakref.finalize(kept, self._given_back, pid, kept.connection)
+        # Runs when the thread ends and its local state goes, or when these connections go
+        # (their per-thread state goes with them). A weak reference: a strong one from the
+        # finalizer would keep them, and every thread's connection, for good.
+        weakref.finalize(kept, _give_back, weakref.ref(self), pid, kept.connection)
         return kept
 
     def _given_back(self, pid: int, connection: Any) -> None:
@@ -131,6 +133,15 @@ class ThreadConnections:
             self._kept -= 1
         if connection is not None:
             self._pool.release(connection)
+
+
+def _give_back(owner: weakref.ref[ThreadConnections], pid: int, connection: Any) -> None:
+    """Give a thread's connection back to its pool; closed, when its ThreadConnections went."""
+    connections = owner()
+    if connections is not None:
+        connections._given_back(pid, connection)
+    elif connection is not None and pid == os.getpid():
+        connection.disconnect()
 
 
 class _Kept:
