@@ -61,7 +61,8 @@ class ThreadConnections:
         self.shared = client
         self._pool = client.connection_pool
         self._local = threading.local()
-        self._lock = threading.Lock()
+        # Reentrant: a garbage collection inside the lock may run a finalizer that gives back.
+        self._lock = threading.RLock()
         self._kept = 0
         self._pid = os.getpid()
         #: How many threads may keep a connection at once.
@@ -110,11 +111,13 @@ class ThreadConnections:
         pid = os.getpid()
         if pid != self._pid:
             # A forked child: none of the parent's threads runs here, and its lock may have been held.
-            self._lock, self._kept, self._pid = threading.Lock(), 0, pid
+            self._lock, self._kept, self._pid = threading.RLock(), 0, pid
         with self._lock:
-            if self._kept >= self.limit:
-                return _Kept(None, pid)
-            self._kept += 1
+            full = self._kept >= self.limit
+            if not full:
+                self._kept += 1
+        if full:
+            return _Kept(None, pid)
         try:
             kept = _Kept(self._pool.get_connection(), pid)
         except BaseException:
