@@ -179,12 +179,19 @@ def contract_problems() -> list[str]:
         problems.append("pika's BlockingChannel no longer keeps its protocol channel in _impl")
     if not callable(getattr(pika.connection.Connection, "_adapter_emit_data", None)):
         problems.append("pika's Connection has no _adapter_emit_data(): batches would go out one frame at a time")
-    if "self._transport = transport" not in inspect.getsource(pika.adapters.base_connection.BaseConnection):
+    # Functions' source only: inspect.getsource of a class parses its module, which CPython 3.11
+    # can fail to do in two threads at once (the first brokers may be made by many threads).
+    made = inspect.getsource(pika.adapters.base_connection.BaseConnection._proto_connection_made)
+    if "self._transport = transport" not in made:
         problems.append("pika's Connection no longer keeps its transport in _transport: every publish waits a poll")
-    transport = inspect.getsource(_PlaintextTransport)
-    for name in ("_state", "_STATE_ACTIVE", "_sock", "get_write_buffer_size", "_tx_buffers"):
-        if name not in transport and name not in inspect.getsource(_PlaintextTransport.__mro__[1]):
-            problems.append(f"pika's _AsyncPlaintextTransport no longer has {name}: publishes could go out of order")
+    transport_init = inspect.getsource(_PlaintextTransport.__mro__[1].__init__)
+    for name in ("self._sock = ", "self._state = ", "self._tx_buffers"):
+        if name not in transport_init:
+            problems.append(f"pika's transport no longer sets {name.strip(' =')}: publishes could go out of order")
+    if not hasattr(_PlaintextTransport, "_STATE_ACTIVE") or not callable(
+        getattr(_PlaintextTransport, "get_write_buffer_size", None)
+    ):
+        problems.append("pika's transport has no _STATE_ACTIVE or get_write_buffer_size(): see _write()")
     for name in ("state", "queues_pending"):
         if name not in inspect.getsource(RabbitmqBroker.__init__):
             problems.append(f"Dramatiq's RabbitmqBroker no longer sets {name}")
