@@ -20,21 +20,26 @@ redis.call("zadd", heartbeats, timestamp, worker_id)
 while redis.call("rpoplpush", wake, queue) do
 end
 local ids, leased = {}, {}
-for i = 1, count do
-  local id = redis.call("lpop", queue)
-  if not id then
-    break
+local popped = redis.call("lpop", queue, count)
+if popped then
+  ids = popped
+  redis.call("sadd", acks, unpack(ids))
+  -- The lanes of the heads among them, read and removed in one command each.
+  local lanes = redis.call("hmget", lane_heads, unpack(ids))
+  local heads = {}
+  for i = 1, #ids do
+    local lane = lanes[i]
+    if lane then
+      heads[#heads + 1] = ids[i]
+      if prefix ~= "" then
+        leased[#leased + 1] = i
+        leased[#leased + 1] = lane
+        leased[#leased + 1] = enter(prefix, lane, ids[i], token .. ":" .. i, timestamp, lease_until)
+      end
+    end
   end
-  ids[i] = id
-  redis.call("sadd", acks, id)
-  local lane = redis.call("hget", lane_heads, id)
-  if lane then
-    redis.call("hdel", lane_heads, id)
-  end
-  if lane and prefix ~= "" then
-    leased[#leased + 1] = i
-    leased[#leased + 1] = lane
-    leased[#leased + 1] = enter(prefix, lane, id, token .. ":" .. i, timestamp, lease_until)
+  if #heads > 0 then
+    redis.call("hdel", lane_heads, unpack(heads))
   end
 end
 if #ids < count then
