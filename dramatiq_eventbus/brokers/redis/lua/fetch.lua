@@ -19,10 +19,11 @@ local prefix, lease_until, token = ARGV[4], ARGV[5], ARGV[6]
 redis.call("zadd", heartbeats, timestamp, worker_id)
 while redis.call("rpoplpush", wake, queue) do
 end
-local ids, leased = {}, {}
-local popped = redis.call("lpop", queue, count)
-if popped then
-  ids = popped
+local leased = {}
+-- LRANGE and LTRIM rather than LPOP with a count, which Redis before 6.2 lacks.
+local ids = redis.call("lrange", queue, 0, count - 1)
+if #ids > 0 then
+  redis.call("ltrim", queue, #ids, -1)
   redis.call("sadd", acks, unpack(ids))
   -- The lanes of the heads among them, read and removed in one command each.
   local lanes = redis.call("hmget", lane_heads, unpack(ids))
