@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +48,46 @@ def test_uuid7_ids_are_version_7_unique_and_time_ordered() -> None:
     assert all(UUID7.match(i) for i in ids)
     assert len(set(ids)) == len(ids)
     assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)  # the millisecond prefix never goes back
+
+
+def test_uuid7_ids_made_by_many_threads_at_once_are_unique() -> None:
+    # A switch between threads every microsecond: a pool read apart from its counter, or a
+    # refill two threads both make, would hand two threads the same random bytes.
+    made: list[list[str]] = [[] for _ in range(8)]
+
+    def make(into: list[str]) -> None:
+        for _ in range(3000):  # each thread alone uses up several pools of 400 ids
+            into.append(uuid7(0))  # one millisecond for all: only the random bits tell them apart
+
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=make, args=(ids,)) for ids in made]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switching)
+    every = [i for ids in made for i in ids]
+    assert len(every) == 24_000 and len(set(every)) == len(every)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_makes_the_ids_its_parent_makes() -> None:
+    uuid7()  # the parent holds a pool, partly used
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(reading)
+        os.write(writing, " ".join(uuid7(0) for _ in range(50)).encode())
+        os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {uuid7(0) for _ in range(50)}
+    assert len(child) == 50 and not child & parent
 
 
 def test_publish_returns_the_event_id_and_a_list_for_a_list(bus: EventBus) -> None:
