@@ -24,6 +24,7 @@ from dramatiq_eventbus.brokers.rabbitmq import broker as rabbitmq_module
 from dramatiq_eventbus.brokers.rabbitmq import confirms, upstream
 from tests.support.broker_queues import RabbitmqQueues, RedisQueues
 from tests.support.servers import require_rabbitmq, require_redis
+from tests.support.threads import run_interleaved
 
 
 class Hooks(Middleware):
@@ -111,6 +112,30 @@ def test_a_redis_batch_is_written_whole_in_order_with_hooks_per_message(
     got = [next(consumer) for _ in range(3)]
     assert [proxy.message_id for proxy in got if proxy] == ids[0::2]
     consumer.close()
+
+
+@pytest.mark.redis
+def test_redis_messages_sent_again_are_written_again_each_under_its_own_redis_id(
+    redis_broker: tuple[RedisBroker, Hooks], queues: list[str]
+) -> None:
+    # A message takes its Redis id into its options when first sent; sent again (the same
+    # objects, a copy of them, or two threads at once) it must not reuse it, which would
+    # write one body over the other and list one id twice.
+    broker, _ = redis_broker
+    batch_ = messages(queues[:1], 3)
+    enqueue_all(broker, batch_)
+    enqueue_all(broker, batch_)
+    enqueue_all(broker, [message.copy() for message in batch_])
+    same = messages(queues[:1], 1)[0]
+    run_interleaved([lambda: enqueue_all(broker, [same] * 50)] * 2)
+    client: Any = redis.Redis.from_url(require_redis())
+    listed = client.lrange(f"dramatiq:{queues[0]}", 0, -1)
+    stored = client.hgetall(f"dramatiq:{queues[0]}.msgs")
+    assert len(listed) == len(set(listed)) == len(stored) == 109
+    assert all(json.loads(body)["options"]["redis_message_id"] == rid.decode() for rid, body in stored.items())
+    sent = collections.Counter(json.loads(body)["message_id"] for body in stored.values())
+    assert sent == {**{m.message_id: 3 for m in batch_}, same.message_id: 100}
+    client.close()
 
 
 @pytest.mark.redis

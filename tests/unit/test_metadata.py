@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +20,7 @@ from dramatiq_eventbus.brokers.inspection import Refusal, inspect_body
 from dramatiq_eventbus.delivery import Delivery
 from dramatiq_eventbus.metadata import MAX_ID_CHARACTERS, uuid7
 from dramatiq_eventbus.signing import Signer
+from tests.support.threads import run_interleaved
 
 from . import metadata_handlers as h
 from .conftest import FAST_RETRIES
@@ -51,24 +51,15 @@ def test_uuid7_ids_are_version_7_unique_and_time_ordered() -> None:
 
 
 def test_uuid7_ids_made_by_many_threads_at_once_are_unique() -> None:
-    # A switch between threads every microsecond: a pool read apart from its counter, or a
-    # refill two threads both make, would hand two threads the same random bytes.
+    # Threads switching every microsecond: a pool read apart from its counter, or a refill
+    # two threads both make, would hand two threads the same random bytes.
     made: list[list[str]] = [[] for _ in range(8)]
 
     def make(into: list[str]) -> None:
         for _ in range(3000):  # each thread alone uses up several pools of 400 ids
             into.append(uuid7(0))  # one millisecond for all: only the random bits tell them apart
 
-    switching = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=make, args=(ids,)) for ids in made]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        sys.setswitchinterval(switching)
+    run_interleaved([functools.partial(make, ids) for ids in made])
     every = [i for ids in made for i in ids]
     assert len(every) == 24_000 and len(set(every)) == len(every)
 

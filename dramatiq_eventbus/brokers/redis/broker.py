@@ -126,7 +126,8 @@ def enqueue_many(
     """What ``broker.enqueue`` does per message, for a whole batch in one script call.
 
     One atomic script: a fan-out is written whole or not at all, in one round trip.
-    Every message passes through the ``enqueue`` middleware hooks. Queue maintenance,
+    Every message passes through the ``enqueue`` middleware hooks. Each takes a new Redis id
+    into its options (a message that has one already is copied with the new one). Queue maintenance,
     which RedisBroker runs on a small share of its calls, is left to the consumers.
 
     Parameters:
@@ -143,7 +144,7 @@ def enqueue_many(
     """
     if not messages:
         return
-    prepared = [with_redis_id(message, uuid7()) for message in messages]
+    prepared = [_with_new_redis_id(message) for message in messages]
     emit_before_enqueue(broker, prepared)
     keys = RedisKeys(broker.namespace) if keys is None else keys
     args: list[Any] = [current_millis(), broker.broker_id]
@@ -181,6 +182,22 @@ def _script(broker: RedisBroker, name: str, connections: ThreadConnections | Non
         connections = ThreadConnections(broker.client, keep=False) if connections is None else connections
         script = broker.scripts[f"eventbus_{name}"] = scripts.register(connections, name)
     return script
+
+
+def _with_new_redis_id(message: Message[Any]) -> Message[Any]:
+    """``message`` with a new Redis id in its options, as RedisBroker.enqueue gives each message it sends.
+
+    A message that holds no Redis id yet takes it in its own options, as the signer writes
+    its signature there: a publish() builds its messages for this one send, and a copy of
+    each was a tenth of a fan-out's CPU. One that holds an id already (sent before, or a copy
+    of one that was) is copied with the new one, so no two sends share an id; ``setdefault``
+    is atomic, so a message two threads send at once is taken in place by one and copied by
+    the other.
+    """
+    redis_id = uuid7()
+    if message.options.setdefault("redis_message_id", redis_id) is redis_id:
+        return message
+    return with_redis_id(message, redis_id)
 
 
 def with_redis_id(message: Message[Any], redis_id: str) -> Message[Any]:
