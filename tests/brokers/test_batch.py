@@ -4,13 +4,17 @@ and failures that name exactly what the broker accepted."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import socket
+import types
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pika
+import pika.frame
+import pika.spec
 import pytest
 import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -283,6 +287,39 @@ def test_what_rabbitmq_confirmed_before_the_connection_failed_is_not_sent_again(
     assert hooks.of("after") == [m.message_id for m in batch_]
 
 
+@pytest.mark.rabbitmq
+def test_a_real_rabbitmq_s_confirms_are_read_off_the_socket(queues: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    url = require_rabbitmq()
+    read: list[bool] = []
+    off_the_socket = upstream.acks_off_the_socket
+
+    def counted(*args: Any) -> Any:
+        acks = off_the_socket(*args)
+        read.append(bool(acks))
+        return acks
+
+    monkeypatch.setattr(upstream, "acks_off_the_socket", counted)
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        setup = connection.channel()
+        setup.queue_declare(queues[0], durable=True)
+        channel = confirms.ConfirmingChannel(connection)
+        received = connection._impl.bytes_received
+        for _ in range(200):
+            outcome = channel.publish(messages(queues[:1], 3))
+            assert outcome.confirmed == [0, 1, 2] and not outcome.failed
+        assert connection.is_open and channel.channel.is_open
+        # Most batches' confirms (RabbitMQ's one "multiple" ack each) came off the socket,
+        # and pika counted their bytes (its heartbeat checker reads the count).
+        assert sum(read) >= 100
+        assert connection._impl.bytes_received >= received + 21 * sum(read)
+        assert setup.queue_declare(queues[0], durable=True, passive=True).method.message_count == 600
+    finally:
+        with contextlib.suppress(Exception):
+            connection.channel().queue_delete(queues[0])
+        connection.close()
+
+
 class Transport(upstream._PlaintextTransport):
     """pika's plaintext transport on one end of a socket pair, with what pika would buffer."""
 
@@ -295,8 +332,84 @@ class Transport(upstream._PlaintextTransport):
 
 
 class Connection:
-    def __init__(self, transport: Transport) -> None:
+    """What the bus reads of pika's connection: its transport, its buffer of part of a frame, its counts."""
+
+    def __init__(self, transport: Transport, frame_buffer: bytes = b"") -> None:
         self._transport = transport
+        self._frame_buffer = frame_buffer
+        self.bytes_received = 0
+        self.frames_received = 0
+
+
+class Channel:
+    """A BlockingChannel as the bus reads it: its number and its protocol channel's connection."""
+
+    def __init__(self, connection: Connection, number: int = 1) -> None:
+        self.channel_number = number
+        self._impl = types.SimpleNamespace(connection=connection)
+
+
+def ack_frame(tag: int, multiple: bool = False, channel: int = 1) -> bytes:
+    return pika.frame.Method(channel, pika.spec.Basic.Ack(delivery_tag=tag, multiple=multiple)).marshal()
+
+
+@contextlib.contextmanager
+def socket_pair(frame_buffer: bytes = b"") -> Iterator[tuple[Channel, socket.socket]]:
+    """A channel whose connection reads one end of a socket pair; the test writes the other end."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        yield Channel(Connection(Transport(ours), frame_buffer)), theirs
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def read_acks(channel: Channel) -> list[tuple[int, bool]] | None:
+    poller = upstream.socket_poller(channel)  # type: ignore[arg-type]
+    assert poller is not None
+    return upstream.acks_off_the_socket(channel, poller, 20)  # type: ignore[arg-type]
+
+
+def test_acks_waiting_alone_are_read_off_the_socket_and_counted_as_pika_counts() -> None:
+    with socket_pair() as (channel, theirs):
+        frames = ack_frame(7) + ack_frame(9, multiple=True)
+        theirs.sendall(frames)
+        assert read_acks(channel) == [(7, False), (9, True)]
+        connection = channel._impl.connection
+        assert connection.bytes_received == len(frames) and connection.frames_received == 2
+        assert read_acks(channel) == []  # nothing left: the wait timed out
+
+
+@pytest.mark.parametrize(
+    "waiting",
+    [
+        ack_frame(7) + pika.frame.Heartbeat().marshal(),  # another frame after the ack
+        pika.frame.Method(1, pika.spec.Basic.Nack(delivery_tag=7)).marshal(),
+        ack_frame(7, channel=2),  # another channel's
+        ack_frame(7)[:-3],  # part of a frame
+        ack_frame(7)[:-1] + b"\x00",  # no frame end
+    ],
+    ids=["then-a-heartbeat", "a-nack", "another-channel", "part-of-a-frame", "bad-frame-end"],
+)
+def test_anything_but_whole_acks_of_the_channel_stays_on_the_socket_for_pika(waiting: bytes) -> None:
+    with socket_pair() as (channel, theirs):
+        theirs.sendall(waiting)
+        assert read_acks(channel) is None
+        assert channel._impl.connection.bytes_received == 0
+        assert channel._impl.connection._transport._sock.recv(100) == waiting  # all still there, for pika
+
+
+def test_acks_are_left_to_pika_while_it_holds_part_of_a_frame() -> None:
+    with socket_pair(frame_buffer=ack_frame(6)[:5]) as (channel, theirs):
+        theirs.sendall(ack_frame(7))
+        assert read_acks(channel) is None
+
+
+def test_a_socket_the_server_closed_is_left_to_pika() -> None:
+    with socket_pair() as (channel, theirs):
+        theirs.shutdown(socket.SHUT_WR)  # pika must read the end of the stream, and close the connection
+        assert read_acks(channel) is None
 
 
 @pytest.mark.parametrize("waiting", [b"", b"frames pika framed before"])

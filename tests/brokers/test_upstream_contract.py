@@ -27,7 +27,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "dramatiq_eventbus"
 PRIVATE_NAMES = re.compile(
     r"_RedisConsumer|_RabbitmqConsumer|_RabbitmqMessage|_max_unpack_size|\._tag\b|\._nack\b|\._impl\b"
     r"|_flush_output|_adapter_emit_data|\bdo_(ack|nack|requeue|fetch|enqueue)\b|scripts\[\"dispatch\"\]"
-    r"|broker\.state\b|queues_pending|\._exception\b|_AsyncPlaintextTransport|\._transport\b|\._sock\b"
+    r"|broker\.state\b|queues_pending|\._exception\b|_AsyncPlaintextTransport|\._transport\b|\._sock\b|_frame_buffer"
 )
 #: Redis keys: Dramatiq's layout and the bus's lanes. They may appear only under brokers/redis/.
 REDIS_KEYS = re.compile(r"__acks__|__heartbeats__|\.msgs\b|:lane:|:lanes\b|:wake\b|:lane-heads\b")

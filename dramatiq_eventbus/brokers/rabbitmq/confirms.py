@@ -15,6 +15,10 @@ from dramatiq.message import Message
 from ..sending import encoded
 from . import upstream
 
+#: How long a wait for confirms polls the socket itself before it lets pika's I/O loop wait
+#: (which also runs pika's timers, such as its heartbeats).
+FAST_WAIT_MS = 50
+
 
 class Outcome:
     """What RabbitMQ said about one batch, by position in it.
@@ -63,6 +67,7 @@ class ConfirmingChannel:
         self._returned: set[bytes] = set()
         self._bodies: list[bytes] = []  # the last batch's, by position
         self._selected = False
+        self._poller: Any = None  # made at the first wait for confirms, when the socket is open
         # pika's own channel under the BlockingChannel: the only way to confirm asynchronously.
         self.protocol_channel = upstream.protocol_channel(self.channel)
         self.protocol_channel.add_on_return_callback(self._on_return)
@@ -141,6 +146,15 @@ class ConfirmingChannel:
         """
         if not self.channel.is_open:
             raise pika.exceptions.ChannelWrongStateError("the confirming channel closed")
+        if self._poller is None:
+            self._poller = upstream.socket_poller(self.channel)
+        while self._poller is not None and not done():
+            acks = upstream.acks_off_the_socket(self.channel, self._poller, FAST_WAIT_MS)
+            if not acks:
+                break  # pika's way: something else came, or nothing yet (its timers must run)
+            for tag, multiple in acks:
+                self._confirm(self._acked, tag, multiple)
+            upstream.run_due_timers(self.channel)
         upstream.flush(self.channel, done)
         if not done():
             raise pika.exceptions.ChannelWrongStateError("the confirming channel closed")
@@ -153,10 +167,13 @@ class ConfirmingChannel:
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
         outcome = self._acked if isinstance(method, pika.spec.Basic.Ack) else self._nacked
-        first = self._first_tag if method.multiple else method.delivery_tag
+        self._confirm(outcome, method.delivery_tag, method.multiple)
+
+    def _confirm(self, outcome: set[int], delivery_tag: int, multiple: bool) -> None:
+        first = self._first_tag if multiple else delivery_tag
         outcome.update(
             tag
-            for tag in range(max(first, self._first_tag), method.delivery_tag + 1)
+            for tag in range(max(first, self._first_tag), delivery_tag + 1)
             if tag not in self._acked and tag not in self._nacked
         )
 
