@@ -74,7 +74,7 @@ def one_broker(ctx: Context, deployment: Deployment) -> list[Result]:
 
     name = deployment.broker
     one = rounds(lambda: bus.publish(placed), raw_send, sizes.publishes)
-    # 100 fan-outs a round (40-80 ms of the bus): at 50 one hiccup of the machine decided the worst round.
+    # 250 fan-outs a round (50-60 ms of the bus on Redis): at 50 one hiccup of the machine decided the worst round.
     ten = rounds(lambda: bus.publish(paid), raw_fan_out, max(1, sizes.publishes // 2))
     batch = [make_event(OrderPlaced, n) for n in range(100)]
 
