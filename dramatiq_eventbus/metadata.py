@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import sysconfig
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -49,9 +50,11 @@ MAX_PUBLISHED_AT_MS = 253_402_300_799_999
 # instead of one per id, which publish() calls no handler wants would notice. A pool is the
 # bytes and a counter of the ids taken from them, swapped whole for the next: ``next()`` on an
 # itertools.count is atomic under the GIL, so no two threads get the same bytes, with no lock
-# on the way (a lock took a fifth of an id's time). Emptied in a forked child, so that two
-# workers forked from one parent never hand out the same bytes.
+# on the way (a lock took a fifth of an id's time). A free-threaded build of Python, where that
+# is not promised, takes the lock. Emptied in a forked child, so that two workers forked from
+# one parent never hand out the same bytes.
 _ENTROPY_BYTES = 4000
+_LOCK_FREE = not sysconfig.get_config_var("Py_GIL_DISABLED")
 _pool: tuple[bytes, Iterator[int]] = (b"", itertools.count())
 _refill_lock = threading.Lock()
 
@@ -93,8 +96,13 @@ def uuid7(millis: int | None = None) -> str:
     """
     if millis is None:
         millis = time.time_ns() // 1_000_000
-    pool, taken = _pool  # one read of one tuple: the bytes and their counter always match
-    start = next(taken) * 10
+    if _LOCK_FREE:
+        pool, taken = _pool  # one read of one tuple: the bytes and their counter always match
+        start = next(taken) * 10
+    else:
+        with _refill_lock:
+            pool, taken = _pool
+            start = next(taken) * 10
     if start + 10 > len(pool):
         pool, start = _refilled(pool)
     # 80 random bits, less the 4 of the version and the 2 of the variant; built and cut by hand,

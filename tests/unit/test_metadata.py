@@ -14,7 +14,7 @@ import pytest
 from dramatiq.message import Message
 
 import dramatiq_eventbus as eventbus
-from dramatiq_eventbus import EventBus, EventContextFilter, current_context
+from dramatiq_eventbus import EventBus, EventContextFilter, current_context, metadata
 from dramatiq_eventbus.backends import DramatiqBackend
 from dramatiq_eventbus.brokers.inspection import Refusal, inspect_body
 from dramatiq_eventbus.delivery import Delivery
@@ -50,7 +50,9 @@ def test_uuid7_ids_are_version_7_unique_and_time_ordered() -> None:
     assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)  # the millisecond prefix never goes back
 
 
-def test_uuid7_ids_made_by_many_threads_at_once_are_unique() -> None:
+@pytest.mark.parametrize("lock_free", [True, False], ids=["with-the-gil", "free-threaded"])
+def test_uuid7_ids_made_by_many_threads_at_once_are_unique(lock_free: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metadata, "_LOCK_FREE", lock_free)  # a free-threaded build takes the lock
     # Threads switching every microsecond: a pool read apart from its counter, or a refill
     # two threads both make, would hand two threads the same random bytes.
     made: list[list[str]] = [[] for _ in range(8)]
