@@ -8,7 +8,7 @@ local last_head = 6 + 4 * tonumber(ARGV[6])
 local out = {}
 for i = 7, last_head, 4 do
   ack(queue, acks, ARGV[i + 3])
-  out[#out + 1] = finish(prefix, ARGV[i], ARGV[i + 1], ARGV[i + 2], "done", now, deadline, queue)[1]
+  out[#out + 1] = finish(prefix, ARGV[i], ARGV[i + 1], ARGV[i + 2], "done", now, deadline, queue, true)[1]
 end
 for i = last_head + 1, #ARGV do
   ack(queue, acks, ARGV[i])

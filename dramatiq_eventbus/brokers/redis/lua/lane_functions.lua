@@ -80,15 +80,18 @@ local function renew(prefix, lane, token, lease_until)
   return 1
 end
 
-local function finish(prefix, lane, id, token, outcome, now, deadline, queue)
+-- ``fetched``: the head was taken by fetch.lua, which removed its lane heads entry already.
+local function finish(prefix, lane, id, token, outcome, now, deadline, queue, fetched)
   local ids, msgs, head, lanes = keys(prefix, lane)
-  if queue ~= "" then
+  if queue ~= "" and not fetched then
     redis.call("hdel", queue .. ":lane-heads", id)
   end
-  if redis.call("lindex", ids, 0) ~= id then
-    return {"gone"}
-  end
+  -- Only enter() writes a token, once it saw ``id`` at the head, and every script that moves
+  -- the head on removes the token: while the token holds, ``id`` is the head.
   if redis.call("hget", head, "token") ~= token then
+    if redis.call("lindex", ids, 0) ~= id then
+      return {"gone"}
+    end
     return {"lost"}
   end
   if outcome == "retry" then
