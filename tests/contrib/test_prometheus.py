@@ -42,6 +42,7 @@ from dramatiq_eventbus.testing import stub_worker
 from tests.contrib import prometheus_handlers
 from tests.support import servers
 from tests.support.broker_queues import RabbitmqQueues, RedisQueues
+from tests.support.lane_stores import scratch_lane_store
 from tests.support.worker_process import REPO_ROOT, WorkerProcess, wait_for
 
 DASHBOARD = REPO_ROOT / "docs" / "grafana" / "eventbus-dashboard.json"
@@ -261,15 +262,8 @@ def test_a_bus_without_lanes_exports_no_lane_gauges() -> None:
 
 @pytest.fixture
 def lane_store() -> Iterator[RedisLaneStore]:
-    client = redis.Redis.from_url(servers.require_redis())
-    store = RedisLaneStore(client, prefix=f"eventbus-metrics-test-{uuid.uuid4().hex[:8]}")
-    try:
+    with scratch_lane_store("eventbus-metrics-test") as store:
         yield store
-    finally:
-        keys = list(client.scan_iter(match=f"{store.prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
 
 
 @pytest.mark.redis

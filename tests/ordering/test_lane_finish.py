@@ -3,27 +3,20 @@ to another delivery's lease, and to a head that has moved on."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from dramatiq_eventbus.brokers import RedisLaneStore
 from dramatiq_eventbus.ordering.lanes import FinishStatus, Verdict
 
-from ..support.servers import require_redis
+from ..support.lane_stores import scratch_lane_store
 
 
 @pytest.fixture
 def lanes() -> Iterator[RedisLaneStore]:
-    client = redis.Redis.from_url(require_redis())
-    prefix = f"lane_finish_{uuid.uuid4().hex[:10]}"
-    yield RedisLaneStore(client, prefix=prefix)
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with scratch_lane_store("lane-finish") as store:
+        yield store
 
 
 @pytest.mark.redis
