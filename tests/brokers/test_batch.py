@@ -320,6 +320,19 @@ def test_a_real_rabbitmq_s_confirms_are_read_off_the_socket(queues: list[str], m
         connection.close()
 
 
+def test_a_confirm_past_the_last_message_published_confirms_only_what_was_published() -> None:
+    # RabbitMQ never confirms a tag it did not give out; a peer that does must cost nothing
+    # unbounded, and name no message that was never sent.
+    channel = object.__new__(confirms.ConfirmingChannel)
+    channel._first_tag, channel._last_tag = 5, 7
+    channel._acked, channel._nacked, channel._returned = set(), set(), set()
+    channel._bodies = [b"5", b"6", b"7"]
+    channel._confirm(channel._acked, 7 + 1_000_000, True)
+    channel._confirm(channel._nacked, 9, False)
+    assert channel._acked == {5, 6, 7} and channel._nacked == set()
+    assert channel.outcome().confirmed == [0, 1, 2]
+
+
 class Transport(upstream._PlaintextTransport):
     """pika's plaintext transport on one end of a socket pair, with what pika would buffer."""
 

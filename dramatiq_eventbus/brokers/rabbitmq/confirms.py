@@ -171,9 +171,11 @@ class ConfirmingChannel:
 
     def _confirm(self, outcome: set[int], delivery_tag: int, multiple: bool) -> None:
         first = self._first_tag if multiple else delivery_tag
+        # Never past the last tag published: a confirm for more (from a broken or hostile
+        # peer) would cost time and memory without bound, and name messages never sent.
         outcome.update(
             tag
-            for tag in range(max(first, self._first_tag), delivery_tag + 1)
+            for tag in range(max(first, self._first_tag), min(delivery_tag, self._last_tag) + 1)
             if tag not in self._acked and tag not in self._nacked
         )
 
