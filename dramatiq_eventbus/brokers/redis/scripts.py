@@ -165,6 +165,9 @@ def packed(command: Sequence[Any]) -> bytes | None:
             data = argument.encode()
         elif kind is int:
             data = b"%d" % argument
+        elif isinstance(argument, str):
+            # The ids consumers read are a subclass (ReceivedId). Encoded as redis-py encodes one.
+            data = argument.encode("utf-8", "strict")
         else:
             return None
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
