@@ -84,7 +84,7 @@ class LaneKeys:
         return f"{self.prefix}:lane:{lane}:msgs"
 
     def head(self, lane: str) -> str:
-        """HASH of the head's state, since, head_since, attempts, token and lease_until."""
+        """HASH of the head's id, state, since, head_since, attempts, token and lease_until."""
         return f"{self.prefix}:lane:{lane}:head"
 
 

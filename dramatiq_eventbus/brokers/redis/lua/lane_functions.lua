@@ -4,9 +4,10 @@
 -- A lane is one (handler, partition key). Its keys, under <prefix>:lane:<lane> (keys.LaneKeys):
 --   :ids   LIST of message ids in publish order; the first is the lane's head.
 --   :msgs  HASH message id -> encoded Dramatiq message, the durable copy until handled.
---   :head  HASH about the head: state (dispatched, running, retrying), since (ms, when it
---          entered that state), head_since (ms, when it became the head), attempts, and while
---          running the owner token and lease_until.
+--   :head  HASH about the head: id (its message id), state (dispatched, running, retrying),
+--          since (ms, when it entered that state), head_since (ms, when it became the head),
+--          attempts, and while running the owner token and lease_until (else "" and 0). A head
+--          an older version wrote lacks the id, and :ids tells it.
 -- <prefix>:lanes is a ZSET of every non-empty lane, scored by the time (ms) at which the lane
 -- needs looking at if nothing happens first; the sweep reads it.
 --
@@ -41,6 +42,13 @@ local function ack(queue, acks, redis_id)
   end
 end
 
+-- Make ``id`` the head, waiting for its delivery. Every field is written, so that nothing of
+-- the head before it (its lease above all) is left: one command, where DEL and HSET were two.
+local function new_head(head, id, now)
+  redis.call("hset", head, "id", id, "state", "dispatched", "since", now, "head_since", now, "attempts", 0,
+    "token", "", "lease_until", 0)
+end
+
 local function append(prefix, lane, id, body, now, deadline, queue)
   local ids, msgs, head, lanes = keys(prefix, lane)
   local length = redis.call("rpush", ids, id)
@@ -48,8 +56,7 @@ local function append(prefix, lane, id, body, now, deadline, queue)
   if length ~= 1 then
     return 0
   end
-  redis.call("del", head)
-  redis.call("hset", head, "state", "dispatched", "since", now, "head_since", now, "attempts", 0)
+  new_head(head, id, now)
   redis.call("zadd", lanes, deadline, lane)
   to_broker(queue, lane, id, body)
   return 1
@@ -57,14 +64,14 @@ end
 
 local function enter(prefix, lane, id, token, now, lease_until)
   local ids, _, head, lanes = keys(prefix, lane)
-  if redis.call("lindex", ids, 0) ~= id then
+  local owner = redis.call("hmget", head, "id", "token", "lease_until", "attempts")
+  if (owner[1] or redis.call("lindex", ids, 0)) ~= id then
     return "stale"
   end
-  local owner = redis.call("hmget", head, "token", "lease_until", "attempts")
-  if owner[1] and tonumber(owner[2]) > tonumber(now) then
+  if owner[2] and owner[2] ~= "" and (tonumber(owner[3]) or 0) > tonumber(now) then
     return "busy"
   end
-  local attempts = (tonumber(owner[3]) or 0) + 1
+  local attempts = (tonumber(owner[4]) or 0) + 1
   redis.call("hset", head, "state", "running", "since", now, "token", token, "lease_until", lease_until, "attempts", attempts)
   redis.call("zadd", lanes, lease_until, lane)
   return "run"
@@ -72,7 +79,7 @@ end
 
 local function renew(prefix, lane, token, lease_until)
   local _, _, head, lanes = keys(prefix, lane)
-  if redis.call("hget", head, "token") ~= token then
+  if token == "" or redis.call("hget", head, "token") ~= token then
     return 0
   end
   redis.call("hset", head, "lease_until", lease_until)
@@ -88,15 +95,14 @@ local function finish(prefix, lane, id, token, outcome, now, deadline, queue, fe
   end
   -- Only enter() writes a token, once it saw ``id`` at the head, and every script that moves
   -- the head on removes the token: while the token holds, ``id`` is the head.
-  if redis.call("hget", head, "token") ~= token then
+  if token == "" or redis.call("hget", head, "token") ~= token then
     if redis.call("lindex", ids, 0) ~= id then
       return {"gone"}
     end
     return {"lost"}
   end
   if outcome == "retry" then
-    redis.call("hset", head, "state", "retrying", "since", now)
-    redis.call("hdel", head, "token", "lease_until")
+    redis.call("hset", head, "state", "retrying", "since", now, "token", "", "lease_until", 0)
     redis.call("zadd", lanes, deadline, lane)
     return {"retrying"}
   end
@@ -108,8 +114,7 @@ local function finish(prefix, lane, id, token, outcome, now, deadline, queue, fe
     redis.call("zrem", lanes, lane)
     return {"idle"}
   end
-  redis.call("del", head)
-  redis.call("hset", head, "state", "dispatched", "since", now, "head_since", now, "attempts", 0)
+  new_head(head, next_id, now)
   redis.call("zadd", lanes, deadline, lane)
   local body = redis.call("hget", msgs, next_id)
   if to_broker(queue, lane, next_id, body) then

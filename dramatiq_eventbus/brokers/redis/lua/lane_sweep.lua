@@ -13,8 +13,7 @@ for _, lane in ipairs(due) do
     redis.call("del", head)
   else
     local before = redis.call("hmget", head, "state", "since", "attempts")
-    redis.call("hset", head, "state", "dispatched", "since", now)
-    redis.call("hdel", head, "token", "lease_until")
+    redis.call("hset", head, "state", "dispatched", "since", now, "token", "", "lease_until", 0)
     redis.call("zadd", lanes, deadline, lane)
     table.insert(out, lane)
     table.insert(out, before[1] or "unknown")
