@@ -15,8 +15,8 @@ import pytest
 import redis
 from dramatiq.message import Message
 
-from dramatiq_eventbus.brokers.redis import EventBusRedisBroker, ThreadConnections
 from dramatiq_eventbus.brokers.inspection import ReceivedId
+from dramatiq_eventbus.brokers.redis import EventBusRedisBroker, ThreadConnections
 from dramatiq_eventbus.brokers.redis.scripts import packed
 from tests.support.broker_queues import RedisQueues
 from tests.support.servers import require_redis

@@ -421,7 +421,7 @@ class RedisConsumer(Consumer):
         hook = None if self._delayed else self.broker.fetch_hook
         lease_arguments = ("", 0, "") if hook is None else hook.lease_arguments()
         with self._holdings.lock:
-            ids, bodies, flat_leased = self.broker.scripts["eventbus_fetch"](
+            ids, bodies, leases = self.broker.scripts["eventbus_fetch"](
                 keys=self._fetch_keys, args=[self.broker.broker_id, current_millis(), count, *lease_arguments]
             )
             fetched = []
@@ -436,10 +436,11 @@ class RedisConsumer(Consumer):
                 self._holdings.hold(redis_id, entry)
         leased: dict[str, LeasedAtFetch] = {}
         readable = {entry.redis_id for entry in fetched}
-        for place, lane, verdict in zip(*[iter(flat_leased)] * 3, strict=True):
-            redis_id = ids[place - 1].decode("utf-8", "replace")
+        for lease in leases:
+            place, verdict, lane = lease.split(b" ", 2)
+            redis_id = ids[int(place) - 1].decode("utf-8", "replace")
             if redis_id in readable:  # else refused above
-                token = f"{lease_arguments[2]}:{place}"
+                token = f"{lease_arguments[2]}:{place.decode()}"
                 leased[redis_id] = LeasedAtFetch(lane.decode("utf-8", "replace"), verdict.decode(), token)
         admitted = []
         for entry in fetched:

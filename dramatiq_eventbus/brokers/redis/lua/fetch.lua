@@ -3,9 +3,10 @@
 -- KEYS: heartbeats, queue, the queue's messages hash, the worker's ack set of the queue, the
 -- queue's wake list, the queue's lane heads hash. ARGV: worker id, timestamp, count, then the
 -- lanes' prefix ("" to lease none), the lease's deadline (ms) and a token for this fetch.
--- -> {ids, bodies, leased}; a body is false when the id has none; leased is flat: the place in
--- ids (from 1), lane and verdict (lane_enter.lua's) of each id the lane scripts put on the queue
--- as a head, leased to the token followed by ":" and that place. Any other id (a message
+-- -> {ids, bodies, leased}; a body is false when the id has none; leased holds one string for
+-- each id the lane scripts put on the queue as a head: its place in ids (from 1), the verdict
+-- (lane_enter.lua's) and its lane, separated by spaces (one string rather than three: redis-py
+-- reads each in Python, about 0.7 µs apiece), leased to the token followed by ":" and that place. Any other id (a message
 -- enqueued by Dramatiq, a head sent again by the lanes' sweep) is leased by the consumer after
 -- the fetch, if it has a lane.
 --
@@ -33,9 +34,7 @@ if #ids > 0 then
     if lane then
       heads[#heads + 1] = ids[i]
       if prefix ~= "" then
-        leased[#leased + 1] = i
-        leased[#leased + 1] = lane
-        leased[#leased + 1] = enter(prefix, lane, ids[i], token .. ":" .. i, timestamp, lease_until)
+        leased[#leased + 1] = i .. " " .. enter(prefix, lane, ids[i], token .. ":" .. i, timestamp, lease_until) .. " " .. lane
       end
     end
   end

@@ -1,8 +1,8 @@
 -- A worker's batch of acks for one broker queue, among them handled lane heads, each finished
 -- and acknowledged together. ARGV: prefix, now, deadline, queue, acks (the worker's ack set of
 -- ``queue``), count of heads, then lane, message id, token, Redis id for each head, then the
--- Redis ids of the other deliveries to acknowledge -> for each head, what finishing it did:
--- "gone", "lost", "idle" or "sent".
+-- Redis ids of the other deliveries to acknowledge -> what finishing each head did ("gone",
+-- "lost", "idle" or "sent"), in one string, separated by spaces.
 local prefix, now, deadline, queue, acks = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local last_head = 6 + 4 * tonumber(ARGV[6])
 local out = {}
@@ -13,4 +13,4 @@ end
 for i = last_head + 1, #ARGV do
   ack(queue, acks, ARGV[i])
 end
-return out
+return table.concat(out, " ")
