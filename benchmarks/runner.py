@@ -38,8 +38,9 @@ class Sizes:
     publishes: int  # publish() calls per round of scenarios 1 and 2
     free_publishes: int  # publish() calls per round of scenario 3 (no I/O)
     batches: int  # 100-event batches per round of scenario 4
-    drain: int  # messages per round of the worker scenarios (5, 6, 10)
+    drain: int  # messages per drain of the worker scenarios (5, 6, 10)
     drain_rounds: int  # side-by-side rounds of scenarios 5 and 6
+    drain_turns: int  # drains of each side per round of scenarios 5 and 6, taking turns
     latency_seconds: float  # per round of scenario 8
     latency_rates: tuple[int, ...]  # events/s in scenario 8, one set of rows each
     latency_rounds: int
@@ -74,10 +75,12 @@ FULL = Sizes(
     publishes=500,
     free_publishes=20_000,
     batches=3,
-    # 6,000 messages a round: 0.5-1 s of a bus worker. At 2,000 (0.2 s) the rounds of scenario
-    # 6 on Redis spread over 0.62-0.82x within one run, and its worst round was a coin toss.
-    drain=6000,
+    drain=2000,
     drain_rounds=5,
+    # Three drains of each side a round, taking turns. With one of 2,000 messages (0.2 s) the
+    # rounds of scenario 6 on Redis spread over 0.62-0.82x in one run; with one of 6,000 still
+    # over 0.59-0.94x on a busier machine: it drifts over seconds.
+    drain_turns=3,
     latency_seconds=2.0,
     latency_rates=(200, 500, 1000),
     latency_rounds=5,
@@ -88,7 +91,9 @@ FULL = Sizes(
 )
 #: ``--quick``: the publish and worker scenarios (1-7) with a third to a half of the work, in
 #: under a minute with both brokers; ratios a little less steady than ``FULL``'s.
-QUICK = replace(FULL, rounds=7, publishes=100, free_publishes=5_000, batches=1, drain=1000, drain_rounds=3)
+QUICK = replace(
+    FULL, rounds=7, publishes=100, free_publishes=5_000, batches=1, drain=1000, drain_rounds=3, drain_turns=1
+)
 SMOKE = Sizes(
     rounds=1,
     publishes=5,
@@ -96,6 +101,7 @@ SMOKE = Sizes(
     batches=1,
     drain=20,
     drain_rounds=1,
+    drain_turns=1,
     latency_seconds=0.2,
     latency_rates=(100,),
     latency_rounds=1,
@@ -261,9 +267,18 @@ def per_call(function: Callable[[], object], calls: int) -> float:
 
 
 def side_by_side(
-    bus: Callable[[], float], baseline: Callable[[], float], rounds: int
+    bus: Callable[[], float],
+    baseline: Callable[[], float],
+    rounds: int,
+    *,
+    turns: int = 1,
+    combine: Callable[[list[float]], float] = statistics.fmean,
 ) -> tuple[float, float, float, list[float]]:
     """Run ``bus`` and ``baseline`` alternately, ``rounds`` times each; each returns one figure.
+
+    With ``turns``, a round is that many calls of each, taking turns, and its figure for each
+    side is ``combine`` of them (:func:`statistics.harmonic_mean` for rates of equal work):
+    the machine's drift over a round then weighs on both sides alike.
 
     Returns the median bus figure, the median baseline figure, the median of the
     per-round ratios bus / baseline, and those ratios.
@@ -271,12 +286,17 @@ def side_by_side(
     bus_figures: list[float] = []
     baseline_figures: list[float] = []
     for round_number in range(rounds):
-        if round_number % 2 == 0:
-            bus_figures.append(bus())
-            baseline_figures.append(baseline())
-        else:
-            baseline_figures.append(baseline())
-            bus_figures.append(bus())
+        bus_turns: list[float] = []
+        baseline_turns: list[float] = []
+        for turn in range(turns):
+            if (round_number + turn) % 2 == 0:
+                bus_turns.append(bus())
+                baseline_turns.append(baseline())
+            else:
+                baseline_turns.append(baseline())
+                bus_turns.append(bus())
+        bus_figures.append(combine(bus_turns))
+        baseline_figures.append(combine(baseline_turns))
     ratios = [b / a if a else float("inf") for b, a in zip(bus_figures, baseline_figures, strict=True)]
     return statistics.median(bus_figures), statistics.median(baseline_figures), statistics.median(ratios), ratios
 

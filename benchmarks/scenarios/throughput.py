@@ -61,6 +61,12 @@ def rate(
     return lambda: drain_rate(worker, shared.stats, fill, others=shared.others(worker), cpu=cpu)
 
 
+def per_round(ctx: Context, count: int) -> str:
+    """How much each side drains a round, for the table's notes."""
+    turns = ctx.sizes.drain_turns
+    return f"{count} messages per round" if turns == 1 else f"{turns} drains of {count} messages per round, in turns"
+
+
 def cpu_note(bus: list[float], baseline: list[float], baseline_name: str, bus_name: str = "bus") -> str:
     """The medians of the workers' CPU time per message, for the table's notes."""
     bus_us, baseline_us = statistics.median(bus), statistics.median(baseline)
@@ -88,6 +94,8 @@ def workers_side_by_side(ctx: Context, broker: str) -> Result:
         rate(shared, bus_worker, publish_fill(deployment, OrderPlaced, count), bus_cpu),
         rate(shared, raw_worker, raw_fill(deployment, count), raw_cpu),
         rounds,
+        turns=ctx.sizes.drain_turns,
+        combine=statistics.harmonic_mean,
     )
     return Result(
         "5",
@@ -100,7 +108,7 @@ def workers_side_by_side(ctx: Context, broker: str) -> Result:
         ratio,
         Target(">=", 1.2),
         rounds,
-        note=f"{count} messages per round; {cpu_note(bus_cpu, raw_cpu, 'raw')}",
+        note=f"{per_round(ctx, count)}; {cpu_note(bus_cpu, raw_cpu, 'raw')}",
         ratios=ratios,
     )
 
@@ -120,6 +128,8 @@ def partition_keys(ctx: Context, broker: str) -> Result:
         rate(shared, worker, publish_fill(deployment, OrderShipped, count), keyed_cpu),
         rate(shared, worker, publish_fill(deployment, OrderPlaced, count), unkeyed_cpu),
         rounds,
+        turns=ctx.sizes.drain_turns,
+        combine=statistics.harmonic_mean,
     )
     return Result(
         "6",
@@ -132,7 +142,7 @@ def partition_keys(ctx: Context, broker: str) -> Result:
         ratio,
         Target(">=", 0.8 if broker == "redis" else 0.5),
         rounds,
-        note=f"{count} messages per round; lanes in {lanes_where}; "
+        note=f"{per_round(ctx, count)}; lanes in {lanes_where}; "
         + cpu_note(keyed_cpu, unkeyed_cpu, "without keys", "with keys"),
         ratios=ratios,
     )
