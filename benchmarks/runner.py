@@ -63,7 +63,7 @@ class Sizes:
     fan_outs: tuple[int, ...] = (1, 10, 100)  # scenario 14: handlers of the published event
     lane_events: int = 10_000  # scenario 15: events left waiting in lanes
     lane_counts: tuple[int, ...] = (100, 10_000)  # scenario 15: lanes they wait in
-    drained_lanes: int = 100_000  # scenario 15: lanes driven through append, enter, finish
+    drained_lanes: int = 300_000  # scenario 15: lanes driven through append, enter, finish
     drained_lanes_slow: int = 1_000_000  # the same, with --slow
     lane_batch: int = 1000  # scenario 15: lanes per script call
 
