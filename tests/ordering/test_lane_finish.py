@@ -68,3 +68,23 @@ def test_a_new_head_keeps_nothing_of_the_lease_before_it(lanes: RedisLaneStore) 
     assert lanes.finish(lane, "m2", "lease-1", queue_name="q").status is FinishStatus.LOST
     assert lanes.finish(lane, "m2", "", queue_name="q").status is FinishStatus.LOST
     assert [(view.state, view.attempts) for view in lanes.lanes()] == [("running", 1)]
+
+
+@pytest.mark.redis
+def test_lanes_lists_lanes_whose_keys_were_written_by_hand(lanes: RedisLaneStore) -> None:
+    # What Redis holds may be forged: bytes that are not UTF-8, numbers that are not numbers.
+    # ``eventbus lanes`` (and the bus's lanes()) raised on them and listed nothing.
+    lane = "handler:order-4"
+    assert lanes.append([(lane, "m1", b"first", "q")]) == [True]
+    lanes.client.hset(lanes.keys.head(lane), mapping={"state": b"\xff", "head_since": b"soon", "attempts": b"x\xfe"})
+    forged = b"handler:\xff"
+    lanes.client.rpush(f"{lanes.prefix}:lane:".encode() + forged + b":ids", b"\xfe")
+    lanes.client.zadd(lanes.keys.lanes, {forged: 0})
+    listed = {status.head_message_id: status for status in lanes.lanes()}
+    assert len(listed) == 2
+    first = listed["m1"]
+    assert (first.state, first.attempts, first.pending) == ("unknown", 0, 1)
+    (other,) = [status for key, status in listed.items() if key != "m1"]
+    assert other.handler == "handler" and other.partition_key == "\ufffd" and other.head_message_id == "\ufffd"
+    # The metrics' bounded read too (summary, on every scrape).
+    assert lanes.summary(max_lanes=10).waiting == 2

@@ -87,6 +87,11 @@ class LaneKeys:
         """HASH of the head's id, state, since, head_since, attempts, token and lease_until."""
         return f"{self.prefix}:lane:{lane}:head"
 
+    def read_back(self, lane: bytes, part: str) -> bytes:
+        """The key ``part`` (``ids``, ``msgs`` or ``head``) of a lane whose name was read back
+        from Redis, as bytes: a name that is not UTF-8 (written by hand) still names its keys."""
+        return f"{self.prefix}:lane:".encode() + lane + f":{part}".encode()
+
 
 def _canonical(queue_name: str) -> str:
     # As dispatch.lua: a delay queue (<queue>.DQ) dead-letters to <queue>.XQ.

@@ -228,11 +228,11 @@ class RedisLaneStore:
           max_lanes(int): The most lanes looked at.
         """
         total = int(self.client.zcard(self.keys.lanes))
-        names = [raw.decode() for raw in self.client.zrange(self.keys.lanes, 0, max_lanes - 1)]
+        names: list[bytes] = self.client.zrange(self.keys.lanes, 0, max_lanes - 1)
         pipe = self.client.pipeline(transaction=False)
         for lane in names:
-            pipe.exists(self.keys.ids(lane))
-            pipe.hget(self.keys.head(lane), "head_since")
+            pipe.exists(self.keys.read_back(lane, "ids"))
+            pipe.hget(self.keys.read_back(lane, "head"), "head_since")
         replies = pipe.execute() if names else []
         now = current_millis()
         empty, oldest_since = 0, now
@@ -240,7 +240,7 @@ class RedisLaneStore:
             if not has_ids:
                 empty += 1  # a lane being emptied: lanes() leaves it out too
             elif since is not None:
-                oldest_since = min(oldest_since, int(since))
+                oldest_since = min(oldest_since, _number(since, now))
         return LaneSummary(max(total - empty, 0), max(now - oldest_since, 0) / 1000)
 
     def lanes(self, *, older_than_seconds: float = 0.0) -> list[LaneStatus]:
@@ -248,38 +248,40 @@ class RedisLaneStore:
         now = current_millis()
         found = []
         for raw in self.client.zrange(self.keys.lanes, 0, -1):
-            lane = raw.decode()
+            # Read back from Redis, so possibly written by hand: names and values that are not
+            # UTF-8 show replaced (the CLI escapes what it prints), numbers that are not numbers
+            # as 0; the keys are addressed by the name's own bytes.
             pipe = self.client.pipeline(transaction=True)
-            pipe.lindex(self.keys.ids(lane), 0)
-            pipe.llen(self.keys.ids(lane))
-            pipe.hgetall(self.keys.head(lane))
+            pipe.lindex(self.keys.read_back(raw, "ids"), 0)
+            pipe.llen(self.keys.read_back(raw, "ids"))
+            pipe.hgetall(self.keys.read_back(raw, "head"))
             head_id, pending, head = pipe.execute()
             if head_id is None:
                 continue
-            head = {key.decode(): value.decode() for key, value in head.items()}
-            age = (now - int(head.get("head_since", now))) / 1000
+            head = {key.decode("utf-8", "replace"): value for key, value in head.items()}
+            age = (now - _number(head.get("head_since"), now)) / 1000
             if age < older_than_seconds:
                 continue
-            handler, _, key = lane.partition(":")
-            event_type, event_id = self._head_event(lane, head_id)
+            handler, _, key = raw.decode("utf-8", "replace").partition(":")
+            event_type, event_id = self._head_event(raw, head_id)
             found.append(
                 LaneStatus(
                     handler=handler,
                     partition_key=key,
-                    state=_state(head.get("state", "unknown")),
-                    head_message_id=head_id.decode(),
+                    state=_state(head.get("state", b"").decode("utf-8", "replace")),
+                    head_message_id=head_id.decode("utf-8", "replace"),
                     event_type=event_type,
                     age_seconds=age,
-                    attempts=int(head.get("attempts", 0)),
+                    attempts=_number(head.get("attempts"), 0),
                     pending=int(pending),
                     event_id=event_id,
                 )
             )
         return sorted(found, key=lambda status: -status.age_seconds)
 
-    def _head_event(self, lane: str, message_id: bytes) -> tuple[str, str]:
+    def _head_event(self, lane: bytes, message_id: bytes) -> tuple[str, str]:
         """The head's event type and event id, as its stored message gives them (the CLI escapes them)."""
-        body = self.client.hget(self.keys.messages(lane), message_id)
+        body = self.client.hget(self.keys.read_back(lane, "msgs"), message_id)
         try:
             options: dict[str, Any] = json.loads(body or b"{}").get("options", {})
             return str(options.get("event_type", "unknown")), str(options.get("event_id", "unknown"))
@@ -292,6 +294,14 @@ _STATES = frozenset(state.value for state in HeadState)
 #: FinishStatus by the word lane_finish_handled.lua replies with; a dict lookup, where the
 #: Enum's own lookup costs a call per head.
 _FINISH_STATUSES = {status.value.encode(): status for status in FinishStatus}
+
+
+def _number(value: bytes | None, default: int) -> int:
+    """A whole number the lane scripts wrote, or ``default`` for none or anything else."""
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
 
 
 def _state(found: str) -> str:
