@@ -94,7 +94,7 @@ local function finish(prefix, lane, id, token, outcome, now, deadline, queue, fe
     redis.call("hdel", queue .. ":lane-heads", id)
   end
   -- Only enter() writes a token, once it saw ``id`` at the head, and every script that moves
-  -- the head on removes the token: while the token holds, ``id`` is the head.
+  -- the head on clears it (to ""): while the token holds, ``id`` is the head.
   if token == "" or redis.call("hget", head, "token") ~= token then
     if redis.call("lindex", ids, 0) ~= id then
       return {"gone"}
