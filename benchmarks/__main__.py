@@ -61,7 +61,8 @@ def plan(options: argparse.Namespace) -> tuple[Sizes, list[Scenario], list[Scena
     """The sizes, the scenarios to run and those skipped, for the command line's ``options``."""
     only = {number.strip() for number in options.only.split(",") if number.strip()}
     sizes = SMOKE if options.smoke else QUICK if options.quick else FULL
-    run, skipped = [], []
+    run: list[Scenario] = []
+    skipped: list[Scenario] = []
     for scenario in SCENARIOS:
         if only and not only.intersection(scenario.numbers):
             continue

@@ -161,7 +161,7 @@ def run(ctx: Context) -> list[Result]:
     for name, (handler, _) in _shapes(limit).items():
         bodies = []
         for size in (limit, limit // 8):
-            payload = {"$type": _wire(Anything if handler is TakesAnything else Lines)}
+            payload: dict[str, Any] = {"$type": _wire(Anything if handler is TakesAnything else Lines)}
             payload["lines" if handler is TakesLines else "value"] = _shapes(size)[name][1]()
             bodies.append(_body(bus, handler, payload))
         reads = (_reading(bus, bodies[0], limit), _raw_reading(bodies[0]), _reading(bus, bodies[1], limit))
