@@ -93,14 +93,18 @@ class Redispatch:
       state(str): What the head was doing: dispatched, running or retrying.
       stalled_ms(int): How long it had been in that state.
       attempts(int): How many times it had been started.
-      message(bytes): The head's encoded message.
+      message(bytes | None): The head's encoded message; None when the lane emptied after
+        ``skipped``.
+      skipped(int): Heads dropped before it, whose messages were not stored (evicted from
+        Redis, or a lane written by hand): they can never run.
     """
 
     lane: str
     state: str
     stalled_ms: int
     attempts: int
-    message: bytes
+    message: bytes | None
+    skipped: int = 0
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,24 @@ class LaneSweeper(Middleware):
             if not renewed:
                 self.logger.warning("Lost the lease on lane %s: another delivery may run its head.", shown(lane))
         for stalled in store.sweep():
+            if stalled.skipped:
+                self.logger.warning(
+                    "Lane %s: dropped %d event(s) whose stored message was gone (evicted from Redis, or "
+                    "written by hand); they can never run.",
+                    shown(stalled.lane),
+                    stalled.skipped,
+                )
+            if stalled.message is None:
+                continue
+            try:
+                message = Message.decode(stalled.message)
+            except Exception as exc:  # a stored message written by hand: the lanes after it still go
+                self.logger.warning(
+                    "Lane %s stalled, and its head's stored message cannot be decoded (%s); it stays stalled.",
+                    shown(stalled.lane),
+                    described(exc),
+                )
+                continue
             self.logger.warning(
                 "Lane %s stalled: its head was %s for %.1f s after %d attempt(s); sending it again.",
                 shown(stalled.lane),
@@ -137,4 +155,4 @@ class LaneSweeper(Middleware):
                 stalled.stalled_ms / 1000,
                 stalled.attempts,
             )
-            broker.enqueue(Message.decode(stalled.message))
+            broker.enqueue(message)

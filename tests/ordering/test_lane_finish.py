@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from dramatiq_eventbus.brokers import RedisLaneStore
+from dramatiq_eventbus.brokers.redis.keys import RedisKeys
 from dramatiq_eventbus.ordering.lanes import FinishStatus, Verdict
 
 from ..support.lane_stores import scratch_lane_store
@@ -88,3 +89,45 @@ def test_lanes_lists_lanes_whose_keys_were_written_by_hand(lanes: RedisLaneStore
     assert other.handler == "handler" and other.partition_key == "\ufffd" and other.head_message_id == "\ufffd"
     # The metrics' bounded read too (summary, on every scrape).
     assert lanes.summary(max_lanes=10).waiting == 2
+
+
+@pytest.mark.redis
+def test_a_head_whose_stored_message_is_gone_is_skipped_with_a_count_not_a_stuck_sweep(
+    lanes: RedisLaneStore,
+) -> None:
+    # A body evicted from Redis (or a lane written by hand) can never run. Finishing the head
+    # before it sent nothing; the sweep then returned that head without a message, the sweeper
+    # raised decoding it, and the stalled lanes after it in the same sweep, marked as sent
+    # again, were not sent; the lane itself never moved past it.
+    lane, other = "handler:order-5", "handler:order-6"
+    assert lanes.append([(lane, f"m{n}", f"body {n}".encode(), "q") for n in range(1, 5)]) == [True] + [False] * 3
+    assert lanes.append([(other, "o1", b"other", "q")]) == [True]
+    for gone in ("m2", "m3"):
+        lanes.client.hdel(lanes.keys.messages(lane), gone)
+    assert lanes.enter_many([(lane, "m1", "lease-1")]) == [Verdict.RUN]
+    finished = lanes.finish(lane, "m1", "lease-1", queue_name="q")
+    assert (finished.status, finished.next_message) == (FinishStatus.NEXT, None)
+    lanes.client.zadd(lanes.keys.lanes, {lane: 0, other: 0})  # both due now
+    swept = {stalled.lane: stalled for stalled in lanes.sweep()}
+    assert set(swept) == {lane, other}
+    assert (swept[lane].skipped, swept[lane].message) == (2, b"body 4")
+    assert (swept[other].skipped, swept[other].message) == (0, b"other")
+    assert {status.head_message_id for status in lanes.lanes()} == {"m4", "o1"}
+
+
+@pytest.mark.redis
+def test_finishing_before_a_head_whose_stored_message_is_gone_raises_nothing_when_lanes_send_heads() -> None:
+    # With the lanes in the broker's Redis the script puts the new head on its queue: with its
+    # message gone it raised a Lua error, half done, and the worker's whole batch of acks with it.
+    with scratch_lane_store("lane-finish-sends") as scratch:
+        namespace = f"{scratch.prefix}-broker"
+        lanes = RedisLaneStore(scratch.client, prefix=scratch.prefix, broker_keys=RedisKeys(namespace))
+        lane = "handler:order-7"
+        assert lanes.append([(lane, "m1", b"first", "q"), (lane, "m2", b"second", "q")]) == [True, False]
+        lanes.client.hdel(lanes.keys.messages(lane), "m2")
+        assert lanes.enter_many([(lane, "m1", "lease-1")]) == [Verdict.RUN]
+        finished = lanes.finish(lane, "m1", "lease-1", queue_name="q")
+        assert (finished.status, finished.next_message) == (FinishStatus.NEXT, None)
+        queue = RedisKeys(namespace).queue("q")
+        assert lanes.client.lrange(queue, 0, -1) == [b"m1"]  # only the first head went on the queue
+        lanes.client.delete(queue, f"{queue}.msgs", f"{queue}:lane-heads")

@@ -209,9 +209,17 @@ class RedisLaneStore:
         """Take the heads of lanes whose time is up, to be sent again."""
         now = current_millis()
         flat = self._sweep(args=[self.prefix, now, limit, now + self.stall_ms])
+        # Read back from Redis: a head's fields may have been written by hand (see lanes()).
         return [
-            Redispatch(lane.decode(), _state(state.decode()), now - int(since), int(attempts), body)
-            for lane, state, since, attempts, body in zip(*[iter(flat)] * 5, strict=True)
+            Redispatch(
+                lane.decode("utf-8", "replace"),
+                _state(state.decode("utf-8", "replace")),
+                now - _number(since, now),
+                _number(attempts, 0),
+                body,
+                int(skipped),
+            )
+            for lane, state, since, attempts, body, skipped in zip(*[iter(flat)] * 6, strict=True)
         ]
 
     def summary(self, *, max_lanes: int) -> LaneSummary:
@@ -313,7 +321,8 @@ def _state(found: str) -> str:
 def _finished(reply: Sequence[bytes]) -> Finished:
     """What lane_finish.lua replied."""
     status = FinishStatus(reply[0].decode())
-    return Finished(status, reply[1] if status is FinishStatus.NEXT else None)
+    # A "next" without a body: the new head's message is not stored; the sweep drops it.
+    return Finished(status, reply[1] if status is FinishStatus.NEXT and len(reply) > 1 else None)
 
 
 def same_database(a: redis.Redis, b: redis.Redis) -> bool:

@@ -117,6 +117,11 @@ local function finish(prefix, lane, id, token, outcome, now, deadline, queue, fe
   new_head(head, next_id, now)
   redis.call("zadd", lanes, deadline, lane)
   local body = redis.call("hget", msgs, next_id)
+  if not body then
+    -- Its message is not stored (evicted, or written by hand): nothing to send; the sweep
+    -- drops the head at its deadline, and the lane moves on.
+    return {"next"}
+  end
   if to_broker(queue, lane, next_id, body) then
     return {"sent"}
   end
