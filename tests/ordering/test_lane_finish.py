@@ -20,10 +20,15 @@ def lanes() -> Iterator[RedisLaneStore]:
         yield store
 
 
+def two_events(lanes: RedisLaneStore, lane: str) -> None:
+    """Append ``m1`` then ``m2`` to ``lane``, empty before: ``m1`` is its head, not yet leased."""
+    assert lanes.append([(lane, "m1", b"first", "q"), (lane, "m2", b"second", "q")]) == [True, False]
+
+
 @pytest.mark.redis
 def test_a_head_is_finished_by_its_lease_lost_to_another_and_gone_once_it_moved_on(lanes: RedisLaneStore) -> None:
     lane = "handler:order-1"
-    assert lanes.append([(lane, "m1", b"first", "q"), (lane, "m2", b"second", "q")]) == [True, False]
+    two_events(lanes, lane)
     assert lanes.enter_many([(lane, "m1", "lease-1")]) == [Verdict.RUN]
 
     # Another delivery's lease does not finish the head, nor does it move the lane on.
@@ -46,7 +51,7 @@ def test_a_head_written_before_heads_named_their_id_is_still_told_from_a_stale_d
     # The head's state names its message id, so a lease is taken without reading the lane's
     # list; a head an older version wrote has no id there, and the list answers.
     lane = "handler:order-2"
-    assert lanes.append([(lane, "m1", b"first", "q"), (lane, "m2", b"second", "q")]) == [True, False]
+    two_events(lanes, lane)
     head_key = lanes.keys.head(lane)
     assert lanes.client.hget(head_key, "id") == b"m1"
     lanes.client.hdel(head_key, "id")
@@ -61,7 +66,7 @@ def test_a_head_written_before_heads_named_their_id_is_still_told_from_a_stale_d
 @pytest.mark.redis
 def test_a_new_head_keeps_nothing_of_the_lease_before_it(lanes: RedisLaneStore) -> None:
     lane = "handler:order-3"
-    assert lanes.append([(lane, "m1", b"first", "q"), (lane, "m2", b"second", "q")]) == [True, False]
+    two_events(lanes, lane)
     assert lanes.enter_many([(lane, "m1", "lease-1")]) == [Verdict.RUN]
     assert lanes.finish(lane, "m1", "lease-1", queue_name="q").status is FinishStatus.NEXT
     # Not busy: the lease of m1 ended with it, though its time has not run out.
@@ -123,7 +128,7 @@ def test_finishing_before_a_head_whose_stored_message_is_gone_raises_nothing_whe
         namespace = f"{scratch.prefix}-broker"
         lanes = RedisLaneStore(scratch.client, prefix=scratch.prefix, broker_keys=RedisKeys(namespace))
         lane = "handler:order-7"
-        assert lanes.append([(lane, "m1", b"first", "q"), (lane, "m2", b"second", "q")]) == [True, False]
+        two_events(lanes, lane)
         lanes.client.hdel(lanes.keys.messages(lane), "m2")
         assert lanes.enter_many([(lane, "m1", "lease-1")]) == [Verdict.RUN]
         finished = lanes.finish(lane, "m1", "lease-1", queue_name="q")

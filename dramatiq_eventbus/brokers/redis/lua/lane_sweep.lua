@@ -9,8 +9,7 @@ local lanes = prefix .. ":lanes"
 local due = redis.call("zrangebyscore", lanes, "-inf", now, "LIMIT", 0, limit)
 local out = {}
 for _, lane in ipairs(due) do
-  local base = prefix .. ":lane:" .. lane
-  local ids, msgs, head = base .. ":ids", base .. ":msgs", base .. ":head"
+  local ids, msgs, head = keys(prefix, lane)
   local id = redis.call("lindex", ids, 0)
   local body = id and redis.call("hget", msgs, id)
   local skipped = 0
