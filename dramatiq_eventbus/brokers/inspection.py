@@ -21,9 +21,10 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from weakref import WeakKeyDictionary
 
+from dramatiq.broker import MessageProxy
 from dramatiq.common import current_millis, q_name
 from dramatiq.encoder import JSONEncoder
 from dramatiq.message import Message, get_encoder
@@ -122,6 +123,8 @@ class ReceivedMessage(Message[Any]):
 _ARGUMENTS_SHOWN = 6
 _ARGUMENT_CHARACTERS = 240
 _FIELDS = dataclasses.fields(Message)
+#: A proxy of a delivery (:func:`holding_fields`).
+P = TypeVar("P", bound=MessageProxy)
 
 
 def _astuple(message: Message[Any]) -> tuple[Any, ...]:
@@ -203,6 +206,29 @@ class ConsumedBroker(Protocol):
     max_message_bytes: int
     message_check: MessageCheck | None
     refusal_listener: RefusalListener | None
+
+
+def holding_fields(proxy: P, message: Message[Any]) -> P:
+    """``proxy``, the worker's handle on ``message``, answering the message's fields itself.
+
+    Dramatiq's MessageProxy reads each field through ``__getattr__``, which Python calls only
+    after the usual lookup has failed and raised: 0.44 µs a read, where an attribute of the
+    proxy's own takes 0.03, and the worker and its middleware read about 36 per message (16 µs,
+    a tenth of a no-op message's worker CPU). A Message is frozen, so a field held here cannot
+    go stale; its options dict is the one object, so what middleware writes there stays shared.
+    Everything else (``encode()``, ``copy()``...) still goes to the message.
+    """
+    fields = vars(proxy)
+    fields["queue_name"] = message.queue_name
+    fields["actor_name"] = message.actor_name
+    fields["args"] = message.args
+    fields["kwargs"] = message.kwargs
+    fields["options"] = message.options
+    fields["message_id"] = message.message_id
+    fields["message_timestamp"] = message.message_timestamp
+    if isinstance(message, ReceivedMessage):
+        fields["checked"] = message.checked
+    return proxy
 
 
 def inspect_delivery(broker: ConsumedBroker, queue_name: str, body: bytes | None) -> Message[Any] | Refusal:

@@ -301,3 +301,37 @@ def test_a_rabbitmq_consumer_sends_the_acks_waiting_for_its_loop_with_one_flush(
     assert sends == [4]
     consumer.close()  # whatever was not acked would go back to the queue now
     assert RabbitmqQueues(require_rabbitmq()).count(queue) == 0
+
+
+# -- what both consumers hand the worker ---------------------------------------------------------
+
+MESSAGE_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")
+
+
+@pytest.mark.redis
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("bus_fixture", ["redis_bus", "rabbitmq_bus"])
+def test_a_delivery_answers_its_fields_without_a_lookup_through_dramatiqs_proxy(
+    bus_fixture: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dramatiq's MessageProxy reads each field of its message through __getattr__, which Python
+    # calls only after the usual lookup failed: the worker and its middleware read about 36 of
+    # them per message, 0.4 µs each. The bus's consumers hand over proxies that hold the fields.
+    bus: EventBus = request.getfixturevalue(bus_fixture)
+    bus.publish(handlers.Solo(0, 1))
+    consumer: Any = bus.broker.consume(bus.config.queues.default, prefetch=1, timeout=100)
+    delivery = _next(consumer)
+    looked_up: list[str] = []
+    lookup = MessageProxy.__getattr__
+    monkeypatch.setattr(MessageProxy, "__getattr__", lambda proxy, name: looked_up.append(name) or lookup(proxy, name))
+    fields = {name: getattr(delivery, name) for name in MESSAGE_FIELDS}
+    assert looked_up == []
+    # The same values as the message itself (read through the proxy's methods), and the same
+    # options dict: what middleware writes there travels with the message, as with Dramatiq's.
+    message = Message.decode(delivery.encode())
+    assert fields == {**{name: getattr(message, name) for name in MESSAGE_FIELDS}, "args": tuple(message.args)}
+    delivery.options["written_by_middleware"] = 1
+    assert delivery.copy().options["written_by_middleware"] == 1
+    assert delivery.checked  # the consumer's check passed it (the proxy's own, or its message's)
+    consumer.ack(delivery)
+    consumer.close()

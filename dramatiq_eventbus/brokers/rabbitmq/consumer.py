@@ -36,7 +36,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 from ...untrusted import described, shown
-from ..inspection import Refusal, inspect_delivery, log_dead_lettered
+from ..inspection import Refusal, holding_fields, inspect_delivery, log_dead_lettered
 from . import upstream
 
 #: Seconds before acks held back by a failed finish of their lane heads are tried again.
@@ -212,4 +212,4 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
             upstream.reject(self, method.delivery_tag)
             return None
         self.known_tags.add(method.delivery_tag)
-        return upstream.delivery(method.redelivered, method.delivery_tag, inspected)
+        return holding_fields(upstream.delivery(method.redelivered, method.delivery_tag, inspected), inspected)

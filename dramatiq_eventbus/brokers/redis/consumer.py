@@ -54,7 +54,7 @@ from dramatiq.message import Message
 
 from ...ordering.lanes import LeasedAtFetch
 from ...untrusted import shown
-from ..inspection import Refusal, inspect_delivery, log_dead_lettered
+from ..inspection import Refusal, holding_fields, inspect_delivery, log_dead_lettered
 from . import upstream
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ class RedisConsumer(Consumer):
                     self.misses = 0
                     message = fetched.message
                     assert message is not None  # _fetch() keeps only the admitted
-                    proxy = MessageProxy(message)
+                    proxy = holding_fields(MessageProxy(message), message)
                     self._holdings.hold(fetched.redis_id, proxy)
                     self.queued_message_ids.add(message.message_id)
                     return proxy
