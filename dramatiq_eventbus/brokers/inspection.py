@@ -218,7 +218,10 @@ def holding_fields(proxy: P, message: Message[Any]) -> P:
     go stale; its options dict is the one object, so what middleware writes there stays shared.
     Everything else (``encode()``, ``copy()``...) still goes to the message.
     """
-    fields = vars(proxy)
+    try:
+        fields = vars(proxy)
+    except TypeError:  # a proxy with no __dict__ (a Dramatiq to come): its reads stay as they are
+        return proxy
     fields["queue_name"] = message.queue_name
     fields["actor_name"] = message.actor_name
     fields["args"] = message.args

@@ -18,7 +18,7 @@ import pytest
 from dramatiq.broker import MessageProxy
 from dramatiq.message import Message
 
-from dramatiq_eventbus.brokers.inspection import ReceivedId, ReceivedMessage, inspect_body
+from dramatiq_eventbus.brokers.inspection import ReceivedId, ReceivedMessage, holding_fields, inspect_body
 from dramatiq_eventbus.untrusted import briefly
 
 #: A payload of about 1 MiB, newlines and an escape sequence in it.
@@ -122,3 +122,17 @@ def test_a_small_message_renders_as_dramatiqs_with_its_id(args: tuple[Any, ...])
 )
 def test_briefly_is_bounded_whatever_the_value(value: object) -> None:
     assert_bounded(briefly(value))
+
+
+def test_a_proxy_holds_its_message_fields_and_one_without_a_dict_is_left_as_it_is() -> None:
+    # The consumers' proxies hold the fields (holding_fields): Dramatiq's reads each through
+    # __getattr__. A proxy class with no __dict__ (a Dramatiq to come) must not fail delivery.
+    message = received()
+    proxy = holding_fields(MessageProxy(message), message)
+    assert vars(proxy)["options"] is message.options and vars(proxy)["checked"] is message.checked is False
+
+    class Slotted:
+        __slots__ = ("message",)
+
+    slotted: Any = Slotted()
+    assert holding_fields(slotted, message) is slotted
