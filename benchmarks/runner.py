@@ -85,7 +85,8 @@ FULL = Sizes(
     latency_seconds=2.0,
     latency_rates=(200, 500, 1000),
     latency_rounds=5,
-    idle_seconds=10.0,
+    # 6 s a round: the two workers' calls (3 and 5 a second) count to a sixth of a call per second.
+    idle_seconds=6.0,
     idle_rounds=2,
     celery_fan_outs=40,
     celery_rounds=3,
