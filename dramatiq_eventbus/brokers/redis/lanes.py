@@ -22,6 +22,7 @@ from ...ordering.lanes import (
     DEFAULT_LANE_PREFIX,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_STALL_SECONDS,
+    VERDICTS,
     Finished,
     FinishStatus,
     HandledHead,
@@ -134,7 +135,7 @@ class RedisLaneStore:
         args: list[Any] = [self.prefix, now, now + self.lease_ms]
         for entry in entries:
             args += entry
-        return [Verdict(verdict.decode()) for verdict in self._enter(args=args)]
+        return [VERDICTS[verdict.decode()] for verdict in self._enter(args=args)]
 
     def lease_arguments(self, token: str) -> list[Any]:
         """The last arguments of the broker's fetch (``fetch.lua``), by which it leases the heads it
