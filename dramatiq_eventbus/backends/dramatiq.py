@@ -12,7 +12,7 @@ from dramatiq.message import Message
 
 from ..brokers import BatchFailed, BrokerSupport, support_for
 from ..brokers.limits import check_all_sendable
-from ..brokers.sending import emit_enqueue_hooks, encoded
+from ..brokers.sending import emit_enqueue_hooks, encoded_all
 from ..codecs import type_name
 from ..delivery import Delivery
 from ..errors import EventEncodeError, PublishError
@@ -144,7 +144,7 @@ class DramatiqBackend:
                 # once per message, when it is published.
                 laned = [lanes.as_enqueued(m) for m in laned]
                 emit_enqueue_hooks(self.broker, "before", laned)
-            bodies = [encoded(m) for m in laned]
+            bodies = encoded_all(laned)
             if self._max_bytes is not None:
                 check_all_sendable(laned, bodies, self._max_bytes)  # before anything is written
             heads = lanes.append(

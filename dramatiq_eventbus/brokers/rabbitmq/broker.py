@@ -14,7 +14,7 @@ from dramatiq.message import Message
 
 from ..inspection import MessageCheck, RefusalListener
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
-from ..sending import BatchFailed, emit_before_enqueue, emit_enqueue_hooks, encoded, enqueue_each
+from ..sending import BatchFailed, emit_before_enqueue, emit_enqueue_hooks, encoded_all, enqueue_each
 from . import upstream
 from .confirms import ConfirmingChannel
 from .consumer import DeliveryHook, RabbitmqConsumer
@@ -84,11 +84,11 @@ def enqueue_many(broker: RabbitmqBroker, messages: Sequence[Message[Any]], *, ma
     if not broker.confirm_delivery:
         if max_bytes is not None:
             # Dramatiq's enqueue encodes the message itself: encoded once more here, about 10 µs.
-            check_all_sendable(messages, [encoded(message) for message in messages], max_bytes)
+            check_all_sendable(messages, encoded_all(messages), max_bytes)
         enqueue_each(broker, messages)
         return
     emit_before_enqueue(broker, messages)
-    bodies = [encoded(message) for message in messages]
+    bodies = encoded_all(messages)
     if max_bytes is not None:
         check_all_sendable(messages, bodies, max_bytes)
     accepted: set[int] = set()

@@ -12,7 +12,7 @@ import pika.spec
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.message import Message
 
-from ..sending import encoded
+from ..sending import encoded_all
 from . import upstream
 
 #: How long a wait for confirms polls the socket itself before it lets pika's I/O loop wait
@@ -96,7 +96,7 @@ class ConfirmingChannel:
             still says which messages RabbitMQ had confirmed.
         """
         if bodies is None:
-            bodies = [encoded(message) for message in messages]
+            bodies = encoded_all(messages)
         self._first_tag = self._last_tag + 1
         self._acked.clear()
         self._nacked.clear()

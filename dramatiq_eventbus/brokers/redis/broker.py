@@ -18,7 +18,7 @@ from dramatiq.message import Message
 from ...metadata import uuid7
 from ..inspection import MessageCheck, RefusalListener
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_sendable, smallest_checked
-from ..sending import BatchFailed, emit_before_enqueue, emit_enqueue_hooks, encoded
+from ..sending import BatchFailed, emit_before_enqueue, emit_enqueue_hooks, encoded_all
 from . import scripts, upstream
 from .consumer import FetchHook, Holdings, RedisConsumer
 from .keys import RedisKeys
@@ -149,9 +149,8 @@ def enqueue_many(
     keys = RedisKeys(broker.namespace) if keys is None else keys
     args: list[Any] = [current_millis(), broker.broker_id]
     checked_above = smallest_checked(max_bytes) if max_bytes is not None else 0
-    for message in prepared:
+    for message, body in zip(prepared, encoded_all(prepared), strict=True):
         queue = message.queue_name
-        body = encoded(message)
         if max_bytes is not None and len(body) > checked_above:
             check_sendable(message, body, max_bytes)
         args += (keys.queue(queue), keys.messages(queue), message.options["redis_message_id"], body)
