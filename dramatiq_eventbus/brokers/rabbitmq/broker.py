@@ -12,6 +12,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from ..hooks import OverriddenHooksOnly
 from ..inspection import MessageCheck, RefusalListener
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_all_sendable
 from ..sending import BatchFailed, emit_before_enqueue, emit_enqueue_hooks, encoded_all, enqueue_each
@@ -26,9 +27,10 @@ ATTEMPTS = 6
 MAX_PRIORITY = 10
 
 
-class EventBusRabbitmqBroker(RabbitmqBroker):
+class EventBusRabbitmqBroker(OverriddenHooksOnly, RabbitmqBroker):
     """Dramatiq's RabbitmqBroker with a consumer that dead-letters undecodable or unrunnable
-    deliveries, and a batch send.
+    deliveries, and a batch send. Its middleware hooks run as Dramatiq's do, skipping those
+    that do nothing (:class:`~..hooks.OverriddenHooksOnly`).
 
     Use it wherever a RabbitmqBroker is made for you (``DRAMATIQ_BROKER["BROKER"]`` in
     django_dramatiq, ``DRAMATIQ_BROKER`` in flask-dramatiq); pass ``confirm_delivery=True``

@@ -16,6 +16,7 @@ from dramatiq.common import current_millis
 from dramatiq.message import Message
 
 from ...metadata import uuid7
+from ..hooks import OverriddenHooksOnly
 from ..inspection import MessageCheck, RefusalListener
 from ..limits import DEFAULT_MAX_MESSAGE_BYTES, check_sendable, smallest_checked
 from ..sending import BatchFailed, emit_before_enqueue, emit_enqueue_hooks, encoded_all
@@ -25,11 +26,12 @@ from .keys import RedisKeys
 from .scripts import ThreadConnections
 
 
-class EventBusRedisBroker(RedisBroker):
+class EventBusRedisBroker(OverriddenHooksOnly, RedisBroker):
     """Dramatiq's RedisBroker with a consumer that never strands a prefetched batch.
 
     It takes RedisBroker's arguments, and keeps its keys, enqueue path and dead-letter
-    queues; see :mod:`.consumer` for what its consumer changes. Use it wherever a
+    queues; see :mod:`.consumer` for what its consumer changes. Its middleware hooks run
+    as Dramatiq's do, skipping those that do nothing (:class:`~..hooks.OverriddenHooksOnly`). Use it wherever a
     RedisBroker is made for you (``DRAMATIQ_BROKER["BROKER"]`` in django_dramatiq,
     ``DRAMATIQ_BROKER`` in flask-dramatiq) to keep the promises of a bus-made broker.
 
