@@ -113,6 +113,20 @@ def test_a_middleware_added_after_the_first_emit_takes_part() -> None:
     assert calls == ["after_ack a m1 ()", "after_ack b m2 ()", "after_ack a m2 ()"]
 
 
+def test_a_middleware_removed_or_replaced_after_the_first_emit_is_not_called_again() -> None:
+    calls: list[str] = []
+    broker = QuietStubBroker(middleware=[])
+    first, second = Recording("a", calls), Recording("b", calls)
+    broker.add_middleware(first)
+    broker.add_middleware(second)
+    broker.emit_after("ack", "m1")
+    broker.middleware.remove(first)  # as the Prometheus instrument does when it is taken off
+    broker.emit_after("ack", "m2")
+    broker.middleware[0] = Recording("c", calls)
+    broker.emit_after("ack", "m3")
+    assert calls == ["after_ack b m1 ()", "after_ack a m1 ()", "after_ack b m2 ()", "after_ack c m3 ()"]
+
+
 def test_a_signal_middleware_has_no_hook_for_goes_to_dramatiqs_emit(caplog: pytest.LogCaptureFixture) -> None:
     broker = QuietStubBroker(middleware=[])
     broker.add_middleware(Silent())
