@@ -52,10 +52,9 @@ class Sizes:
     hostile_bytes: int = 1 << 20  # scenario 11: the max_message_bytes its forged messages fill
     hostile_rounds: int = 7  # scenario 11: reads of each forged message
     io_drain: int = 1000  # scenario 13: messages per drain and per worker process
-    io_rounds: int = 3  # side-by-side rounds of each of scenario 13's rows
+    io_rounds: int = 5  # side-by-side rounds of each of scenario 13's rows
     io_turns: int = 2  # scenario 13: drains of each side per round, taking turns
-    rabbitmq_latency_seconds: float = 1.5  # per round of scenario 8 on RabbitMQ
-    rabbitmq_latency_rounds: int = 3
+    instrument_rounds: int = 7  # rounds of scenario 12, whose figures have no target
     curve_rounds: int = 15  # rounds of scenario 14, each point once per round
     curve_publishes: int = 300  # scenario 14: publish() calls per point and round (a tenth at 10+ handlers)
     registry_sizes: tuple[int, ...] = (1, 10, 100, 1000)  # scenario 14: event classes registered
@@ -82,7 +81,7 @@ FULL = Sizes(
     # rounds of scenario 6 on Redis spread over 0.62-0.82x in one run; with one of 6,000 still
     # over 0.59-0.94x on a busier machine: it drifts over seconds.
     drain_turns=3,
-    latency_seconds=2.0,
+    latency_seconds=1.5,
     latency_rates=(200, 500, 1000),
     latency_rounds=5,
     # 6 s a round: the two workers' calls (3 and 5 a second) count to a sixth of a call per second.
@@ -117,8 +116,7 @@ SMOKE = Sizes(
     io_drain=20,
     io_rounds=1,
     io_turns=1,
-    rabbitmq_latency_seconds=0.2,
-    rabbitmq_latency_rounds=1,
+    instrument_rounds=1,
     curve_rounds=1,
     curve_publishes=20,
     registry_sizes=(1, 3),

@@ -12,8 +12,9 @@ CPU still bounds them, and the note gives each side's CPU time per message. A ro
 ``io_turns`` (2) drains of each side, taking turns, of ``io_drain`` messages per process
 (1,000: a third of a second to two thirds, filling not counted), their rates combined; with
 one drain of 1,500 a round, the worst of three rounds read 0.86-0.93x where the medians read
-1.01-1.07x. Target: at least raw's rate at the median and at the worst round. To stay near 2
-minutes, the Redis round trip runs at 1 x 8 only, and each row has ``io_rounds`` (3) rounds.
+1.01-1.07x. Target: at least raw's rate at the median and at the worst round, over
+``io_rounds`` (5) rounds a row. To keep ``make bench`` under 10 minutes, the Redis round trip
+runs at 1 x 8 only.
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ gives).
 On RabbitMQ (issue 18; the bus keeps its lanes in the Redis beside it), two rows as well:
 p50 against raw's, without a target, and p99 against raw's p99 of the same round (target:
 at most 1.0x at the median and at the worst round). Each p99 row's note gives the p99.9
-too, over all the rounds of a side pooled: a 2 s round at 200/s has 400 events, too few
-for a p99.9 of its own. RabbitMQ runs ``rabbitmq_latency_rounds`` rounds of
-``rabbitmq_latency_seconds`` (3 of 1.5 s, against Redis's 5 of 2 s): its part then takes
-under a minute, not a minute and a half, so that ``make bench`` stays under 10 minutes; its
-pooled p99.9 rests on 900 events at 200/s (the second slowest), 4,500 at 1,000/s. Then
+too, over all the rounds of a side pooled: a 1.5 s round at 200/s has 300 events, too few
+for a p99.9 of its own. Each broker runs ``latency_rounds`` (5) rounds of ``latency_seconds``
+(1.5 s; Redis ran 2 s rounds while RabbitMQ ran 3 rounds, before both took issue 18's 5), so
+that ``make bench`` stays under 10 minutes; a pooled p99.9 rests on 1,500 events at 200/s
+(the second slowest), 7,500 at 1,000/s. Then
 one row for idle workers: Redis calls per second of the bus's worker against raw
 Dramatiq's, each alone on a Redis of its own (:mod:`benchmarks.idle`; target: no more than
 raw's), watched 6 s a round (``idle_seconds``; 15 s before RabbitMQ joined, then 10 s: a
@@ -69,11 +69,7 @@ def run(ctx: Context) -> list[Result]:
 def at_rate(ctx: Context, broker: str, rate: int) -> list[Result]:
     log(f"  latency on {broker} at {rate}/s")
     sizes = ctx.sizes
-    seconds, rounds = (
-        (sizes.latency_seconds, sizes.latency_rounds)
-        if broker == "redis"
-        else (sizes.rabbitmq_latency_seconds, sizes.rabbitmq_latency_rounds)
-    )
+    seconds, rounds = sizes.latency_seconds, sizes.latency_rounds
     shared = ctx.shared
     deployment = shared.deployment(broker)
     stats = shared.stats
