@@ -21,8 +21,8 @@ class OverriddenHooksOnly(Broker):
     the hook, and otherwise do what Dramatiq's do: the hooks run in the middleware's order
     (reversed after), a :class:`MiddlewareError` raised by a ``before`` hook propagates, and any
     other exception is logged and passed over. The middleware list is looked at on each call,
-    so middleware added or removed later are called or not. A signal :class:`Middleware` has no hook for goes to
-    Dramatiq's own emit.
+    so middleware added or removed later are called or not. A signal :class:`Middleware` has
+    no hook for goes to Dramatiq's own emit.
     """
 
     #: The middleware list last seen, and by hook, its middleware that override the hook (None

@@ -31,9 +31,10 @@ class EventBusRedisBroker(OverriddenHooksOnly, RedisBroker):
 
     It takes RedisBroker's arguments, and keeps its keys, enqueue path and dead-letter
     queues; see :mod:`.consumer` for what its consumer changes. Its middleware hooks run
-    as Dramatiq's do, skipping those that do nothing (:class:`~..hooks.OverriddenHooksOnly`). Use it wherever a
-    RedisBroker is made for you (``DRAMATIQ_BROKER["BROKER"]`` in django_dramatiq,
-    ``DRAMATIQ_BROKER`` in flask-dramatiq) to keep the promises of a bus-made broker.
+    as Dramatiq's do, skipping those that do nothing (:class:`~..hooks.OverriddenHooksOnly`).
+    Use it wherever a RedisBroker is made for you (``DRAMATIQ_BROKER["BROKER"]`` in
+    django_dramatiq, ``DRAMATIQ_BROKER`` in flask-dramatiq) to keep the promises of a
+    bus-made broker.
 
     Parameters:
       **kwargs: Passed to :class:`dramatiq.brokers.redis.RedisBroker`.
