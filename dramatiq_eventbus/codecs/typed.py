@@ -47,6 +47,7 @@ logger = logging.getLogger("dramatiq_eventbus.codecs")
 
 TYPE = "$type"
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = frozenset({dict, list})
 _UNSET: Any = object()
 _WHAT_IT_ENCODES = (
     "the typed codec encodes the standard types, and the dataclasses, NamedTuples, Enums, attrs classes and "
@@ -153,22 +154,41 @@ def decode_list(raw: list[Any], tags: Tags) -> list[Any]:
         # Most lists hold only scalars: checked and copied in C. A copy, not ``raw`` itself,
         # so that a handler changing its event's list does not change the message a retry sends.
         return raw.copy()
-    out: list[Any] = []
-    append = out.append
+    # A comprehension, not a loop of appends: a quarter less time per item (measured on a
+    # list of numbers and empty lists, the shape that costs most per byte). The container
+    # being decoded is kept, so that a failure can say where it is.
+    current = None
     try:
-        for item in raw:
-            kind = type(item)
-            append(decode_object(item, tags) if kind is dict else decode_list(item, tags) if kind is list else item)
+        return [
+            (decode_object(current := item, tags) if type(item) is dict else decode_list(current := item, tags))
+            if type(item) in _CONTAINERS
+            else item
+            for item in raw
+        ]
     except CodecFailure as failure:
-        raise failure.at(f"[{len(out)}]") from None
-    return out
+        index = next(index for index, item in enumerate(raw) if item is current)
+        raise failure.at(f"[{index}]") from None
 
 
 def decode_members(tag: str, raw: dict[str, Any], tags: Tags) -> list[Any]:
-    """The decoded list a ``$tuple``, ``$set`` or ``$frozenset`` object (``tag``) holds."""
-    members = decode_list(only(tag, raw), tags)
-    if tag != "$tuple":
-        check_hashes_spread(tag, members)
+    """The decoded list a ``$tuple``, ``$set`` or ``$frozenset`` object (``tag``) holds; not a
+    copy when nothing in it needed decoding (the caller builds its own container of them)."""
+    members = only(tag, raw)
+    if tag == "$tuple":
+        return decode_list(members, tags)
+    if type(members) is list:
+        # Members of a set are nearly always scalars, and one pass in C tells both that they
+        # need no decoding and that their hashes cannot crowd: ints, by their size (a set of
+        # 200 ints: 4 µs, against 11 for a scan of types, then of the smallest and largest),
+        # and other scalars by their types.
+        if _small_ints(members):
+            return members
+        kinds = set(map(type, members))
+        if kinds <= _SCALARS:
+            check_hashes_spread(tag, members, kinds)
+            return members
+    members = decode_list(members, tags)
+    check_hashes_spread(tag, members)
     return members
 
 
@@ -177,10 +197,24 @@ def decode_members(tag: str, raw: dict[str, Any], tags: Tags) -> list[Any]:
 #: holding the GIL (40,000 of them, 1 MB: 7.9 s, with every other thread of the worker stalled).
 MAX_SAME_HASH = 16
 _HASH_MODULUS = sys.hash_info.modulus
+_HASH_BITS = _HASH_MODULUS.bit_length() - 1  # an int of at most this many bits hashes to itself
 
 
-def check_hashes_spread(tag: str, members: list[Any]) -> None:
+def _small_ints(members: list[Any]) -> bool:
+    """Whether every member is an int (or a bool) that hashes to itself: none crowds another."""
+    try:
+        return max(map(int.bit_length, members), default=0) <= _HASH_BITS
+    except TypeError:  # not an int
+        return False
+
+
+def check_hashes_spread(tag: str, members: list[Any], kinds: set[type] | None = None) -> None:
     """Refuse members that would turn a set or dict into a linear search; linear in their number.
+
+    Parameters:
+      tag(str): The members' tag, for the error.
+      members(list): The decoded members.
+      kinds(set[type] | None): Their types, when the caller has them already.
 
     Raises:
       CodecFailure: Too many members share a hash.
@@ -190,7 +224,8 @@ def check_hashes_spread(tag: str, members: list[Any]) -> None:
     # The usual members, told apart in C: strings, whose hashes are salted per process (unless
     # PYTHONHASHSEED fixes them), and ints too small to wrap around the modulus, which hash to
     # themselves (but -1, which hashes as -2 does).
-    kinds = set(map(type, members))
+    if kinds is None:
+        kinds = set(map(type, members))
     if kinds == {str} and sys.flags.hash_randomization:
         return
     if kinds == {int} and min(members) > -_HASH_MODULUS and max(members) < _HASH_MODULUS:

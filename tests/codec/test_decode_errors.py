@@ -126,6 +126,11 @@ BAD_PAYLOADS: list[tuple[Any, str]] = [
     (cart(extra={"$set": [1, 2, 3] + [-n * (2**61 - 1) for n in range(20)]}), "$set holds 20 members that hash"),
     (cart(extra={"$set": [2.0 ** (61 * n) for n in range(17)]}), "$set holds 17 members that hash alike"),
     (cart(extra={"$tuple": "abc"}), "expected a JSON list, got str"),
+    (cart(extra={"$set": "abc"}), "expected a JSON list, got str"),
+    (cart(extra={"$set": [1, 2, {"$decimal": "x"}]}), "Cart.extra[2]: bad $decimal 'x'"),
+    # A failure deep in lists of scalars and containers names each list's index.
+    (cart(extra=[1, "a", [], [2, {}, {"$decimal": "x"}], 3]), "Cart.extra[3][2]: bad $decimal 'x'"),
+    (cart(extra={"k": [[], [[1, {"$decimal": "x"}]]]}), "Cart.extra['k'][1][0][1]: bad $decimal 'x'"),
     (cart(extra={"$custom": "billing:Money", "value": 1}), "unknown type 'billing:Money'"),
     (cart(extra={"a": 1, "$type": "os:system"}), "Cart.extra: unknown type 'os:system'"),  # a tag not in first place
     (cart(extra={"$pickle": "gASV", "hmac": "00"}), "unknown type tag '$pickle'"),
