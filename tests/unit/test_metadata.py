@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import pytest
 from dramatiq.message import Message
@@ -18,7 +21,7 @@ from dramatiq_eventbus import EventBus, EventContextFilter, current_context, met
 from dramatiq_eventbus.backends import DramatiqBackend
 from dramatiq_eventbus.brokers.inspection import Refusal, inspect_body
 from dramatiq_eventbus.delivery import Delivery
-from dramatiq_eventbus.metadata import MAX_ID_CHARACTERS, uuid7
+from dramatiq_eventbus.metadata import MAX_ID_CHARACTERS, EventMetadata, new_metadata, uuid7
 from dramatiq_eventbus.signing import Signer
 from tests.support.threads import run_interleaved
 
@@ -48,6 +51,30 @@ def test_uuid7_ids_are_version_7_unique_and_time_ordered() -> None:
     assert all(UUID7.match(i) for i in ids)
     assert len(set(ids)) == len(ids)
     assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)  # the millisecond prefix never goes back
+
+
+def test_uuid7_ids_carry_their_millisecond_and_74_random_bits() -> None:
+    ids = [uuid7(1_765_000_000_123) for _ in range(2000)]
+    assert {UUID(i).int >> 80 for i in ids} == {1_765_000_000_123}
+    assert {UUID(i).version for i in ids} == {7}
+    # Every random digit takes (nearly) every value; the variant's digit, each of its four.
+    random_places = [place for place in range(15, 36) if place not in (18, 19, 23)]
+    assert all(len({i[place] for i in ids}) >= 14 for place in random_places)
+    assert {i[19] for i in ids} == set("89ab")
+    # No digit repeats another: two places agree in 1 id of 16, not in every one.
+    for a, b in itertools.combinations(random_places, 2):
+        assert sum(i[a] == i[b] for i in ids) < len(ids) / 8, (a, b)
+    with pytest.raises(OverflowError):
+        uuid7(-1)
+    with pytest.raises(OverflowError):
+        uuid7(2**48)
+
+
+def test_new_metadata_is_a_whole_event_metadata() -> None:
+    made = new_metadata()  # built as a plain tuple, for speed: it must still be one of every field
+    assert type(made) is EventMetadata and len(made) == len(EventMetadata._fields)
+    assert made == EventMetadata(made.event_id, made.published_at_ms, made.event_id, None, None)
+    assert UUID7.match(made.event_id) and abs(made.published_at_ms - time.time() * 1000) < 60_000
 
 
 @pytest.mark.parametrize("lock_free", [True, False], ids=["with-the-gil", "free-threaded"])
