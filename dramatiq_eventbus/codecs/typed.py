@@ -48,6 +48,7 @@ logger = logging.getLogger("dramatiq_eventbus.codecs")
 TYPE = "$type"
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _CONTAINERS = frozenset({dict, list})
+_SHORT_LIST = 32  # decoded by a loop rather than a comprehension: see decode_list
 _UNSET: Any = object()
 _WHAT_IT_ENCODES = (
     "the typed codec encodes the standard types, and the dataclasses, NamedTuples, Enums, attrs classes and "
@@ -154,9 +155,21 @@ def decode_list(raw: list[Any], tags: Tags) -> list[Any]:
         # Most lists hold only scalars: checked and copied in C. A copy, not ``raw`` itself,
         # so that a handler changing its event's list does not change the message a retry sends.
         return raw.copy()
-    # A comprehension, not a loop of appends: a quarter less time per item (measured on a
-    # list of numbers and empty lists, the shape that costs most per byte). The container
-    # being decoded is kept, so that a failure can say where it is.
+    if len(raw) <= _SHORT_LIST:
+        out: list[Any] = []
+        append = out.append
+        try:
+            for item in raw:
+                kind = type(item)
+                append(decode_object(item, tags) if kind is dict else decode_list(item, tags) if kind is list else item)
+        except CodecFailure as failure:
+            raise failure.at(f"[{len(out)}]") from None
+        return out
+    # A long list: a comprehension, not a loop of appends, takes a quarter less time per item
+    # (measured on a list of numbers and empty lists, the shape that costs most per byte). Not
+    # for short ones: until Python 3.12 a comprehension is a call of its own, which would halve
+    # how deeply lists may nest before Python's recursion limit (990 levels encode, and decode
+    # so). The container being decoded is kept, so that a failure can say where it is.
     current = None
     try:
         return [
