@@ -43,9 +43,7 @@ def raw_io_fill(deployment: Deployment, kind: str, count: int) -> Callable[[int]
     actor = declare_raw_io_actors(deployment.raw_broker, deployment.queues["raw"])[kind]
 
     def fill(batch: int) -> int:
-        for n in range(count):
-            actor.send(raw_payload(make_event(OrderAudited, n, batch=batch)))
-        return count
+        return deployment.send_raw(actor, [raw_payload(make_event(OrderAudited, n, batch=batch)) for n in range(count)])
 
     return fill
 

@@ -46,10 +46,9 @@ def raw_fill(deployment: Deployment, count: int) -> Callable[[int], int]:
     """Fill by sending ``count`` messages to the first raw actor."""
 
     def fill(batch: int) -> int:
-        actor = deployment.raw[0]
-        for n in range(count):
-            actor.send(raw_payload(make_event(OrderPlaced, n, batch=batch)))
-        return count
+        return deployment.send_raw(
+            deployment.raw[0], [raw_payload(make_event(OrderPlaced, n, batch=batch)) for n in range(count)]
+        )
 
     return fill
 
