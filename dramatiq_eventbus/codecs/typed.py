@@ -115,7 +115,7 @@ def decode_object(raw: dict[str, Any], tags: Tags) -> Any:
         if decoder is None:
             if key[:1] == "$":
                 raise CodecFailure(f"unknown type tag {shown(key)}")
-            return decode_plain(raw, tags)
+            break  # a plain object: below
         # A decoder meets payloads nobody has checked: anything else it raises (a TypeError
         # on a malformed value, say) still means a bad payload, and must say where it is.
         try:
@@ -124,11 +124,11 @@ def decode_object(raw: dict[str, Any], tags: Tags) -> Any:
             raise
         except Exception as exc:
             raise CodecFailure(f"bad {key} object: {_reason(exc)}") from None
-    return {}
-
-
-def decode_plain(raw: dict[str, Any], tags: Tags) -> Any:
-    """A JSON object whose first key is no tag: a dict of its decoded values."""
+    else:
+        return {}
+    # A plain object, a dict of its decoded values: decoded here rather than by a function of
+    # its own, so that nested dicts cost one call per level, as encoding them does, and decode
+    # as deeply as they encode (990 levels, not 490).
     if _SCALARS.issuperset(map(type, raw.values())) and "$" not in "".join(raw):
         return raw.copy()  # nothing to decode: copied in C, 10-20 times faster than the loop below
     tag = next((key for key in raw if key[:1] == "$"), None)

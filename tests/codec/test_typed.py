@@ -116,14 +116,15 @@ def test_a_zoned_datetime_is_its_wall_time_in_its_zone_whatever_offset_its_text_
     assert value.utcoffset() == dt.timedelta(hours=2)
 
 
-def test_lists_nested_nearly_as_deeply_as_encoding_allows_still_decode() -> None:
+@pytest.mark.parametrize("nest", [lambda inner: [inner, 2], lambda inner: {"a": inner, "b": 2}], ids=["lists", "dicts"])
+def test_values_nested_nearly_as_deeply_as_encoding_allows_still_decode(nest: Any) -> None:
     # What publish() encodes, a worker must decode. Decoding the event around them takes a call
     # or two more than encoding it, so the bound is ten levels short of the deepest that encodes.
     codec = TypedCodec([Anything])
     encoded: list[Any] = []
     value: Any = 1
     for _ in range(5000):
-        value = [value, 2]
+        value = nest(value)
         try:
             encoded.append(codec.encode(Anything(value)))
         except EventEncodeError:
