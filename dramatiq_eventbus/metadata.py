@@ -117,8 +117,8 @@ def uuid7(millis: int | None = None) -> str:
             start = next(taken) * _DIGITS_PER_ID
     if start + _DIGITS_PER_ID > len(pool):
         pool, start = _refilled(pool)
-    # 74 random digits' bits: 3 digits after the version's, 2 bits of the variant's digit, then
-    # 15 digits. Cut from hex digits made in advance: 0.46 µs an id, against 0.85 for the
+    # The 74 random bits: 3 digits after the version's, the 2 low bits of the variant's digit,
+    # then 15 digits. Cut from hex digits made in advance: 0.46 µs an id, against 0.85 for the
     # same id built as an int and formatted (and three times that with uuid.UUID).
     variant = _VARIANT_DIGIT[pool[start + 3]]
     return f"{prefix}{pool[start : start + 3]}-{variant}{pool[start + 4 : start + 7]}-{pool[start + 7 : start + 19]}"
