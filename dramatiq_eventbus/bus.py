@@ -394,6 +394,7 @@ class EventBus:
           order (also for events no handler is interested in).
 
         Raises:
+          TypeError: A builtin value (``None``, a ``dict``...) instead of an event.
           InterestedFailed: A handler's ``interested`` raised; nothing of the call was sent.
           EventEncodeError: An event the codec cannot carry; nothing of the call was sent.
           PublishError: The broker refused or dropped messages.
