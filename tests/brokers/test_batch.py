@@ -7,12 +7,17 @@ import collections
 import contextlib
 import json
 import socket
+import struct
 import types
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pika
+import pika.callback
+import pika.channel
+import pika.connection
+import pika.exceptions
 import pika.frame
 import pika.spec
 import pytest
@@ -195,6 +200,33 @@ def test_a_rabbitmq_batch_is_confirmed_with_hooks_per_message(
 
 
 @pytest.mark.rabbitmq
+def test_rabbitmq_takes_the_bus_s_frames_whole_persistent_and_with_their_priority(
+    rabbitmq_broker: tuple[RabbitmqBroker, Hooks], queues: list[str]
+) -> None:
+    broker, _ = rabbitmq_broker
+    # A body over three frames of the size RabbitMQ agrees (128 KiB), one empty of arguments, one small.
+    sent = messages(queues[:1], 3)
+    sent[0] = sent[0].copy(args=({"text": "x" * 300_000},))
+    sent[1] = sent[1].copy(args=(), options={})  # no priority
+    enqueue_all(broker, sent)
+
+    connection = pika.BlockingConnection(pika.URLParameters(require_rabbitmq()))
+    try:
+        channel = connection.channel()
+        got = {}
+        while (delivery := channel.basic_get(queues[0], auto_ack=True))[0] is not None:
+            _, properties, body = delivery
+            got[json.loads(body)["message_id"]] = (properties.delivery_mode, properties.priority, body)
+    finally:
+        connection.close()
+    assert set(got) == {m.message_id for m in sent}
+    for message in sent:
+        mode, priority, body = got[message.message_id]
+        assert (mode, priority) == (2, message.options.get("broker_priority"))
+        assert body == message.encode()
+
+
+@pytest.mark.rabbitmq
 def test_a_rabbitmq_queue_deleted_behind_the_brokers_back_is_declared_again(
     rabbitmq_broker: tuple[RabbitmqBroker, Hooks], queues: list[str]
 ) -> None:
@@ -360,6 +392,96 @@ class Channel:
     def __init__(self, connection: Connection, number: int = 1) -> None:
         self.channel_number = number
         self._impl = types.SimpleNamespace(connection=connection)
+
+
+class RecordingConnection:
+    """pika's own framing (Connection._send_method and what it calls) on a connection that
+    records what it would send instead of sending it."""
+
+    _send_method = pika.connection.Connection._send_method
+    _send_message = pika.connection.Connection._send_message
+    _send_frame = pika.connection.Connection._send_frame
+    _output_marshaled_frames = pika.connection.Connection._output_marshaled_frames
+    is_closed = False
+
+    def __init__(self, frame_max: int = pika.spec.FRAME_MAX_SIZE) -> None:
+        self.params = types.SimpleNamespace(frame_max=frame_max)
+        self._body_max_length = frame_max - 8  # as pika sets it once the frame size is agreed
+        self.callbacks = pika.callback.CallbackManager()
+        self.bytes_sent = self.frames_sent = 0
+        self.sent: list[bytes] = []
+        self._adapter_emit_data = self.sent.append
+
+
+def recording_channel(frame_max: int = pika.spec.FRAME_MAX_SIZE, number: int = 3) -> pika.channel.Channel:
+    """A pika protocol channel, open, on a :class:`RecordingConnection`."""
+    channel = pika.channel.Channel(RecordingConnection(frame_max), number, lambda _channel: None)
+    channel._state = channel.OPEN
+    return channel
+
+
+FRAME_MAX = 4096  # the least frame size AMQP allows: bodies past it in few bytes
+
+
+@pytest.mark.parametrize("size", [0, 1, 800, FRAME_MAX - 8, FRAME_MAX - 7, 3 * (FRAME_MAX - 8) + 5])
+@pytest.mark.parametrize("priority", [None, 0, 7, 255])
+@pytest.mark.parametrize("mandatory", [False, True])
+def test_a_publish_is_framed_and_counted_as_pika_frames_and_counts_it(
+    size: int, priority: int | None, mandatory: bool
+) -> None:
+    body = bytes(n % 251 for n in range(size))
+    pikas, ours = recording_channel(FRAME_MAX), recording_channel(FRAME_MAX)
+    for key in ("bus_events", "ördered.DQ"):
+        properties = pika.BasicProperties(delivery_mode=2, priority=priority)
+        pikas.basic_publish("", key, body, properties, mandatory=mandatory)
+        upstream.publish_unflushed(ours, key, body, priority, mandatory=mandatory)
+    pika_connection, our_connection = pikas.connection, ours.connection
+    assert b"".join(our_connection.sent) == b"".join(pika_connection.sent)  # type: ignore[attr-defined]
+    assert our_connection.bytes_sent == pika_connection.bytes_sent
+    assert our_connection.frames_sent == pika_connection.frames_sent
+
+
+def test_an_ack_is_framed_and_counted_as_pika_frames_and_counts_it() -> None:
+    pikas, ours = recording_channel(), recording_channel()
+    for tag in (1, 2**40):
+        pikas.basic_ack(tag)
+        upstream.ack_unflushed(types.SimpleNamespace(_impl=ours), tag)  # type: ignore[arg-type]
+    assert ours.connection.sent == pikas.connection.sent  # type: ignore[attr-defined]
+    assert (ours.connection.bytes_sent, ours.connection.frames_sent) == (
+        pikas.connection.bytes_sent,
+        pikas.connection.frames_sent,
+    )
+
+
+@pytest.mark.parametrize(
+    ("routing_key", "priority", "error"),
+    [
+        ("q" * 256, None, pika.exceptions.ShortStringTooLong),
+        ("é" * 128, None, pika.exceptions.ShortStringTooLong),  # 256 bytes in UTF-8
+        ("queue", 256, struct.error),
+        ("queue", -1, struct.error),
+        ("queue", "5", struct.error),
+    ],
+)
+def test_what_pika_cannot_frame_fails_as_in_pika_with_nothing_framed(
+    routing_key: str, priority: Any, error: type[Exception]
+) -> None:
+    pikas, ours = recording_channel(), recording_channel()
+    with pytest.raises(error):
+        pikas.basic_publish("", routing_key, b"body", pika.BasicProperties(delivery_mode=2, priority=priority))
+    with pytest.raises(error):
+        upstream.publish_unflushed(ours, routing_key, b"body", priority)
+    assert ours.connection.sent == [] and ours.connection.bytes_sent == 0  # type: ignore[attr-defined]
+
+
+def test_a_channel_not_open_refuses_a_publish_and_an_ack_as_pika_does() -> None:
+    channel = recording_channel()
+    channel._state = channel.CLOSED
+    with pytest.raises(pika.exceptions.ChannelWrongStateError):
+        upstream.publish_unflushed(channel, "queue", b"body", None)
+    with pytest.raises(pika.exceptions.ChannelWrongStateError):
+        upstream.ack_unflushed(types.SimpleNamespace(_impl=channel), 1)  # type: ignore[arg-type]
+    assert channel.connection.sent == []  # type: ignore[attr-defined]
 
 
 def ack_frame(tag: int, multiple: bool = False, channel: int = 1) -> bytes:

@@ -303,6 +303,53 @@ def test_a_rabbitmq_consumer_sends_the_acks_waiting_for_its_loop_with_one_flush(
     assert RabbitmqQueues(require_rabbitmq()).count(queue) == 0
 
 
+class NextHeads:
+    """A delivery hook whose finished lane heads are followed by the bodies given: what the
+    lanes' Redis returns as the next heads, which anyone who can write there may forge."""
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        self.bodies = bodies
+
+    def received(self, deliveries: Any) -> None:
+        pass
+
+    def dropped(self, deliveries: Any, queue_name: str) -> None:
+        pass
+
+    def finish_handled(self, deliveries: Any) -> list[bytes]:
+        bodies, self.bodies = self.bodies, []
+        return bodies
+
+
+@pytest.mark.rabbitmq
+def test_a_next_lane_head_rabbitmq_cannot_carry_is_logged_and_the_rest_goes_out(
+    rabbitmq_bus: EventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = rabbitmq_bus.config.queues.default
+    good = envelope(queue_name=queue, message_id="good-head")
+    forged = [
+        envelope(queue_name="q" * 256),  # over AMQP's 255 bytes for a routing key
+        envelope(queue_name=7),
+        envelope(queue_name=["a list"]),
+        envelope(queue_name=queue, options={"broker_priority": 999}),
+        envelope(queue_name=queue, options={"broker_priority": "high"}),
+        envelope(queue_name=queue, options=["not", "a", "dict"]),
+    ]
+    rabbitmq_bus.publish(handlers.Solo(0, 1))
+    consumer: Any = rabbitmq_bus.broker.consume(queue, prefetch=1, timeout=100)
+    delivery = _next(consumer)
+    rabbitmq_bus.broker.delivery_hook = NextHeads([*forged, good])  # type: ignore[attr-defined]
+    consumer.ack(delivery)
+    # The consumer's loop turns: the ack and the next heads go out, the good one back to this queue.
+    assert _next(consumer).message_id == "good-head"
+    consumer.close()  # the good head goes back to the queue unacked; the acked delivery does not
+
+    skipped = [r for r in caplog.records if "Not publishing a lane head" in r.getMessage()]
+    assert len(skipped) == len(forged)
+    assert all(len(r.getMessage()) < 600 for r in skipped)  # the forged values are cut short
+    assert [body["message_id"] for body in RabbitmqQueues(require_rabbitmq()).messages(queue)] == ["good-head"]
+
+
 # -- what both consumers hand the worker ---------------------------------------------------------
 
 MESSAGE_FIELDS = ("queue_name", "actor_name", "args", "kwargs", "options", "message_id", "message_timestamp")

@@ -103,16 +103,11 @@ class ConfirmingChannel:
         self._returned.clear()
         self._bodies = []
         try:
-            with upstream.one_write(self.protocol_channel.connection):
+            channel = self.protocol_channel
+            with upstream.one_write(channel.connection):
                 for message, body in zip(messages, bodies, strict=True):
-                    self.protocol_channel.basic_publish(
-                        exchange="",
-                        routing_key=message.queue_name,
-                        body=body,
-                        properties=pika.BasicProperties(
-                            delivery_mode=2, priority=message.options.get("broker_priority")
-                        ),
-                        mandatory=True,
+                    upstream.publish_unflushed(
+                        channel, message.queue_name, body, message.options.get("broker_priority"), mandatory=True
                     )
                     self._bodies.append(body)
                     self._last_tag += 1

@@ -22,6 +22,7 @@ which the consumer publishes their lanes' next heads and sends the acks in one w
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -145,12 +146,16 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
         except Exception as exc:  # written by a publisher of this bus, but Redis can be written by anyone
             self.logger.warning("Not publishing a lane head that cannot be decoded (%s).", described(exc))
             return
-        channel.basic_publish(
-            exchange="",
-            routing_key=message.queue_name,
-            body=body,
-            properties=pika.BasicProperties(delivery_mode=2, priority=message.options.get("broker_priority")),
-        )
+        try:
+            upstream.publish_unflushed(channel, message.queue_name, body, message.options.get("broker_priority"))
+        except (AttributeError, TypeError, struct.error, pika.exceptions.ShortStringTooLong) as exc:
+            # A queue name or priority RabbitMQ cannot carry: raised here, it would end the batch
+            # of acks, and then the consumer. The lane stays on this head until a sweep sends it.
+            self.logger.warning(
+                "Not publishing a lane head RabbitMQ cannot carry, to queue %s (%s).",
+                shown(message.queue_name),
+                described(exc),
+            )
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
         # RabbitMQ delivers them again once this consumer's channel closes; their leases must go first.

