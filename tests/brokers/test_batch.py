@@ -564,6 +564,39 @@ def test_a_batch_goes_to_the_socket_at_once_only_when_nothing_waits_to_go_before
     theirs.close()
 
 
+class FlushingChannel(Channel):
+    """A BlockingChannel as :func:`upstream.flush` reads it, recording pika's flushes."""
+
+    def __init__(self, connection: Connection, *, is_open: bool = True) -> None:
+        super().__init__(connection)
+        self.is_open = is_open
+        self.flushes: list[tuple[Any, ...]] = []
+
+    def _flush_output(self, *waiters: Any) -> None:
+        self.flushes.append(waiters)
+
+
+@pytest.mark.parametrize(
+    ("waiting", "is_open", "waiters", "flushed"),
+    [
+        (b"", True, (), False),  # one_write sent everything: nothing to do
+        (b"acks pika holds", True, (), True),
+        (b"", False, (), True),  # pika's flush raises for the closed channel
+        (b"", True, (bool,), True),  # a wait for replies
+    ],
+    ids=["nothing-held", "bytes-held", "closed", "waiting"],
+)
+def test_a_flush_goes_to_pika_unless_nothing_waits_to_go(
+    waiting: bytes, is_open: bool, waiters: tuple[Any, ...], flushed: bool
+) -> None:
+    ours, theirs = socket.socketpair()
+    channel = FlushingChannel(Connection(Transport(ours, waiting)), is_open=is_open)
+    upstream.flush(channel, *waiters)  # type: ignore[arg-type]
+    assert channel.flushes == ([waiters] if flushed else [])
+    ours.close()
+    theirs.close()
+
+
 def test_what_the_socket_does_not_take_goes_pikas_way() -> None:
     ours, theirs = socket.socketpair()
     ours.close()  # a failed socket: pika's own write meets the failure and closes the connection
