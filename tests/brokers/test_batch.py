@@ -8,6 +8,7 @@ import contextlib
 import json
 import socket
 import struct
+import time
 import types
 import uuid
 from collections.abc import Iterator
@@ -562,6 +563,127 @@ def test_a_batch_goes_to_the_socket_at_once_only_when_nothing_waits_to_go_before
         assert emitted == [] and theirs.recv(100) == b"the batch"
     ours.close()
     theirs.close()
+
+
+CONSUMER_TAG = "ctag1.0123456789abcdef"
+
+
+class ConsumingChannel(Channel):
+    """A BlockingChannel consuming, as :func:`upstream.deliveries_off_the_socket` reads it."""
+
+    def __init__(self, connection: Connection, number: int = 1, pending: tuple[Any, ...] = ()) -> None:
+        super().__init__(connection, number)
+        self._impl.channel_number = number
+        self._queue_consumer_generator = types.SimpleNamespace(
+            consumer_tag=CONSUMER_TAG, pending_events=collections.deque(pending)
+        )
+
+
+def delivery_frames(
+    tag: int,
+    body: bytes,
+    *,
+    redelivered: bool = False,
+    channel: int = 1,
+    consumer_tag: str = CONSUMER_TAG,
+    properties: pika.BasicProperties | None = None,
+    frame_max: int = 4096,
+) -> bytes:
+    """A delivery as RabbitMQ sends it, framed by pika's own code."""
+    method = pika.spec.Basic.Deliver(
+        consumer_tag=consumer_tag, delivery_tag=tag, redelivered=redelivered, exchange="", routing_key="events"
+    )
+    if properties is None:
+        properties = pika.BasicProperties(delivery_mode=2, priority=4)
+    frames = [pika.frame.Method(channel, method).marshal(), pika.frame.Header(channel, len(body), properties).marshal()]
+    chunk = frame_max - 8
+    frames += [pika.frame.Body(channel, body[start : start + chunk]).marshal() for start in range(0, len(body), chunk)]
+    return b"".join(frames)
+
+
+@contextlib.contextmanager
+def consuming_pair(
+    frame_buffer: bytes = b"", pending: tuple[Any, ...] = ()
+) -> Iterator[tuple[ConsumingChannel, socket.socket]]:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        yield ConsumingChannel(Connection(Transport(ours), frame_buffer), pending=pending), theirs
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def read_deliveries(channel: ConsumingChannel) -> list[tuple[int, bool, bytes]] | None:
+    poller = upstream.socket_poller(channel)  # type: ignore[arg-type]
+    assert poller is not None
+    time.sleep(0.01)  # what was sent is waiting
+    return upstream.deliveries_off_the_socket(channel, poller)  # type: ignore[arg-type]
+
+
+def test_whole_deliveries_are_read_off_the_socket_and_counted_as_pika_counts() -> None:
+    big = bytes(n % 251 for n in range(3 * 4088 + 5))  # three full body frames and a bit
+    waiting = (
+        delivery_frames(1, b'{"n": 1}')
+        + delivery_frames(2, b"", redelivered=True)  # no body frame at all
+        + delivery_frames(3, big)
+        + delivery_frames(4, b"x", properties=pika.BasicProperties())  # no property
+        + delivery_frames(5, b"y", properties=pika.BasicProperties(delivery_mode=1))
+    )
+    with consuming_pair() as (channel, theirs):
+        theirs.sendall(waiting)
+        got = read_deliveries(channel)
+        assert got == [(1, False, b'{"n": 1}'), (2, True, b""), (3, False, big), (4, False, b"x"), (5, False, b"y")]
+        connection = channel._impl.connection
+        assert connection.bytes_received == len(waiting)
+        assert connection.frames_received == 3 + 2 + 6 + 3 + 3
+        assert read_deliveries(channel) == []  # nothing left
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        pika.frame.Heartbeat().marshal(),
+        delivery_frames(9, b"z", channel=2),  # another channel's
+        delivery_frames(9, b"z", consumer_tag="ctag1.another"),  # another consumer's
+        delivery_frames(9, b"z", consumer_tag=CONSUMER_TAG[:-1] + "X"),  # another's, as long as this one's
+        delivery_frames(9, b"z", properties=pika.BasicProperties(delivery_mode=2, headers={"x-death": []})),
+        delivery_frames(9, b"a body not yet whole")[:-5],
+        delivery_frames(9, b"z")[:-1] + b"\x00",  # no frame end
+        pika.frame.Method(1, pika.spec.Basic.Cancel(consumer_tag=CONSUMER_TAG)).marshal(),
+    ],
+    ids=[
+        "heartbeat",
+        "another-channel",
+        "another-consumer",
+        "another-consumer-same-length",
+        "headers",
+        "part-of-one",
+        "bad-frame-end",
+        "cancel",
+    ],
+)
+def test_what_this_cannot_read_whole_stays_on_the_socket_for_pika(after: bytes) -> None:
+    first = delivery_frames(1, b"first")
+    with consuming_pair() as (channel, theirs):
+        theirs.sendall(first + after)
+        assert read_deliveries(channel) == [(1, False, b"first")]
+        assert channel._impl.connection.bytes_received == len(first)
+        assert read_deliveries(channel) is None  # pika's to read
+        assert channel._impl.connection._transport._sock.recv(len(after) + 10) == after
+
+
+@pytest.mark.parametrize(
+    ("frame_buffer", "pending"),
+    [(b"\x01\x00", ()), (b"", ("an event pika holds",))],
+    ids=["pika-holds-part-of-a-frame", "pika-holds-an-event"],
+)
+def test_deliveries_are_left_to_pika_while_it_holds_what_came_before(
+    frame_buffer: bytes, pending: tuple[Any, ...]
+) -> None:
+    with consuming_pair(frame_buffer, pending) as (channel, theirs):
+        theirs.sendall(delivery_frames(1, b"first"))
+        assert read_deliveries(channel) is None
 
 
 class FlushingChannel(Channel):

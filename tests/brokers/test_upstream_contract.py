@@ -28,6 +28,7 @@ PRIVATE_NAMES = re.compile(
     r"_RedisConsumer|_RabbitmqConsumer|_RabbitmqMessage|_max_unpack_size|\._tag\b|\._nack\b|\._impl\b"
     r"|_flush_output|_adapter_emit_data|\bdo_(ack|nack|requeue|fetch|enqueue)\b|scripts\[\"dispatch\"\]"
     r"|broker\.state\b|queues_pending|\._exception\b|_AsyncPlaintextTransport|\._transport\b|\._sock\b|_frame_buffer"
+    r"|_queue_consumer_generator|_QueueConsumerGeneratorInfo"
 )
 #: Redis keys: Dramatiq's layout and the bus's lanes. They may appear only under brokers/redis/.
 REDIS_KEYS = re.compile(r"__acks__|__heartbeats__|\.msgs\b|:lane:|:lanes\b|:wake\b|:lane-heads\b")
@@ -127,6 +128,16 @@ def test_a_pika_without_its_flush_breaks_the_rabbitmq_contract(monkeypatch: pyte
     monkeypatch.delattr(pika.adapters.blocking_connection.BlockingChannel, "_flush_output")
     (problem,) = rabbitmq_upstream.contract_problems()
     assert "BlockingChannel has no _flush_output()" in problem
+
+
+def test_a_pika_that_keeps_no_consumer_tag_breaks_the_rabbitmq_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Renamed:
+        def __init__(self, params: Any, tag: str) -> None:
+            self.params, self.tag = params, tag
+
+    monkeypatch.setattr(pika.adapters.blocking_connection, "_QueueConsumerGeneratorInfo", Renamed)
+    (problem,) = rabbitmq_upstream.contract_problems()
+    assert "deliveries would not be read off the socket" in problem
 
 
 @pytest.mark.redis

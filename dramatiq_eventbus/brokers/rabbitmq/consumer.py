@@ -6,12 +6,17 @@ with fields of the wrong type or for an actor it does not know, which fail later
 tracebacks far from their cause. This consumer runs every delivery through
 :func:`~..inspection.inspect_body` and rejects what it refuses with one log line.
 
+It reads the deliveries that wait whole on the socket itself, rather than through pika's
+I/O loop (see :func:`.upstream.deliveries_off_the_socket`): a tenth less CPU per message
+with no-op handlers, 8 % with handlers that make a Redis round trip (measured against the
+same consumer reading through pika, in alternating drains).
+
 It also sends its acks in batches. Dramatiq's consumer hands each ack to pika's I/O loop
 as a callback of its own, and pika then flushes the socket once per ack: about half of
 a worker's CPU time with no-op handlers. Here the acks that arrive before the loop runs
-go out together, with one flush. An ack still leaves when Dramatiq's would, on the
-consumer's next turn of the loop; if the connection dies first, RabbitMQ redelivers
-the message, as it would have with an ack lost in flight.
+go out together, with one flush, or before the consumer next reads off the socket. An ack
+still leaves when Dramatiq's would, on the consumer's next turn; if the connection dies
+first, RabbitMQ redelivers the message, as it would have with an ack lost in flight.
 
 It hands what it reads and acks to a :class:`DeliveryHook` when the broker has one: the
 bus's ordering takes the leases of all the lane heads RabbitMQ delivered at once in one
@@ -80,6 +85,9 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
         self._unsent_acks: list[tuple[int | None, MessageProxy]] = []
         self._acks_lock = threading.Lock()
         self._ready: deque[MessageProxy] = deque()  # read and entered, not yet handed to the worker
+        # Deliveries read off the socket at once and not yet inspected: (tag, redelivered, body).
+        self._off_socket: deque[tuple[int, bool, bytes]] = deque()
+        self._poller: Any = None  # of the connection's socket, made at the first read; False if none
         # A delay queue's messages wait in the worker for their time, then go to their queue, where
         # they are entered: a lease taken here would keep that delivery from running.
         self._delayed = q_name(queue_name) != queue_name
@@ -184,9 +192,10 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
         hook = self.broker.delivery_hook
         if delivery is None or hook is None or self._delayed:
             return delivery
-        # What pika read along with this delivery is entered with it, in one round trip.
+        # What was read along with this delivery (off the socket, or by pika) is entered with it,
+        # in one round trip.
         deliveries = [delivery]
-        for _ in range(upstream.buffered_deliveries(self.channel)):
+        for _ in range(len(self._off_socket) + upstream.buffered_deliveries(self.channel)):
             more = self._read()
             if more is not None:
                 deliveries.append(more)
@@ -201,20 +210,44 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
     def _read(self) -> MessageProxy | None:
         """The next delivery, inspected; None after the wait timed out, or for one refused."""
         # Dramatiq's own __next__, with inspect_body() in place of a bare Message.decode().
+        received = self._receive()
+        if received is None:
+            return None
+        tag, redelivered, body = received
+        inspected = inspect_delivery(self.broker, self.queue_name, body)
+        if isinstance(inspected, Refusal):
+            log_dead_lettered(self.broker, self.queue_name, inspected)
+            # Not requeued: the queue's dead-letter exchange routes it to <queue>.XQ.
+            upstream.reject(self, tag)
+            return None
+        self.known_tags.add(tag)
+        return holding_fields(upstream.delivery(redelivered, tag, inspected), inspected)
+
+    def _receive(self) -> tuple[int, bool, bytes] | None:
+        """The next delivery's tag, ``redelivered`` and body: read off the socket with those that
+        wait whole there (see :func:`.upstream.deliveries_off_the_socket`), else through pika's
+        iterator, which waits; None after the wait timed out."""
+        if self._off_socket:
+            return self._off_socket.popleft()
+        if self._poller is None:
+            self._poller = upstream.socket_poller(self.channel) or False
         try:
+            if self._poller:
+                if self._unsent_acks:
+                    # Sent here, not only by pika's loop, which does not run while deliveries keep
+                    # coming off the socket: the acks make room in the prefetch for the next ones.
+                    self._send_acks()
+                read = upstream.deliveries_off_the_socket(self.channel, self._poller)
+                if read:
+                    upstream.run_due_timers(self.channel)  # pika's heartbeats, as a turn of its loop would
+                    self._off_socket.extend(read[1:])
+                    return read[0]
             method, _properties, body = next(self.iterator)
-            if method is None:
-                return None
         except (AssertionError, pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
             if getattr(exc, "reply_code", None) == 404:
                 # The queue vanished: declare it again when the consumer restarts.
                 upstream.queues_to_declare(self.broker).add(q_name(self.queue_name))
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
-        inspected = inspect_delivery(self.broker, self.queue_name, body)
-        if isinstance(inspected, Refusal):
-            log_dead_lettered(self.broker, self.queue_name, inspected)
-            # Not requeued: the queue's dead-letter exchange routes it to <queue>.XQ.
-            upstream.reject(self, method.delivery_tag)
+        if method is None:
             return None
-        self.known_tags.add(method.delivery_tag)
-        return holding_fields(upstream.delivery(method.redelivered, method.delivery_tag, inspected), inspected)
+        return method.delivery_tag, method.redelivered, body

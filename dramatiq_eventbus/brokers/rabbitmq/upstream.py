@@ -296,6 +296,125 @@ def acks_off_the_socket(
     return acks
 
 
+#: The start of a Basic.Deliver method frame's payload: class 60, method 60 (AMQP 0-9-1, 1.8.3.9).
+_DELIVER = b"\x00\x3c\x00\x3c"
+#: A delivery's tag and its ``redelivered`` bit, after its consumer tag.
+_TAG_AND_BITS = struct.Struct(">QB")
+#: A content header's payload: class, weight, body size and property flags (AMQP 0-9-1, 4.2.6.1).
+_CONTENT_HEADER = struct.Struct(">HHQH")
+#: The properties a delivery read off the socket may carry: delivery-mode and priority, what
+#: Dramatiq and the bus publish with. Anything else (RabbitMQ's headers on a message it
+#: dead-lettered, say) is pika's to read.
+_PLAIN_PROPERTIES = 0x1800
+#: The most bytes looked at in one read: a delivery larger than this is pika's to read.
+_DELIVERIES_PEEK_BYTES = 256 * 1024
+
+
+def deliveries_off_the_socket(
+    channel: pika.adapters.blocking_connection.BlockingChannel, poller: select.poll
+) -> list[tuple[int, bool, bytes]] | None:
+    """The deliveries to ``channel``'s consumer that wait whole on the socket, read straight off
+    it: ``(delivery tag, redelivered, body)`` of each, in order; [] when nothing waits.
+
+    pika reads a delivery through its I/O loop (the poll, the transport's read, three frames
+    decoded into objects, the channel's dispatch, its consumer's event queue): 15-22 µs of CPU
+    a delivery, measured on 150 waiting at once, where parsing the same bytes takes 0.6 µs.
+    When pika holds no part of a frame, no bytes to send and no event for the consumer, this
+    reads the whole deliveries at the front of what waits (a method frame for this channel's
+    consumer, a content header with no property but delivery-mode and priority, the body's
+    frames) and counts their bytes and frames as pika does; it stops at anything else, which
+    stays on the socket for pika, as does a delivery not yet whole. None says that pika's own
+    loop must read next: nothing this can read is at the front.
+    """
+    impl = channel._impl
+    connection: Any = impl.connection
+    transport: Any = getattr(connection, "_transport", None)
+    consumer = getattr(channel, "_queue_consumer_generator", None)
+    if (
+        consumer is None
+        or consumer.pending_events
+        or not isinstance(transport, _PlaintextTransport)
+        or transport._state != _PlaintextTransport._STATE_ACTIVE
+        or transport.get_write_buffer_size()
+        or connection._frame_buffer
+    ):
+        return None
+    if not poller.poll(0):
+        return []
+    sock = transport._sock
+    try:
+        data = sock.recv(_DELIVERIES_PEEK_BYTES, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return []
+    except OSError:
+        return None
+    tag = consumer.consumer_tag
+    deliveries, used, frames = _whole_deliveries(
+        data, impl.channel_number, tag.encode() if isinstance(tag, str) else b""
+    )
+    if not deliveries:
+        return None
+    taken = 0
+    while taken < used:  # the bytes just peeked: they are all there
+        taken += len(sock.recv(used - taken))
+    connection.bytes_received += used
+    connection.frames_received += frames
+    return deliveries
+
+
+def _whole_deliveries(
+    data: bytes, channel_number: int, consumer_tag: bytes
+) -> tuple[list[tuple[int, bool, bytes]], int, int]:
+    """The whole deliveries at the front of ``data``, how many bytes and frames they take."""
+    deliveries: list[tuple[int, bool, bytes]] = []
+    size = len(data)
+    offset = used = frames = 0
+    start = _FRAME_START.size
+    while True:
+        # The method frame: Basic.Deliver to this consumer.
+        if size - offset < start:
+            break
+        kind, number, length = _FRAME_START.unpack_from(data, offset)
+        payload, end = offset + start, offset + start + length
+        if kind != 1 or number != channel_number or end >= size or data[end] != 0xCE:
+            break
+        if data[payload : payload + 4] != _DELIVER or data[payload + 4] != len(consumer_tag):
+            break
+        field = payload + 5
+        if data[field : field + len(consumer_tag)] != consumer_tag or field + len(consumer_tag) + 9 > end:
+            break
+        delivery_tag, bits = _TAG_AND_BITS.unpack_from(data, field + len(consumer_tag))
+        offset = end + 1
+        # The content header.
+        if size - offset < start:
+            break
+        kind, number, length = _FRAME_START.unpack_from(data, offset)
+        payload, end = offset + start, offset + start + length
+        if kind != 2 or number != channel_number or end >= size or data[end] != 0xCE or length < _CONTENT_HEADER.size:
+            break
+        class_id, _weight, body_size, flags = _CONTENT_HEADER.unpack_from(data, payload)
+        if class_id != 60 or flags & ~_PLAIN_PROPERTIES:
+            break
+        offset = end + 1
+        # The body's frames.
+        parts: list[bytes] = []
+        got, count = 0, 2
+        while got < body_size:
+            if size - offset < start:
+                break
+            kind, number, length = _FRAME_START.unpack_from(data, offset)
+            payload, end = offset + start, offset + start + length
+            if kind != 3 or number != channel_number or end >= size or data[end] != 0xCE or got + length > body_size:
+                break
+            parts.append(data[payload:end])
+            got, count, offset = got + length, count + 1, end + 1
+        if got < body_size:
+            break
+        deliveries.append((delivery_tag, bool(bits & 1), parts[0] if len(parts) == 1 else b"".join(parts)))
+        used, frames = offset, frames + count
+    return deliveries, used, frames
+
+
 def run_due_timers(channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
     """Run what pika's I/O loop has due on ``channel``'s connection (its heartbeats, callbacks
     other threads added), as each turn of its loop does: after confirms read off the socket,
@@ -341,6 +460,12 @@ def contract_problems() -> list[str]:
         problems.append(
             "pika's BlockingChannel.consume no longer buffers in _queue_consumer_generator.pending_events: "
             "lane leases would be taken one delivery at a time"
+        )
+    generator_info = getattr(blocking, "_QueueConsumerGeneratorInfo", None)
+    if generator_info is None or "self.consumer_tag = " not in inspect.getsource(generator_info.__init__):
+        problems.append(
+            "pika's BlockingChannel no longer keeps its consumer's tag in _queue_consumer_generator.consumer_tag: "
+            "deliveries would not be read off the socket"
         )
     if "_impl" not in inspect.getsource(blocking.BlockingChannel.__init__):
         problems.append("pika's BlockingChannel no longer keeps its protocol channel in _impl")
