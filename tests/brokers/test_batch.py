@@ -651,6 +651,8 @@ def test_whole_deliveries_are_read_off_the_socket_and_counted_as_pika_counts() -
         delivery_frames(9, b"a body not yet whole")[:-5],
         delivery_frames(9, b"z")[:-1] + b"\x00",  # no frame end
         pika.frame.Method(1, pika.spec.Basic.Cancel(consumer_tag=CONSUMER_TAG)).marshal(),
+        struct.pack(">BHI", 1, 1, 2) + b"\x00\x3c\xce",  # a method frame too short for anything
+        struct.pack(">BHI", 1, 1, 5) + b"\x00\x3c\x00\x3c\x16\xce",  # a Deliver cut after its tag's length
     ],
     ids=[
         "heartbeat",
@@ -661,6 +663,8 @@ def test_whole_deliveries_are_read_off_the_socket_and_counted_as_pika_counts() -
         "part-of-one",
         "bad-frame-end",
         "cancel",
+        "short-method-frame",
+        "cut-deliver",
     ],
 )
 def test_what_this_cannot_read_whole_stays_on_the_socket_for_pika(after: bytes) -> None:

@@ -65,7 +65,7 @@ def ack_unflushed(channel: pika.adapters.blocking_connection.BlockingChannel, ta
     """Frame an ack without sending it yet: :func:`flush` sends every framed one in one write.
 
     The frame is packed here, as :func:`publish_unflushed` frames a publish: pika's
-    ``basic_ack`` builds it through three objects (3.3 µs against 0.4).
+    marshaling of an ack alone takes 1.0 µs, this 0.25.
     """
     impl = channel._impl
     if not impl.is_open:
@@ -93,8 +93,8 @@ def publish_unflushed(
 
     The same bytes as pika's ``basic_publish`` with ``BasicProperties(delivery_mode=2,
     priority=priority)`` (tests/brokers/test_batch.py compares them), counted as pika counts
-    them, without the seven objects pika builds for each message: 0.3 µs against 4, about
-    a fifth of the publishing thread's CPU for a fan-out to ten handlers (measured).
+    them, without the seven objects pika builds for each message: 0.9 µs against 3.9 for
+    pika's marshaling alone; a fan-out of ten took a fifth less of the publishing thread's CPU.
 
     Raises:
       pika.exceptions.ChannelWrongStateError: The channel is not open, as pika raises it.
@@ -356,7 +356,10 @@ def deliveries_off_the_socket(
         return None
     taken = 0
     while taken < used:  # the bytes just peeked: they are all there
-        taken += len(sock.recv(used - taken))
+        got = sock.recv(used - taken)
+        if not got:
+            break
+        taken += len(got)
     connection.bytes_received += used
     connection.frames_received += frames
     return deliveries
@@ -376,12 +379,14 @@ def _whole_deliveries(
             break
         kind, number, length = _FRAME_START.unpack_from(data, offset)
         payload, end = offset + start, offset + start + length
+        # Its payload: class and method, the consumer tag (its length, then it), the delivery
+        # tag, the redelivered bit, then the exchange and routing key (a length each, at least).
         if kind != 1 or number != channel_number or end >= size or data[end] != 0xCE:
             break
-        if data[payload : payload + 4] != _DELIVER or data[payload + 4] != len(consumer_tag):
+        if length < 16 + len(consumer_tag) or data[payload : payload + 4] != _DELIVER:
             break
         field = payload + 5
-        if data[field : field + len(consumer_tag)] != consumer_tag or field + len(consumer_tag) + 9 > end:
+        if data[payload + 4] != len(consumer_tag) or data[field : field + len(consumer_tag)] != consumer_tag:
             break
         delivery_tag, bits = _TAG_AND_BITS.unpack_from(data, field + len(consumer_tag))
         offset = end + 1
