@@ -155,4 +155,13 @@ class LaneSweeper(Middleware):
                 stalled.stalled_ms / 1000,
                 stalled.attempts,
             )
-            broker.enqueue(message)
+            try:
+                broker.enqueue(message)
+            except Exception as exc:
+                # Its stored message names a queue the broker does not take (one written by hand):
+                # raised here, it kept every stalled lane after it from being sent, sweep after sweep.
+                self.logger.warning(
+                    "Lane %s: its head could not be sent again (%s); it stays stalled.",
+                    shown(stalled.lane),
+                    described(exc),
+                )
