@@ -158,8 +158,9 @@ class LaneSweeper(Middleware):
             try:
                 broker.enqueue(message)
             except Exception as exc:
-                # Its stored message names a queue the broker does not take (one written by hand):
-                # raised here, it kept every stalled lane after it from being sent, sweep after sweep.
+                # Its stored message names a queue the broker does not take (one written by hand), or
+                # the broker is away: raised here, it kept every stalled lane after it from being sent,
+                # sweep after sweep. The sweep gave the lane a new deadline: it is looked at again then.
                 self.logger.warning(
                     "Lane %s: its head could not be sent again (%s); it stays stalled.",
                     shown(stalled.lane),
