@@ -152,14 +152,8 @@ def flush(channel: pika.adapters.blocking_connection.BlockingChannel, *waiters: 
     1.3 µs of checks (0.2 here), paid by every batch of acks, which with handlers that wait on
     I/O holds one or two.
     """
-    if not waiters and channel.is_open:
-        transport: Any = getattr(channel._impl.connection, "_transport", None)
-        if (
-            isinstance(transport, _PlaintextTransport)
-            and transport._state == _PlaintextTransport._STATE_ACTIVE
-            and not transport.get_write_buffer_size()
-        ):
-            return
+    if not waiters and channel.is_open and _quiet_transport(channel._impl.connection) is not None:
+        return
     channel._flush_output(*waiters)
 
 
@@ -213,6 +207,19 @@ def one_write(connection: pika.connection.Connection) -> Iterator[None]:
     _write(connection, b"".join(frames), emit)
 
 
+def _quiet_transport(connection: Any) -> Any:
+    """The connection's transport when it is a plain socket, open, with nothing pika holds to
+    send (whose order must hold); else None, and the caller leaves the socket to pika."""
+    transport = getattr(connection, "_transport", None)
+    if (
+        isinstance(transport, _PlaintextTransport)
+        and transport._state == _PlaintextTransport._STATE_ACTIVE
+        and not transport.get_write_buffer_size()
+    ):
+        return transport
+    return None
+
+
 def _write(connection: pika.connection.Connection, data: bytes, emit: Callable[[bytes], None]) -> None:
     """Send ``data`` on the connection's socket now, when nothing else waits to go out.
 
@@ -223,12 +230,8 @@ def _write(connection: pika.connection.Connection, data: bytes, emit: Callable[[
     waiting (whose order must hold), an SSL socket or a failure of the socket, goes
     pika's own way (``emit``), which also reports the failure as pika does.
     """
-    transport: Any = getattr(connection, "_transport", None)
-    if (
-        not isinstance(transport, _PlaintextTransport)
-        or transport._state != _PlaintextTransport._STATE_ACTIVE
-        or transport.get_write_buffer_size()
-    ):
+    transport = _quiet_transport(connection)
+    if transport is None:
         emit(data)
         return
     try:
@@ -263,13 +266,8 @@ def acks_off_the_socket(
     connection's socket for reading (:func:`socket_poller`).
     """
     connection: Any = channel._impl.connection
-    transport: Any = getattr(connection, "_transport", None)
-    if (
-        not isinstance(transport, _PlaintextTransport)
-        or transport._state != _PlaintextTransport._STATE_ACTIVE
-        or transport.get_write_buffer_size()
-        or connection._frame_buffer
-    ):
+    transport = _quiet_transport(connection)
+    if transport is None or connection._frame_buffer:
         return None
     if not poller.poll(timeout_ms):
         return []
@@ -328,16 +326,9 @@ def deliveries_off_the_socket(
     """
     impl = channel._impl
     connection: Any = impl.connection
-    transport: Any = getattr(connection, "_transport", None)
+    transport = _quiet_transport(connection)
     consumer = getattr(channel, "_queue_consumer_generator", None)
-    if (
-        consumer is None
-        or consumer.pending_events
-        or not isinstance(transport, _PlaintextTransport)
-        or transport._state != _PlaintextTransport._STATE_ACTIVE
-        or transport.get_write_buffer_size()
-        or connection._frame_buffer
-    ):
+    if transport is None or connection._frame_buffer or consumer is None or consumer.pending_events:
         return None
     if not poller.poll(0):
         return []
