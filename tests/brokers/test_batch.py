@@ -392,7 +392,7 @@ class Channel:
 
     def __init__(self, connection: Connection, number: int = 1) -> None:
         self.channel_number = number
-        self._impl = types.SimpleNamespace(connection=connection)
+        self._impl = types.SimpleNamespace(connection=connection, is_open=True)
 
 
 class RecordingConnection:

@@ -18,7 +18,7 @@ import pytest
 from dramatiq_eventbus.brokers import EventBusRedisBroker
 from dramatiq_eventbus.brokers.rabbitmq import upstream as rabbitmq_upstream
 from dramatiq_eventbus.brokers.redis import upstream as redis_upstream
-from tests.support.servers import require_redis
+from tests.support.servers import require_rabbitmq, require_redis
 
 PACKAGE = Path(__file__).resolve().parents[2] / "dramatiq_eventbus"
 
@@ -28,7 +28,7 @@ PRIVATE_NAMES = re.compile(
     r"_RedisConsumer|_RabbitmqConsumer|_RabbitmqMessage|_max_unpack_size|\._tag\b|\._nack\b|\._impl\b"
     r"|_flush_output|_adapter_emit_data|\bdo_(ack|nack|requeue|fetch|enqueue)\b|scripts\[\"dispatch\"\]"
     r"|broker\.state\b|queues_pending|\._exception\b|_AsyncPlaintextTransport|\._transport\b|\._sock\b|_frame_buffer"
-    r"|_queue_consumer_generator|_QueueConsumerGeneratorInfo"
+    r"|_queue_consumer_generator|_QueueConsumerGeneratorInfo|_r_interrupt|_get_remaining_interval|_process_data_events"
 )
 #: Redis keys: Dramatiq's layout and the bus's lanes. They may appear only under brokers/redis/.
 REDIS_KEYS = re.compile(r"__acks__|__heartbeats__|\.msgs\b|:lane:|:lanes\b|:wake\b|:lane-heads\b")
@@ -138,6 +138,25 @@ def test_a_pika_that_keeps_no_consumer_tag_breaks_the_rabbitmq_contract(monkeypa
     monkeypatch.setattr(pika.adapters.blocking_connection, "_QueueConsumerGeneratorInfo", Renamed)
     (problem,) = rabbitmq_upstream.contract_problems()
     assert "deliveries would not be read off the socket" in problem
+
+
+@pytest.mark.rabbitmq
+def test_a_pika_loop_it_does_not_know_breaks_the_contract_and_the_consumer_waits_in_pika(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pika.adapters import select_connection
+
+    connection = pika.BlockingConnection(pika.URLParameters(require_rabbitmq()))
+    channel = connection.channel()
+    assert rabbitmq_upstream.socket_wait(channel) is not None
+    monkeypatch.delattr(select_connection.IOLoop, "_get_remaining_interval")  # pika's loop holds it already
+    try:
+        (problem,) = rabbitmq_upstream.contract_problems()
+        assert "see SocketWait" in problem
+        assert rabbitmq_upstream.socket_wait(channel) is None
+    finally:
+        monkeypatch.undo()
+        connection.close()
 
 
 @pytest.mark.redis

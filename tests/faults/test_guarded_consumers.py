@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -286,6 +287,24 @@ def rabbitmq_bus() -> Iterator[EventBus]:
     RabbitmqQueues(url).delete([queue, f"{queue}_keyed"])
 
 
+@pytest.fixture
+def read_off(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many deliveries each read off the socket took, not through pika's loop."""
+    from dramatiq_eventbus.brokers.rabbitmq import consumer as consumer_module
+
+    counts: list[int] = []
+    off_the_socket = consumer_module.upstream.deliveries_off_the_socket
+
+    def counted(*args: Any) -> Any:
+        read = off_the_socket(*args)
+        if read:
+            counts.append(len(read))
+        return read
+
+    monkeypatch.setattr(consumer_module.upstream, "deliveries_off_the_socket", counted)
+    return counts
+
+
 @pytest.mark.rabbitmq
 def test_a_rabbitmq_consumer_sends_the_acks_waiting_for_its_loop_with_one_flush(rabbitmq_bus: EventBus) -> None:
     queue = rabbitmq_bus.config.queues.default
@@ -306,24 +325,12 @@ def test_a_rabbitmq_consumer_sends_the_acks_waiting_for_its_loop_with_one_flush(
 
 @pytest.mark.rabbitmq
 def test_deliveries_waiting_whole_on_the_socket_are_read_off_it_in_order_and_acked(
-    rabbitmq_bus: EventBus, monkeypatch: pytest.MonkeyPatch
+    rabbitmq_bus: EventBus, read_off: list[int]
 ) -> None:
-    from dramatiq_eventbus.brokers.rabbitmq import consumer as consumer_module
-
-    read_off: list[int] = []
-    off_the_socket = consumer_module.upstream.deliveries_off_the_socket
-
-    def counted(*args: Any) -> Any:
-        read = off_the_socket(*args)
-        if read:
-            read_off.append(len(read))
-        return read
-
-    monkeypatch.setattr(consumer_module.upstream, "deliveries_off_the_socket", counted)
     queue = rabbitmq_bus.config.queues.default
     rabbitmq_bus.publish(handlers.Solo(0, 0))
     consumer: Any = rabbitmq_bus.broker.consume(queue, prefetch=100, timeout=100)
-    got = [_next(consumer)]  # through pika, which had nothing else to read
+    got = [_next(consumer)]  # the only one waiting
     rabbitmq_bus.publish([handlers.Solo(0, n) for n in range(1, 40)])
     time.sleep(0.2)  # these wait whole on the socket
     got += [_next(consumer) for _ in range(39)]
@@ -334,6 +341,97 @@ def test_deliveries_waiting_whole_on_the_socket_are_read_off_it_in_order_and_ack
     assert next(consumer) is None  # the acks go out
     consumer.close()
     assert RabbitmqQueues(require_rabbitmq()).count(queue) == 0  # each acked once, none delivered again
+
+
+def _next_in_a_thread(consumer: Any) -> tuple[threading.Thread, list[Any]]:
+    """The consumer's next(), waiting in a thread of its own, as Dramatiq's consumer thread waits."""
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(next(consumer)), daemon=True)
+    thread.start()
+    time.sleep(0.2)  # it waits now
+    return thread, got
+
+
+def _within(seconds: float, condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.rabbitmq
+def test_a_waiting_consumer_reads_what_arrives_off_the_socket_and_sends_acks_as_they_come(
+    rabbitmq_bus: EventBus, read_off: list[int]
+) -> None:
+    queue = rabbitmq_bus.config.queues.default
+    rabbitmq_bus.publish(handlers.Solo(0, 0))
+    consumer: Any = rabbitmq_bus.broker.consume(queue, prefetch=10, timeout=3000)
+    first = _next(consumer)
+    waiting, got = _next_in_a_thread(consumer)
+
+    consumer.ack(first)  # as a worker thread does, while the consumer waits for three seconds
+    assert _within(1.0, lambda: not consumer._unsent_acks), "the ack waited for the wait to end"
+    rabbitmq_bus.publish(handlers.Solo(0, 1))
+    waiting.join(1.0)
+    assert not waiting.is_alive() and got[0].args[0]["n"] == 1
+    assert read_off[-1:] == [1]  # what arrived while the consumer waited came off the socket
+
+    consumer.ack(got[0])
+    assert next(consumer) is None  # the acks go out; after three seconds of waiting, it times out
+    consumer.close()
+    assert RabbitmqQueues(require_rabbitmq()).count(queue) == 0  # each acked once, none delivered again
+
+
+@pytest.mark.rabbitmq
+def test_a_waiting_consumer_runs_pikas_callbacks_and_timers_on_time(rabbitmq_bus: EventBus) -> None:
+    # Dramatiq's nack is a callback for pika's loop; pika's heartbeats and call_later are timers.
+    queue = rabbitmq_bus.config.queues.default
+    rabbitmq_bus.publish([handlers.Solo(0, 0), handlers.Solo(0, 1)])
+    consumer: Any = rabbitmq_bus.broker.consume(queue, prefetch=10, timeout=3000)
+    failed, handled = _next(consumer), _next(consumer)
+    fired: list[float] = []
+    consumer.connection.call_later(0.3, lambda: fired.append(time.monotonic()))
+    started = time.monotonic()
+    waiting, got = _next_in_a_thread(consumer)
+
+    failed.fail()
+    consumer.nack(failed)
+    queues = RabbitmqQueues(require_rabbitmq())
+    assert _within(1.0, lambda: queues.count(f"{queue}.XQ") == 1), "the nack waited for the wait to end"
+    assert _within(1.0, lambda: bool(fired)) and fired[0] - started < 1.0
+    assert waiting.is_alive()  # none of it was a delivery: the consumer goes on waiting
+
+    consumer.ack(handled)
+    waiting.join(4.0)
+    assert got == [None]
+    consumer.close()
+    assert queues.count(queue) == 0
+
+
+@pytest.mark.rabbitmq
+def test_a_wake_up_ends_one_wait_only(rabbitmq_bus: EventBus) -> None:
+    from dramatiq_eventbus.brokers.rabbitmq import upstream
+
+    consumer: Any = rabbitmq_bus.broker.consume(rabbitmq_bus.config.queues.default, prefetch=1, timeout=50)
+    assert next(consumer) is None
+    wait = consumer._wait
+
+    def timed_wait() -> float:
+        started = time.monotonic()
+        assert wait.wait(0.3) is False  # pika's loop has nothing to do
+        return time.monotonic() - started
+
+    wait.wake()  # the consumer's own, for an ack
+    assert timed_wait() < 0.2
+    assert timed_wait() > 0.25
+    # pika's, whose callback ran already (run after deliveries read off the socket): stale.
+    consumer.connection.add_callback_threadsafe(lambda: None)
+    upstream.run_due_timers(consumer.channel)
+    assert timed_wait() < 0.2
+    assert timed_wait() > 0.25
+    consumer.close()
 
 
 class NextHeads:

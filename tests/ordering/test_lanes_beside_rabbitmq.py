@@ -155,11 +155,18 @@ def test_acks_held_back_by_a_failed_finish_are_sent_once_the_lanes_answer(
     key, consumer, _, head = handled_head_of_two(bus)
     finish_many = lanes.finish_many
 
+    tries: list[float] = []
+
     def unreachable(*_: Any, **__: Any) -> None:
+        tries.append(time.monotonic())
         raise redis.ConnectionError("Redis went away")
 
     lanes.finish_many = unreachable  # type: ignore[method-assign]
     consumer.ack(head)
+    started = time.monotonic()
+    while time.monotonic() - started < 0.5:
+        assert next(consumer) is None  # the consumer waits, as Dramatiq's consumer thread does
+    assert 1 <= len(tries) <= 4, f"{len(tries)} tries in 0.5 s: one per FINISH_RETRY_SECONDS (0.2 s)"
     settle(consumer)
     assert lane_states(bus, key)["OrderingA"] == ("running", 2)  # not finished, and so not acked
     lanes.finish_many = finish_many  # type: ignore[method-assign]

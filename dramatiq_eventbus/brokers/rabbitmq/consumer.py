@@ -9,12 +9,15 @@ tracebacks far from their cause. This consumer runs every delivery through
 It reads the deliveries that wait whole on the socket itself, rather than through pika's
 I/O loop (see :func:`.upstream.deliveries_off_the_socket`): a tenth less CPU per message
 with no-op handlers, 8 % with handlers that make a Redis round trip (measured against the
-same consumer reading through pika, in alternating drains).
+same consumer reading through pika, in alternating drains). It also waits for them itself
+(:class:`.upstream.SocketWait`), so that those that arrive while it waits, most of them
+when handlers wait on I/O, come off the socket too.
 
 It also sends its acks in batches. Dramatiq's consumer hands each ack to pika's I/O loop
 as a callback of its own, and pika then flushes the socket once per ack: about half of
 a worker's CPU time with no-op handlers. Here the acks that arrive before the loop runs
-go out together, with one flush, or before the consumer next reads off the socket. An ack
+go out together, with one flush, or before the consumer next reads off the socket (an ack
+that comes while the consumer waits on the socket wakes it for that). An ack
 still leaves when Dramatiq's would, on the consumer's next turn; if the connection dies
 first, RabbitMQ redelivers the message, as it would have with an ack lost in flight.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -84,10 +88,16 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
         # channel's: a delivery of a consumer that was restarted) and the delivery.
         self._unsent_acks: list[tuple[int | None, MessageProxy]] = []
         self._acks_lock = threading.Lock()
+        self._acks_held_until = 0.0  # time.monotonic() until which a failed finish holds the acks back
         self._ready: deque[MessageProxy] = deque()  # read and entered, not yet handed to the worker
         # Deliveries read off the socket at once and not yet inspected: (tag, redelivered, body).
         self._off_socket: deque[tuple[int, bool, bytes]] = deque()
         self._poller: Any = None  # of the connection's socket, made at the first read; False if none
+        self._wait: upstream.SocketWait | None = None  # made with the poller
+        self._wait_seconds = timeout / 1000
+        # True while the consumer's thread waits in self._wait, not in pika's loop: an ack then
+        # wakes it there. Read and written under _acks_lock.
+        self._waiting_here = False
         # A delay queue's messages wait in the worker for their time, then go to their queue, where
         # they are entered: a lease taken here would keep that delivery from running.
         self._delayed = q_name(queue_name) != queue_name
@@ -104,7 +114,13 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
         with self._acks_lock:
             self._unsent_acks.append((tag, message))
             first = len(self._unsent_acks) == 1
-        if first:
+            waiting_here = self._waiting_here
+        if first and waiting_here:
+            # The consumer's thread clears the flag, under the lock, before it waits anywhere
+            # else, and then sends every ack appended before: this one is never left behind.
+            assert self._wait is not None
+            self._wait.wake()
+        elif first:
             try:
                 self.connection.add_callback_threadsafe(self._send_acks)
             except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
@@ -117,6 +133,8 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
         or a worker killed in between would leave the lane to run them again), and their
         lanes' next heads are published in the same write as the acks.
         """
+        if time.monotonic() < self._acks_held_until:
+            return  # held back after a failed finish: _retry_acks() sends them
         with self._acks_lock:
             acks, self._unsent_acks = self._unsent_acks, []
         if not acks:
@@ -135,7 +153,9 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
                 )
                 with self._acks_lock:
                     self._unsent_acks[:0] = acks
-                self.connection.call_later(FINISH_RETRY_SECONDS, self._send_acks)
+                # One retry, after the delay: not one per ack, or per turn of the consumer.
+                self._acks_held_until = time.monotonic() + FINISH_RETRY_SECONDS
+                self.connection.call_later(FINISH_RETRY_SECONDS, self._retry_acks)
                 return
         channel = upstream.protocol_channel(self.channel)
         with upstream.one_write(channel.connection):
@@ -145,6 +165,10 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
                 if tag is not None:
                     upstream.ack_unflushed(self.channel, tag)
         upstream.flush(self.channel)
+
+    def _retry_acks(self) -> None:
+        self._acks_held_until = 0.0
+        self._send_acks()
 
     def _publish_head(self, channel: Any, body: bytes) -> None:
         """Publish a lane's next head, unconfirmed: its lane keeps it until it is handled, and the
@@ -173,6 +197,8 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
         ready, self._ready = list(self._ready), deque()
         self._give_back(ready)
         super().close()  # type: ignore[no-untyped-call]
+        if self._wait is not None:
+            self._wait.close()
 
     def _give_back(self, deliveries: list[MessageProxy]) -> None:
         """Give up the lane leases of deliveries that will not run here; if the lanes cannot be
@@ -226,22 +252,17 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
     def _receive(self) -> tuple[int, bool, bytes] | None:
         """The next delivery's tag, ``redelivered`` and body: read off the socket with those that
         wait whole there (see :func:`.upstream.deliveries_off_the_socket`), else through pika's
-        iterator, which waits; None after the wait timed out."""
+        iterator; None after the wait timed out."""
         if self._off_socket:
             return self._off_socket.popleft()
         if self._poller is None:
             self._poller = upstream.socket_poller(self.channel) or False
+            self._wait = upstream.socket_wait(self.channel) if self._poller else None
         try:
             if self._poller:
-                if self._unsent_acks:
-                    # Sent here, not only by pika's loop, which does not run while deliveries keep
-                    # coming off the socket: the acks make room in the prefetch for the next ones.
-                    self._send_acks()
-                read = upstream.deliveries_off_the_socket(self.channel, self._poller)
-                if read:
-                    upstream.run_due_timers(self.channel)  # pika's heartbeats, as a turn of its loop would
-                    self._off_socket.extend(read[1:])
-                    return read[0]
+                received, waited = self._receive_off_the_socket()
+                if received is not None or waited:
+                    return received
             method, _properties, body = next(self.iterator)
         except (AssertionError, pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
             if getattr(exc, "reply_code", None) == 404:
@@ -251,3 +272,47 @@ class RabbitmqConsumer(upstream.UpstreamConsumer):
         if method is None:
             return None
         return method.delivery_tag, method.redelivered, body
+
+    def _receive_off_the_socket(self) -> tuple[tuple[int, bool, bytes] | None, bool]:
+        """The next delivery read off the socket, waiting here for it up to the consumer's
+        timeout, and whether that wait ran out; (None, False) when pika's loop must read next.
+
+        The wait is this consumer's own (:class:`.upstream.SocketWait`), not pika's, so that
+        the deliveries that arrive while it waits, most of them when handlers wait on I/O, are
+        read off the socket too. Whatever pika's loop has to do (another thread's callback, a
+        heartbeat, a frame that is not a delivery) ends the wait, and gets a turn of pika's
+        loop here, or pika's iterator reads next.
+        """
+        deadline: float | None = None
+        while True:
+            if self._unsent_acks:
+                # Sent here, not only by pika's loop, which does not run while deliveries keep
+                # coming off the socket: the acks make room in the prefetch for the next ones.
+                self._send_acks()
+            read = upstream.deliveries_off_the_socket(self.channel, self._poller)
+            if read is None:
+                return None, False
+            if read:
+                upstream.run_due_timers(self.channel)  # pika's heartbeats, as a turn of its loop would
+                self._off_socket.extend(read[1:])
+                return read[0], False
+            if self._wait is None:
+                return None, False  # pika's iterator waits
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self._wait_seconds
+            elif now >= deadline:
+                return None, True
+            # An ack that came since the acks were sent above found the flag down: it woke
+            # pika's loop, and so ends this wait at once, for a turn of that loop that sends it.
+            with self._acks_lock:
+                self._waiting_here = True
+            try:
+                pika_due = self._wait.wait(deadline - now)
+            finally:
+                with self._acks_lock:
+                    self._waiting_here = False
+            if pika_due:
+                upstream.pika_turn(self.channel)
+                if upstream.buffered_deliveries(self.channel):
+                    return None, False  # pika read them in its turn: its iterator hands them out

@@ -18,7 +18,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache, lru_cache
 from typing import Any
 
@@ -322,13 +322,13 @@ def deliveries_off_the_socket(
     consumer, a content header with no property but delivery-mode and priority, the body's
     frames) and counts their bytes and frames as pika does; it stops at anything else, which
     stays on the socket for pika, as does a delivery not yet whole. None says that pika's own
-    loop must read next: nothing this can read is at the front.
+    loop must read next: nothing this can read is at the front, or the channel is closing.
     """
     impl = channel._impl
     connection: Any = impl.connection
     transport = _quiet_transport(connection)
     consumer = getattr(channel, "_queue_consumer_generator", None)
-    if transport is None or connection._frame_buffer or consumer is None or consumer.pending_events:
+    if transport is None or connection._frame_buffer or consumer is None or consumer.pending_events or not impl.is_open:
         return None
     if not poller.poll(0):
         return []
@@ -418,6 +418,85 @@ def run_due_timers(channel: pika.adapters.blocking_connection.BlockingChannel) -
     channel._impl.connection.ioloop.process_timeouts()
 
 
+class SocketWait:
+    """The wait of a consumer's thread for its connection's socket, done here rather than in
+    pika's I/O loop, so that what arrives meanwhile can be read off the socket.
+
+    Three things end a wait: bytes (or a close) on the socket; a callback another thread gave
+    pika's loop (``add_callback_threadsafe``, as Dramatiq's nack does), whose wake-up reaches
+    pika's loop through a socket pair this also watches; and :meth:`wake`, for the consumer's
+    own work from other threads (its acks). A wait never outlasts pika's next timer (its
+    heartbeats, ``call_later``), so that those run on time.
+    """
+
+    def __init__(self, ioloop: Any, pika_wakeup: socket.socket, transport: Any) -> None:
+        self._ioloop = ioloop
+        self._pika_wakeup = pika_wakeup
+        self._wakeup, self._waker = socket.socketpair()
+        self._wakeup.setblocking(False)
+        self._waker.setblocking(False)
+        self._poller = select.poll()
+        self._poller.register(transport._sock, select.POLLIN)
+        self._poller.register(self._pika_wakeup, select.POLLIN)
+        self._poller.register(self._wakeup, select.POLLIN)
+
+    def wake(self) -> None:
+        """End the current or next wait; from any thread."""
+        # OSError: full (a wake-up is pending anyway) or closed (the consumer is gone)
+        with suppress(OSError):
+            self._waker.send(b"\0")
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds, less if pika's loop has a timer due sooner; True when
+        pika's loop has work now (a callback, a timer due): the caller then gives it a turn."""
+        due = self._ioloop._get_remaining_interval()
+        if due is not None and due < timeout:
+            timeout = due
+        if self._poller.poll(timeout * 1000 if timeout > 0 else 0):
+            # Wake-ups carry nothing: pika keeps its callbacks in a list of its own, which
+            # _get_remaining_interval() reports (as 0), and one wake-up may be stale, its
+            # callback run already by run_due_timers(). Left unread, it would end every wait.
+            _drain(self._wakeup)
+            _drain(self._pika_wakeup)
+        return bool(self._ioloop._get_remaining_interval() == 0)
+
+    def close(self) -> None:
+        self._wakeup.close()
+        self._waker.close()
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass  # empty (BlockingIOError) or closed
+
+
+def socket_wait(channel: pika.adapters.blocking_connection.BlockingChannel) -> SocketWait | None:
+    """A :class:`SocketWait` for ``channel``'s connection; None when it has no plain socket, or
+    pika's loop is not what it knows (the consumer then waits in pika's loop)."""
+    connection = channel._impl.connection
+    transport: Any = getattr(connection, "_transport", None)
+    ioloop = getattr(connection, "ioloop", None)
+    pika_wakeup = getattr(getattr(ioloop, "_poller", None), "_r_interrupt", None)
+    if (
+        not isinstance(transport, _PlaintextTransport)
+        or not isinstance(pika_wakeup, socket.socket)
+        or not callable(getattr(ioloop, "_get_remaining_interval", None))
+    ):
+        return None
+    return SocketWait(ioloop, pika_wakeup, transport)
+
+
+def pika_turn(channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
+    """One turn of pika's I/O loop that does not wait: it reads what waits and runs the
+    callbacks and timers due; then what they framed (a nack, a heartbeat) is sent. Raises
+    pika's error for a channel the broker closed, as the consumer's iterator would."""
+    channel._process_data_events(time_limit=0)
+    flush(channel)
+
+
 def socket_poller(channel: pika.adapters.blocking_connection.BlockingChannel) -> select.poll | None:
     """A poller of the socket under ``channel``'s connection, for :func:`acks_off_the_socket`;
     None when the connection has no plain socket."""
@@ -484,6 +563,17 @@ def contract_problems() -> list[str]:
         getattr(pika.adapters.select_connection.IOLoop, "process_timeouts", None)
     ):
         problems.append("pika's SelectConnection has no ioloop.process_timeouts(): see run_due_timers()")
+    if "self._r_interrupt, self._w_interrupt = " not in inspect.getsource(
+        pika.adapters.select_connection._PollerBase.__init__
+    ) or not callable(getattr(pika.adapters.select_connection.IOLoop, "_get_remaining_interval", None)):
+        problems.append(
+            "pika's I/O loop no longer has _poller._r_interrupt or _get_remaining_interval(): "
+            "the consumer could not wait on the socket itself (see SocketWait)"
+        )
+    if "self._poller = " not in inspect.getsource(pika.adapters.select_connection.IOLoop.__init__):
+        problems.append("pika's IOLoop no longer keeps its poller in _poller: see SocketWait")
+    if not callable(getattr(blocking.BlockingChannel, "_process_data_events", None)):
+        problems.append("pika's BlockingChannel has no _process_data_events(): see pika_turn()")
     if not hasattr(_PlaintextTransport, "_STATE_ACTIVE") or not callable(
         getattr(_PlaintextTransport, "get_write_buffer_size", None)
     ):
