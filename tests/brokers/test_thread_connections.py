@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -116,6 +117,23 @@ def test_threads_keep_connections_of_their_own_up_to_half_the_pool() -> None:
     finish.set()
     later.join()
     client.close()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("where", ["on-its-socket", "in-redis-py-s-buffer"])
+def test_a_kept_connection_holding_a_reply_no_command_asked_for_is_opened_again(
+    broker: EventBusRedisBroker, queue: str, where: str
+) -> None:
+    own = broker.thread_connections.current()
+    own.send_command("PING")  # its reply is never read
+    if where == "in-redis-py-s-buffer":
+        assert own.can_read(timeout=1.0)  # redis-py reads the reply off the socket into its buffer
+    else:
+        time.sleep(0.05)  # the reply waits on the socket
+    broker.enqueue_many([message(queue, 1), message(queue, 2)])  # would read PONG as its reply
+    assert RedisQueues(require_redis()).count(queue) == 2
+    # Not one reply behind, which would leave this one's waiting for the next command to read.
+    assert not own.can_read(timeout=0.2)
 
 
 @pytest.mark.redis
